@@ -1,0 +1,51 @@
+# ordermail — `make demo` and `make test` work on a fresh machine: they install what is missing
+# (Debian packages when root, the virtualenv, Kafka jars) and start the local stack.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STACK := deploy/local/stack
+
+.PHONY: setup system-deps demo test unit integration lint format stack-up stack-down clean
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@deploy/local/system-deps
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+stack-up: setup
+	@$(STACK) up
+
+stack-down:
+	@$(STACK) down
+
+demo: stack-up
+	@$(BIN)/python deploy/local/demo.py
+
+test: stack-up lint
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+integration: stack-up
+	$(BIN)/pytest tests/integration
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: stack-down
+	rm -rf .local $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,104 @@
+"""The ``ordermail`` command: ``run``, ``produce-sample``, ``render``, ``smtp-sink``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+log = logging.getLogger("ordermail")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ordermail", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="consume OrderCompleted events and e-mail receipts (config from env)")
+    produce = commands.add_parser("produce-sample", help="publish N realistic sample OrderCompleted events")
+    produce.add_argument("--count", type=int, default=10)
+    produce.add_argument("--seed", type=int, default=0, help="first sample seed (samples are deterministic)")
+    render = commands.add_parser("render", help="render one event (JSON) to a PDF, offline")
+    render.add_argument("event", type=Path)
+    render.add_argument("--out", type=Path, required=True)
+    render.add_argument("--no-encrypt", action="store_true")
+    sink = commands.add_parser("smtp-sink", help="development SMTP server storing messages as .eml files")
+    sink.add_argument("--port", type=int, default=2525)
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--outbox", type=Path, required=True)
+    sink.add_argument("--tls-cert", type=Path, help="offer STARTTLS with this certificate (PEM)")
+    sink.add_argument("--tls-key", type=Path)
+    args = parser.parse_args(argv)
+    handler = {"run": _run, "produce-sample": _produce_sample, "render": _render, "smtp-sink": _smtp_sink}
+    return handler[args.command](args)
+
+
+def _run(_args: argparse.Namespace) -> int:
+    from consumer.logs import configure_logging
+    from consumer.service import Service
+    from consumer.settings import Settings
+    from consumer.startup import check_environment
+
+    configure_logging()
+    settings = Settings()
+    check_environment(settings)
+    service = Service(settings)
+    service.install_signal_handlers()
+    return service.run()
+
+
+def _produce_sample(args: argparse.Namespace) -> int:
+    from consumer.producing import publish_orders
+    from consumer.service import _codec
+    from consumer.settings import Settings
+    from schemas.samples import sample_orders
+
+    settings = Settings()
+    orders = sample_orders(args.count, first_seed=args.seed)
+    published = publish_orders(settings, _codec(settings), orders)
+    print(f"published {published} OrderCompleted events to {settings.input_topic}")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from consumer.render_pool import RenderConfig
+    from consumer.settings import Settings
+    from schemas import validate_order
+
+    order = json.loads(args.event.read_text(encoding="utf-8"), object_hook=_parse_timestamps)
+    validate_order(order)
+    settings = Settings()
+    renderer = RenderConfig(
+        **({"template_dir": settings.template_dir} if settings.template_dir else {}),
+        password_template=settings.password_template,
+        password_min_length=settings.password_min_length,
+    ).build()
+    pdf = renderer.render_pdf(order) if args.no_encrypt else renderer.render_mail(order).pdf
+    args.out.write_bytes(pdf)
+    print(f"wrote {args.out} ({len(pdf)} bytes, {'not ' if args.no_encrypt else ''}encrypted)")
+    return 0
+
+
+def _parse_timestamps(obj: dict[str, Any]) -> dict[str, Any]:
+    """``occurred_at`` may be epoch milliseconds (as on the wire) or ISO 8601 text."""
+    value = obj.get("occurred_at")
+    if isinstance(value, int):
+        obj["occurred_at"] = datetime.fromtimestamp(value / 1000).astimezone()
+    elif isinstance(value, str):
+        obj["occurred_at"] = datetime.fromisoformat(value)
+    return obj
+
+
+def _smtp_sink(args: argparse.Namespace) -> int:
+    from delivery.sink import serve
+
+    serve(args.port, args.outbox, host=args.host, cert=args.tls_cert, key=args.tls_key)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

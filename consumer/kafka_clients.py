@@ -1,0 +1,49 @@
+"""librdkafka configuration for the consumer and the outcome producer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from consumer.settings import kafka_passthrough
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
+
+__all__ = ["consumer_config", "producer_config"]
+
+
+def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,  # we commit only what is done, see offsets.py
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "isolation.level": "read_committed",
+        "max.poll.interval.ms": 300_000,
+        "session.timeout.ms": 45_000,
+        "client.id": "ordermail",
+    }
+    config.update(kafka_passthrough())
+    config.update(overrides)
+    return config
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        # Where a key-hashed record must land where a Java producer would put it.
+        "partitioner": "murmur2_random",
+        "client.id": "ordermail",
+    }
+    config.update({k: v for k, v in kafka_passthrough().items() if not k.startswith(_CONSUMER_ONLY)})
+    config.update(overrides)
+    return config
+
+
+_CONSUMER_ONLY = ("group.", "enable.auto.", "auto.offset.", "partition.assignment", "isolation.", "max.poll", "session.")

@@ -1,0 +1,169 @@
+"""Outcome events and dead letters, and the producer that publishes them.
+
+Each outcome goes to the same partition number as its input record (co-partitioning is explicit,
+not left to key hashing), keyed by ``order_id``. Callers await the broker's acknowledgement:
+an offset is committed only after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from schemas.codec import load_schema
+
+if TYPE_CHECKING:
+    from schemas import Codec, DeliveryOutcome, DeliveryStatus
+
+__all__ = ["Inbound", "OutcomePublisher", "dead_letter_headers", "outcome_for"]
+
+OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One consumed record, detached from librdkafka's Message so it can cross threads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+
+    @classmethod
+    def from_message(cls, message: Message) -> Inbound:
+        return cls(
+            topic=message.topic() or "",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            key=message.key(),
+            value=message.value(),
+            headers=list(message.headers() or []),
+            timestamp_ms=message.timestamp()[1],
+        )
+
+    @property
+    def order_key(self) -> str:
+        return (self.key or b"").decode("utf-8", errors="replace")
+
+    def surrogate_event_id(self) -> str:
+        """For records we could not decode: stable across redeliveries of the same record."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{self.topic}/{self.partition}/{self.offset}"))
+
+
+def outcome_for(
+    inbound: Inbound,
+    *,
+    event_id: str | None,
+    order_id: str | None,
+    status: DeliveryStatus,
+    reason: str | None,
+    attempt: int,
+    **known: Any,
+) -> DeliveryOutcome:
+    outcome: DeliveryOutcome = {
+        "event_id": event_id or inbound.surrogate_event_id(),
+        "order_id": order_id or inbound.order_key,
+        "status": status,
+        "reason": reason,
+        "attempt": attempt,
+        "occurred_at": datetime.now(UTC),
+        "source_partition": inbound.partition,
+        "source_offset": inbound.offset,
+    }
+    outcome.update(known)  # type: ignore[typeddict-item]
+    return outcome
+
+
+def dead_letter_headers(inbound: Inbound, *, status: str, reason: str, group_id: str) -> Headers:
+    """The original headers plus where the record came from and why it is here (no free text)."""
+    added = {
+        "ordermail.error.class": reason,
+        "ordermail.error.status": status,
+        "ordermail.error.message": f"{status.lower()}: {reason}",
+        "ordermail.original.topic": inbound.topic,
+        "ordermail.original.partition": str(inbound.partition),
+        "ordermail.original.offset": str(inbound.offset),
+        "ordermail.original.timestamp": str(inbound.timestamp_ms),
+        "ordermail.consumer.group": group_id,
+    }
+    return [*inbound.headers, *((k, v.encode()) for k, v in added.items())]
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge a record; its offset must not be committed."""
+
+
+class OutcomePublisher:
+    """Owns the idempotent producer and the thread that serves its delivery callbacks."""
+
+    def __init__(self, producer: Producer, codec: Codec, *, outcome_topic: str, dlq_topic: str) -> None:
+        self._producer = producer
+        self._codec = codec
+        self._outcome_topic = outcome_topic
+        self._dlq_topic = dlq_topic
+        self._running = True
+        self._poller = threading.Thread(target=self._serve_callbacks, name="producer-callbacks", daemon=True)
+        self._poller.start()
+
+    async def publish_outcome(self, outcome: DeliveryOutcome, partition: int, headers: Headers = ()) -> int:
+        value = self._codec.encode(outcome, OUTCOME_SCHEMA, subject=f"{self._outcome_topic}-value")
+        return await self._produce(self._outcome_topic, outcome["order_id"].encode(), value, partition, headers)
+
+    async def publish_dead_letter(self, inbound: Inbound, headers: Headers) -> int:
+        return await self._produce(self._dlq_topic, inbound.key, inbound.value, None, headers)
+
+    async def _produce(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None, headers: Headers
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        acknowledged: asyncio.Future[int] = loop.create_future()
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                result: Any = PublishError(f"{topic}: {error.name()}")
+                loop.call_soon_threadsafe(_settle, acknowledged, result)
+            else:
+                loop.call_soon_threadsafe(_settle, acknowledged, message.offset())
+
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": list(headers), "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:  # local queue full: wait for acknowledgements to drain it
+                await asyncio.sleep(0.05)
+            except KafkaException as exc:
+                raise PublishError(f"{topic}: {exc.args[0].name()}") from None
+        return await acknowledged
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Flushes and stops; returns the number of records still unacknowledged."""
+        remaining = int(self._producer.flush(timeout_s))
+        self._running = False
+        self._poller.join(timeout=2)
+        return remaining
+
+    def _serve_callbacks(self) -> None:
+        while self._running:
+            self._producer.poll(0.1)
+
+
+def _settle(future: asyncio.Future[int], result: int | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

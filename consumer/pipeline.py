@@ -1,0 +1,196 @@
+"""One event's journey: decode → validate → render + encrypt → compose → send → outcome.
+
+Runs on the worker event loop. Events with the same key (``order_id``) run one after another
+in arrival order; different keys run in parallel. Whatever happens, the event ends with an
+acknowledged outcome (and a dead letter where the policy says so) before it counts as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from consumer.outcomes import dead_letter_headers, outcome_for
+from consumer.policy import Action, action_for
+from delivery import Attachment, SendError, SendResult, compose, message_id_for
+from rendering import RenderError
+from schemas import DecodeError, InvalidEvent, validate_order
+from schemas.codec import load_schema
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from consumer.outcomes import Inbound, OutcomePublisher
+    from consumer.render_pool import RenderPool
+    from delivery import SmtpPool
+    from rendering import RenderedMail
+    from schemas import Codec, DeliveryOutcome, DeliveryStatus, OrderCompleted
+
+__all__ = ["Pipeline", "PipelineConfig"]
+
+log = logging.getLogger("ordermail.pipeline")
+ORDER_SCHEMA = load_schema("order_completed.avsc")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    mail_from: str
+    message_domain: str
+    group_id: str
+    send_attempts: int = 4
+    retry_backoff_s: float = 0.5
+    max_attachment_bytes: int = 7 * 1024 * 1024
+
+
+class _Stop(Exception):
+    """Ends processing early with a classified outcome."""
+
+    def __init__(self, reason: str, **known: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.known = known
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        codec: Codec,
+        renderer: RenderPool,
+        smtp: SmtpPool,
+        publisher: OutcomePublisher,
+    ) -> None:
+        self._config = config
+        self._codec = codec
+        self._renderer = renderer
+        self._smtp = smtp
+        self._publisher = publisher
+        self._key_tails: dict[bytes, asyncio.Future[None]] = {}
+
+    async def process(self, inbound: Inbound, on_done: Callable[[Inbound, DeliveryOutcome], None]) -> None:
+        """Processes one record, then calls ``on_done`` once its outcome is acknowledged."""
+        key = inbound.key or b""
+        previous = self._key_tails.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._key_tails[key] = mine
+        try:
+            if previous is not None:
+                await previous
+            outcome = await self._process(inbound)
+            on_done(inbound, outcome)
+        finally:
+            mine.set_result(None)
+            if self._key_tails.get(key) is mine:
+                del self._key_tails[key]
+
+    async def _process(self, inbound: Inbound) -> DeliveryOutcome:
+        order: OrderCompleted | None = None
+        attempt = 1
+        try:
+            order = self._decode(inbound)
+            mail = await self._render(order)
+            result, attempt = await self._send(order, mail)
+        except _Stop as stop:
+            return await self._finish_failed(inbound, order, stop, attempt)
+        except Exception as exc:  # a bug must not wedge the partition: dead-letter, keep going
+            # The exception's text may quote event data: log its type and where, never its message.
+            where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)[::-1][:6])
+            log.error("unexpected %s at %s/%s in %s", type(exc).__name__, inbound.partition, inbound.offset, where)
+            return await self._finish_failed(inbound, order, _Stop("internal_error"), attempt)
+        outcome = outcome_for(
+            inbound,
+            event_id=order["event_id"],
+            order_id=order["order_id"],
+            status="SENT",
+            reason=None,
+            attempt=attempt,
+            smtp_code=result.code,
+            send_ms=round(result.send_ms),
+            **_mail_facts(order, mail, self._config.message_domain),
+        )
+        await self._publisher.publish_outcome(outcome, inbound.partition)
+        return outcome
+
+    def _decode(self, inbound: Inbound) -> OrderCompleted:
+        try:
+            record: Any = self._codec.decode(inbound.value or b"", ORDER_SCHEMA)
+            validate_order(record)
+        except (DecodeError, InvalidEvent) as error:
+            raise _Stop(error.reason) from None
+        order: OrderCompleted = record
+        return order
+
+    async def _render(self, order: OrderCompleted) -> RenderedMail:
+        try:
+            mail = await self._renderer.render(order)
+        except RenderError as error:
+            raise _Stop(error.reason) from None
+        if len(mail.pdf) > self._config.max_attachment_bytes:
+            raise _Stop("attachment_too_large", attachment_bytes=len(mail.pdf))
+        return mail
+
+    async def _send(self, order: OrderCompleted, mail: RenderedMail) -> tuple[SendResult, int]:
+        recipient = order["customer"]["email"]
+        message = compose(
+            sender=self._config.mail_from,
+            recipient=recipient,
+            subject=mail.subject,
+            text=mail.text_body,
+            html=mail.html_body,
+            attachments=[Attachment(mail.attachment_filename, mail.pdf)],
+            message_id=message_id_for(order["event_id"], self._config.message_domain),
+            date=datetime.now(UTC),
+        )
+        facts = _mail_facts(order, mail, self._config.message_domain)
+        for attempt in range(1, self._config.send_attempts + 1):
+            try:
+                return await self._smtp.send(message, sender=self._config.mail_from, recipient=recipient), attempt
+            except SendError as error:
+                action = action_for(error.reason)
+                if action is not Action.RETRY or attempt == self._config.send_attempts:
+                    raise _Stop(error.reason, smtp_code=error.code, attempt=attempt, **facts) from None
+                await asyncio.sleep(_backoff(self._config.retry_backoff_s, attempt))
+        raise AssertionError("unreachable")
+
+    async def _finish_failed(
+        self, inbound: Inbound, order: OrderCompleted | None, stop: _Stop, attempt: int
+    ) -> DeliveryOutcome:
+        action = action_for(stop.reason)
+        status: DeliveryStatus = "REJECTED" if action is Action.REJECT else "FAILED"
+        known = dict(stop.known)
+        attempt = known.pop("attempt", attempt)
+        outcome = outcome_for(
+            inbound,
+            event_id=order["event_id"] if order else None,
+            order_id=order["order_id"] if order else None,
+            status=status,
+            reason=stop.reason,
+            attempt=attempt,
+            **known,
+        )
+        if action is not Action.FAIL:
+            headers = dead_letter_headers(inbound, status=status, reason=stop.reason, group_id=self._config.group_id)
+            await self._publisher.publish_dead_letter(inbound, headers)
+        await self._publisher.publish_outcome(outcome, inbound.partition)
+        return outcome
+
+
+def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str) -> dict[str, Any]:
+    return {
+        "message_id": message_id_for(order["event_id"], domain),
+        "recipient_domain": order["customer"]["email"].rpartition("@")[2].lower(),
+        "attachment_sha256": hashlib.sha256(mail.pdf).hexdigest(),
+        "attachment_bytes": len(mail.pdf),
+        "render_ms": round(mail.render_ms + mail.encrypt_ms),
+    }
+
+
+def _backoff(base_s: float, attempt: int) -> float:
+    """Exponential with full jitter, so many deferred sends do not retry in lockstep."""
+    return random.uniform(0, base_s * 2 ** (attempt - 1))

@@ -1,0 +1,257 @@
+"""The poll loop: fetch, dispatch, commit what is done, pause when full, drain on shutdown.
+
+One thread polls Kafka and never blocks on work; events run on a worker event loop in a
+second thread (SMTP I/O) with rendering in worker processes. An offset is committed only when
+every earlier offset of its partition has an acknowledged outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from consumer.kafka_clients import consumer_config, producer_config
+from consumer.offsets import OffsetTracker, TopicPartitionKey
+from consumer.outcomes import Inbound, OutcomePublisher
+from consumer.pipeline import Pipeline, PipelineConfig
+from consumer.render_pool import RenderConfig, RenderPool
+from delivery import SmtpPool
+from schemas import Codec
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
+    from schemas import DeliveryOutcome
+
+__all__ = ["Service"]
+
+log = logging.getLogger("ordermail.service")
+POLL_TIMEOUT_S = 0.1
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._stopping = threading.Event()
+        self._fatal: str | None = None
+        self._tracker = OffsetTracker()
+        self._paused = False
+        self._assigned: set[TopicPartitionKey] = set()
+        self._loop = asyncio.new_event_loop()
+        self._worker = threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True)
+        self.processed = 0
+
+    def stop(self, *_: object) -> None:
+        self._stopping.set()
+
+    def run(self) -> int:
+        """Runs until :meth:`stop` (or SIGTERM/SIGINT when installed); returns an exit code."""
+        settings = self._settings
+        codec = _codec(settings)
+        render_pool = RenderPool(
+            RenderConfig(
+                **({"template_dir": settings.template_dir} if settings.template_dir else {}),
+                password_template=settings.password_template,
+                password_min_length=settings.password_min_length,
+                password_hint=settings.password_hint,
+            ),
+            workers=settings.render_workers,
+            max_documents_per_worker=settings.worker_max_documents,
+        )
+        publisher = OutcomePublisher(
+            Producer(producer_config(settings)),
+            codec,
+            outcome_topic=settings.outcome_topic,
+            dlq_topic=settings.dlq_topic,
+        )
+        smtp = SmtpPool(settings.smtp_config())
+        self._pipeline = Pipeline(
+            PipelineConfig(
+                mail_from=settings.mail_from,
+                message_domain=settings.message_domain(),
+                group_id=settings.group_id,
+                send_attempts=settings.send_attempts,
+                retry_backoff_s=settings.retry_backoff_s,
+                max_attachment_bytes=settings.max_attachment_bytes,
+            ),
+            codec,
+            render_pool,
+            smtp,
+            publisher,
+        )
+        self._consumer = Consumer(consumer_config(settings))
+        self._worker.start()
+        try:
+            self._check_topics()
+            self._consumer.subscribe(
+                [settings.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            log.info("consuming %s as group %s", settings.input_topic, settings.group_id)
+            self._poll_until_stopped()
+            self._drain()
+        finally:
+            asyncio.run_coroutine_threadsafe(smtp.close(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._worker.join(timeout=5)
+            unacknowledged = publisher.close()
+            render_pool.close()
+            _close_with_timeout(self._consumer, timeout_s=10)
+        if unacknowledged:
+            log.error("%d records unacknowledged at shutdown", unacknowledged)
+        if self._fatal:
+            log.error("stopped: %s", self._fatal)
+            return 1
+        return 0
+
+    def _poll_until_stopped(self) -> None:
+        next_commit = time.monotonic() + self._settings.commit_interval_s
+        while not self._stopping.is_set():
+            message = self._consumer.poll(POLL_TIMEOUT_S)
+            if message is not None:
+                self._handle(message)
+            self._apply_backpressure()
+            if time.monotonic() >= next_commit:
+                self._commit()
+                next_commit = time.monotonic() + self._settings.commit_interval_s
+
+    def _handle(self, message: Any) -> None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                self._fail(f"consumer fatal error {error.name()}")
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error %s", error.name())
+            return
+        inbound = Inbound.from_message(message)
+        self._tracker.start((inbound.topic, inbound.partition), inbound.offset)
+        future = asyncio.run_coroutine_threadsafe(self._pipeline.process(inbound, self._done), self._loop)
+        future.add_done_callback(self._check_crashed)
+
+    def _done(self, inbound: Inbound, outcome: DeliveryOutcome) -> None:
+        self.processed += 1
+        log.info(
+            "outcome",
+            extra={
+                "event_id": outcome["event_id"],
+                "order_id": outcome["order_id"],
+                "partition": inbound.partition,
+                "offset": inbound.offset,
+                "status": outcome["status"],
+                "reason": outcome["reason"],
+                "attempt": outcome["attempt"],
+                "render_ms": outcome.get("render_ms"),
+                "send_ms": outcome.get("send_ms"),
+            },
+        )
+        self._tracker.finish((inbound.topic, inbound.partition), inbound.offset)
+
+    def _check_crashed(self, future: Future[None]) -> None:
+        # Only a failure to publish an outcome gets here: stop without committing past it, so
+        # the event is redelivered instead of lost.
+        if not future.cancelled() and future.exception() is not None:
+            self._fail(f"processing aborted: {future.exception()}")
+
+    def _fail(self, reason: str) -> None:
+        if self._fatal is None:
+            self._fatal = reason
+        self._stopping.set()
+
+    def _apply_backpressure(self) -> None:
+        in_flight = self._tracker.in_flight()
+        limit = self._settings.max_in_flight
+        if not self._paused and in_flight >= limit:
+            self._set_paused(True)
+        elif self._paused and in_flight <= limit // 2:  # hysteresis: no pause/resume flapping
+            self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        partitions = [TopicPartition(t, p) for t, p in self._assigned]
+        if partitions:
+            (self._consumer.pause if paused else self._consumer.resume)(partitions)
+        self._paused = paused
+
+    def _commit(self, tps: set[TopicPartitionKey] | None = None) -> None:
+        positions = self._tracker.committable(tps)
+        if not positions:
+            return
+        offsets = [TopicPartition(t, p, offset) for (t, p), offset in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:  # KafkaException; the next commit retries, nothing is lost
+            log.warning("commit failed: %s", exc)
+            return
+        self._tracker.mark_committed(positions)
+
+    def _drain(self) -> None:
+        """Stop fetching, let in-flight events finish (bounded), commit."""
+        self._set_paused(True)
+        deadline = time.monotonic() + self._settings.drain_timeout_s
+        while self._tracker.in_flight() and time.monotonic() < deadline and self._fatal is None:
+            self._consumer.poll(POLL_TIMEOUT_S)  # keeps group membership alive while draining
+        left = self._tracker.in_flight()
+        if left:
+            log.warning("shutdown deadline reached with %d events in flight; they will be redelivered", left)
+        self._commit()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        if self._paused:
+            consumer.pause(partitions)
+        log.info("assigned %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        if not self._tracker.wait_idle(revoked, self._settings.drain_timeout_s):
+            log.warning("revoked partitions still had work in flight; it will be redelivered")
+        self._commit(revoked)
+        self._forget(revoked)
+        log.info("revoked %s", sorted(p for _, p in revoked))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+
+    def _forget(self, tps: set[TopicPartitionKey]) -> None:
+        self._assigned -= tps
+        self._tracker.forget(tps)
+
+    def _check_topics(self) -> None:
+        """Outcomes go to the input's partition number, so the outcome topic needs as many."""
+        metadata = self._consumer.list_topics(timeout=30)
+        counts = {}
+        for name in (self._settings.input_topic, self._settings.outcome_topic, self._settings.dlq_topic):
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                raise SystemExit(f"topic {name} does not exist")
+            counts[name] = len(topic.partitions)
+        if counts[self._settings.outcome_topic] < counts[self._settings.input_topic]:
+            raise SystemExit(
+                f"{self._settings.outcome_topic} has fewer partitions than {self._settings.input_topic}: {counts}"
+            )
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+
+def _codec(settings: Settings) -> Codec:
+    if not settings.schema_registry_url:
+        return Codec.from_directory()
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    # new_client understands mock:// URLs (an in-memory registry) as well as real ones.
+    return Codec.from_directory(registry=SchemaRegistryClient.new_client({"url": settings.schema_registry_url}))
+
+
+def _close_with_timeout(consumer: Consumer, *, timeout_s: float) -> None:
+    """``Consumer.close()`` has been seen to hang: never let it block shutdown forever."""
+    closer = threading.Thread(target=consumer.close, name="consumer-close", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
+    if closer.is_alive():
+        log.warning("consumer close timed out after %.0fs", timeout_s)

@@ -1,0 +1,104 @@
+"""All configuration, read once from the environment into one frozen model.
+
+Names follow the external contract (``KAFKA_BOOTSTRAP_SERVERS``, ``SMTP_*``, ``ORDERMAIL_*``);
+``KAFKA_CONFIG_<NAME>`` passes any librdkafka property through (``_`` becomes ``.``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from delivery import SmtpConfig, TlsMode
+
+__all__ = ["Settings", "kafka_passthrough"]
+
+KAFKA_CONFIG_PREFIX = "KAFKA_CONFIG_"
+_SECRET_HINTS = ("password", "secret", "key", "token", "jaas")
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    bootstrap_servers: Annotated[str, Field(validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))] = "127.0.0.1:9092"
+    group_id: Annotated[str, Field(validation_alias=_env("ORDERMAIL_GROUP_ID"))] = "ordermail"
+    input_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_INPUT_TOPIC"))] = "orders.order-completed.v1"
+    outcome_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_OUTCOME_TOPIC"))] = (
+        "orders.delivery-outcome.v1"
+    )
+    dlq_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_DLQ_TOPIC"))] = "orders.order-completed.v1.dlq"
+    retry_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_RETRY_TOPIC"))] = (
+        "orders.order-completed.v1.retry"
+    )
+    schema_registry_url: Annotated[str | None, Field(validation_alias=_env("SCHEMA_REGISTRY_URL"))] = None
+
+    smtp_host: Annotated[str, Field(validation_alias=_env("SMTP_HOST"))] = "127.0.0.1"
+    smtp_port: Annotated[int, Field(validation_alias=_env("SMTP_PORT"))] = 2525
+    smtp_tls: Annotated[TlsMode, Field(validation_alias=_env("SMTP_TLS"))] = TlsMode.STARTTLS
+    smtp_username: Annotated[str | None, Field(validation_alias=_env("SMTP_USERNAME"))] = None
+    smtp_password: Annotated[SecretStr | None, Field(validation_alias=_env("SMTP_PASSWORD"))] = None
+    smtp_ca_file: Annotated[str | None, Field(validation_alias=_env("SMTP_CA_FILE"))] = None
+    smtp_timeout_s: Annotated[float, Field(validation_alias=_env("SMTP_TIMEOUT_S"), gt=0)] = 30.0
+    smtp_connections: Annotated[int, Field(validation_alias=_env("SMTP_CONNECTIONS"), ge=1)] = 4
+    smtp_max_messages_per_connection: Annotated[
+        int, Field(validation_alias=_env("SMTP_MAX_MESSAGES_PER_CONNECTION"), ge=1)
+    ] = 100
+
+    mail_from: Annotated[str, Field(validation_alias=_env("ORDERMAIL_MAIL_FROM"))] = "orders@shop.example"
+    message_id_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_MESSAGE_ID_DOMAIN"))] = None
+    password_template: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_TEMPLATE"))] = None
+    password_hint: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_HINT"))] = None
+    password_min_length: Annotated[int, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_MIN_LENGTH"), ge=4)] = 8
+    template_dir: Annotated[Path | None, Field(validation_alias=_env("ORDERMAIL_TEMPLATE_DIR"))] = None
+
+    render_workers: Annotated[int, Field(validation_alias=_env("ORDERMAIL_RENDER_WORKERS"), ge=1)] = (
+        os.cpu_count() or 1
+    )
+    worker_max_documents: Annotated[int, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_DOCUMENTS"), ge=1)] = 500
+    max_in_flight: Annotated[int, Field(validation_alias=_env("ORDERMAIL_MAX_IN_FLIGHT"), ge=1)] = 64
+    send_attempts: Annotated[int, Field(validation_alias=_env("ORDERMAIL_SEND_ATTEMPTS"), ge=1)] = 4
+    retry_backoff_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_RETRY_BACKOFF_S"), ge=0)] = 0.5
+    commit_interval_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_COMMIT_INTERVAL_S"), gt=0)] = 1.0
+    drain_timeout_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_DRAIN_TIMEOUT_S"), gt=0)] = 25.0
+    max_attachment_bytes: Annotated[
+        int, Field(validation_alias=_env("ORDERMAIL_MAX_ATTACHMENT_BYTES"), ge=1024)
+    ] = 7 * 1024 * 1024
+
+    def smtp_config(self) -> SmtpConfig:
+        return SmtpConfig(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            tls=self.smtp_tls,
+            username=self.smtp_username,
+            password=self.smtp_password.get_secret_value() if self.smtp_password else None,
+            ca_file=self.smtp_ca_file,
+            timeout_s=self.smtp_timeout_s,
+            connections=self.smtp_connections,
+            max_messages_per_connection=self.smtp_max_messages_per_connection,
+        )
+
+    def message_domain(self) -> str:
+        return self.message_id_domain or self.mail_from.rpartition("@")[2] or "ordermail.invalid"
+
+
+def kafka_passthrough(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL`` → ``{"security.protocol": "SASL_SSL"}``."""
+    environ = dict(os.environ) if environ is None else environ
+    return {
+        key.removeprefix(KAFKA_CONFIG_PREFIX).lower().replace("_", "."): value
+        for key, value in environ.items()
+        if key.startswith(KAFKA_CONFIG_PREFIX)
+    }
+
+
+def redact_kafka_config(config: dict[str, str]) -> dict[str, str]:
+    """For logging: hides the values of properties whose names suggest a secret."""
+    return {k: ("***" if any(h in k for h in _SECRET_HINTS) else v) for k, v in config.items()}

@@ -1,0 +1,26 @@
+"""Checks at start-up that warn about a slow or insecure environment before any event is read."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from delivery import TlsMode
+from rendering.fonts import harfbuzz_subset_available
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
+
+__all__ = ["check_environment"]
+
+log = logging.getLogger("ordermail.startup")
+
+
+def check_environment(settings: Settings) -> None:
+    if not harfbuzz_subset_available():
+        log.warning(
+            "libharfbuzz-subset is missing: WeasyPrint falls back to fontTools, about 5x slower "
+            "(install Debian's libharfbuzz-subset0)"
+        )
+    if settings.smtp_tls is TlsMode.NONE:
+        log.warning("SMTP_TLS=none: e-mails travel to the relay unencrypted")

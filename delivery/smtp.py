@@ -1,0 +1,183 @@
+"""Sends messages through an SMTP relay over a small pool of persistent aiosmtplib connections.
+
+Every failure becomes a :class:`SendError` whose ``reason`` and ``transient`` flag the caller's
+error policy acts on; reply texts are never kept (relays echo addresses in them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import aiosmtplib
+from email.policy import SMTP, SMTPUTF8
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+__all__ = ["SendError", "SendResult", "SmtpConfig", "SmtpPool", "TlsMode"]
+
+
+class TlsMode(StrEnum):
+    STARTTLS = "starttls"
+    TLS = "tls"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    tls: TlsMode = TlsMode.STARTTLS
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    timeout_s: float = 30.0
+    connections: int = 4
+    max_messages_per_connection: int = 100
+
+
+@dataclass(frozen=True)
+class SendResult:
+    code: int
+    send_ms: float
+
+
+class SendError(Exception):
+    """``transient`` failures may succeed later (4xx, network); the rest never will (5xx)."""
+
+    def __init__(self, reason: str, *, transient: bool, code: int | None = None) -> None:
+        super().__init__(f"{reason} ({code})" if code else reason)
+        self.reason = reason
+        self.transient = transient
+        self.code = code
+
+
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    sent: int = 0
+
+
+class SmtpPool:
+    def __init__(self, config: SmtpConfig) -> None:
+        self._config = config
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(config.connections)
+        self._tls_context = _tls_context(config) if config.tls is not TlsMode.NONE else None
+
+    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> SendResult:
+        started = time.perf_counter()
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else None
+            if connection is not None and not connection.client.is_connected:
+                connection = None
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect()
+            try:
+                code = await _transaction(connection.client, message, sender, recipient)
+            except aiosmtplib.SMTPServerDisconnected:
+                if not reused:
+                    raise SendError("smtp_disconnected", transient=True) from None
+                # The relay closed an idle connection: one retry on a fresh one is safe because
+                # nothing was accepted on the old one.
+                connection = await self._connect()
+                code = await _transaction(connection.client, message, sender, recipient)
+            except SendError as error:
+                await self._recycle_after(error, connection)
+                raise
+            connection.sent += 1
+            self._release(connection)
+        return SendResult(code=code, send_ms=(time.perf_counter() - started) * 1000)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(_quit(c.client) for c in idle))
+
+    async def _connect(self) -> _Connection:
+        config = self._config
+        client = aiosmtplib.SMTP(
+            hostname=config.host,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            timeout=config.timeout_s,
+            use_tls=config.tls is TlsMode.TLS,
+            start_tls=True if config.tls is TlsMode.STARTTLS else False,
+            tls_context=self._tls_context,
+            validate_certs=config.tls is not TlsMode.NONE,
+        )
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()  # a half-open session (TLS or AUTH refused) must not leak its socket
+            raise _connect_error(exc) from None
+        return _Connection(client)
+
+    def _release(self, connection: _Connection) -> None:
+        if connection.sent >= self._config.max_messages_per_connection:
+            asyncio.get_running_loop().create_task(_quit(connection.client))
+        else:
+            self._idle.append(connection)
+
+    async def _recycle_after(self, error: SendError, connection: _Connection) -> None:
+        if error.code is None or not connection.client.is_connected:
+            connection.client.close()
+            return
+        try:  # a refused transaction leaves the session usable after RSET
+            await connection.client.rset()
+        except aiosmtplib.SMTPException:
+            connection.client.close()
+            return
+        self._release(connection)
+
+
+async def _transaction(client: aiosmtplib.SMTP, message: EmailMessage, sender: str, recipient: str) -> int:
+    international = not (sender.isascii() and recipient.isascii())
+    options = ["SMTPUTF8"] if international else []
+    try:
+        await client.mail(sender, options=options, encoding="utf-8" if international else "ascii")
+        await client.rcpt(recipient, encoding="utf-8" if international else "ascii")
+        response = await client.data(message.as_bytes(policy=SMTPUTF8 if international else SMTP))
+    except aiosmtplib.SMTPServerDisconnected:
+        raise
+    except aiosmtplib.SMTPResponseException as exc:
+        transient = 400 <= exc.code < 500
+        raise SendError("smtp_transient" if transient else "smtp_permanent", transient=transient, code=exc.code) from None
+    except aiosmtplib.SMTPTimeoutError:
+        client.close()
+        raise SendError("smtp_timeout", transient=True) from None
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+        raise SendError("smtp_unreachable", transient=True) from None
+    return response.code
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+def _connect_error(exc: Exception) -> SendError:
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return SendError("smtp_auth_failed", transient=False, code=exc.code)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return SendError("smtp_connect_refused", transient=True, code=exc.code)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return SendError("smtp_timeout", transient=True)
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        return SendError("smtp_tls_failed", transient=True)
+    return SendError("smtp_unreachable", transient=True)
+
+
+def _tls_context(config: SmtpConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=config.ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context

@@ -1,0 +1,105 @@
+"""Which language the texts use, and locale-aware formatting of money, dates and numbers.
+
+Texts ship in Spanish and English. The event's BCP 47 ``locale`` picks the language by
+truncation (``es-MX`` -> ``es``); anything else falls back to English. Money, dates and numbers
+are still formatted with Babel for the event's *own* locale (``de-DE`` gets ``1.234,56 €``),
+unless the result holds characters the receipt font cannot draw (``ja-JP`` writes ``￥`` and
+``年``): then the text language's locale formats it instead, so the PDF never shows empty boxes.
+
+Money is integer minor units of the currency; it becomes a :class:`~decimal.Decimal` scaled by
+the currency's precision (JPY 0, EUR 2, BHD 3), never a float.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_time
+from babel.numbers import format_currency, format_decimal, get_currency_precision
+
+from rendering.fonts import displayable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+__all__ = ["DEFAULT_LANGUAGE", "SUPPORTED_LANGUAGES", "Formatter", "choose_language", "minor_to_decimal"]
+
+SUPPORTED_LANGUAGES = ("en", "es")
+DEFAULT_LANGUAGE = "en"
+
+
+def choose_language(tag: str) -> str:
+    """The shipped language for a BCP 47 tag: ``es-MX`` -> ``es``, ``fr-FR`` -> ``en``."""
+    parts = tag.replace("_", "-").lower().split("-")
+    while parts:
+        candidate = "-".join(parts)
+        if candidate in SUPPORTED_LANGUAGES:
+            return candidate
+        parts.pop()
+    return DEFAULT_LANGUAGE
+
+
+def parse_locale(tag: str, fallback: str = DEFAULT_LANGUAGE) -> Locale:
+    """Babel's locale for a BCP 47 tag, else for its language alone, else ``fallback``."""
+    normalised = tag.replace("_", "-")
+    for candidate in (normalised, normalised.split("-")[0]):
+        try:
+            return Locale.parse(candidate, sep="-")
+        except (UnknownLocaleError, ValueError, TypeError):
+            continue
+    return Locale.parse(fallback)
+
+
+def minor_to_decimal(minor: int, currency: str) -> Decimal:
+    """Integer minor units to an exact decimal amount of ``currency``."""
+    if isinstance(minor, bool) or not isinstance(minor, int):
+        raise TypeError("money amounts must be integer minor units")
+    return Decimal(minor).scaleb(-get_currency_precision(currency))
+
+
+class Formatter:
+    """Formats values for one order: its own locale first, the text language's when undrawable."""
+
+    def __init__(self, tag: str, language: str) -> None:
+        self.language = language
+        self.locale = parse_locale(tag, fallback=language)
+        self.text_locale = Locale.parse(language)
+
+    def _pick(self, render: Callable[[Locale], str]) -> str:
+        text = render(self.locale)
+        return text if displayable(text) else render(self.text_locale)
+
+    def money(self, minor: int, currency: str) -> str:
+        amount = minor_to_decimal(minor, currency)
+        return self._pick(lambda locale: format_currency(amount, currency, locale=locale))
+
+    def number(self, value: int) -> str:
+        return self._pick(lambda locale: format_decimal(value, locale=locale))
+
+    def date(self, moment: datetime) -> str:
+        return self._pick(lambda locale: format_date(moment, "long", locale=locale))
+
+    def time(self, moment: datetime) -> str:
+        """Time of day in the event's own zone, with that zone as a UTC offset (``19:05 UTC``)."""
+        return (
+            f"{self._pick(lambda locale: format_time(moment, 'short', locale=locale))} {_utc_offset(moment)}"
+        )
+
+    def country(self, code: str) -> str:
+        """A country's name in the text language; the code itself when unknown."""
+        name = self.text_locale.territories.get(code.upper())
+        return name if isinstance(name, str) else code
+
+
+def _utc_offset(moment: datetime) -> str:
+    offset = moment.utcoffset()
+    if offset is None:
+        return "UTC"
+    minutes = int(offset.total_seconds()) // 60
+    if minutes == 0:
+        return "UTC"
+    sign, minutes = ("+" if minutes > 0 else "-"), abs(minutes)
+    return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"

@@ -1,0 +1,61 @@
+"""Content checks a schema cannot express. Each failure names a machine-readable reason."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING
+
+from email_validator import EmailNotValidError, validate_email
+
+if TYPE_CHECKING:
+    from schemas.model import OrderCompleted
+
+__all__ = ["MAX_LINES", "InvalidEvent", "validate_order"]
+
+MAX_LINES = 500
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_LOCALE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+class InvalidEvent(Exception):
+    """A decodable event whose content cannot be processed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def validate_order(order: OrderCompleted) -> None:
+    """Raise :class:`InvalidEvent` for the first problem found."""
+    _check(_is_uuid(order["event_id"]), "invalid_event_id")
+    _check(bool(order["order_id"].strip()) and len(order["order_id"]) <= 64, "invalid_order_id")
+    _check(_LOCALE.fullmatch(order["locale"]) is not None, "invalid_locale")
+    _check(_CURRENCY.fullmatch(order["currency"]) is not None, "invalid_currency")
+    _check(_COUNTRY.fullmatch(order["customer"]["billing_address"]["country"]) is not None, "invalid_country")
+    try:
+        validate_email(order["customer"]["email"], check_deliverability=False)
+    except EmailNotValidError:
+        raise InvalidEvent("invalid_email") from None
+    lines = order["lines"]
+    _check(len(lines) > 0, "no_lines")
+    _check(len(lines) <= MAX_LINES, "too_many_lines")
+    for line in lines:
+        _check(line["quantity"] > 0, "invalid_quantity")
+        _check(line["unit_price_minor"] >= 0, "negative_amount")
+        _check(bool(line["sku"].strip()), "invalid_sku")
+    _check(all(amount >= 0 for amount in order["totals"].values()), "negative_amount")
+
+
+def _check(condition: bool, reason: str) -> None:
+    if not condition:
+        raise InvalidEvent(reason)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

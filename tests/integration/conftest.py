@@ -1,0 +1,188 @@
+"""Real parts for integration tests: a Kafka broker, the SMTP sink and the service, each in its
+own process as in production.
+
+The broker is testcontainers' Kafka module where a Docker engine answers, else the local stack
+(`deploy/local/stack up`, a real KRaft broker from Maven Central jars). Tests do not care which.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.support import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDERMAIL = str(Path(sys.executable).with_name("ordermail"))
+PARTITIONS = 6
+
+
+def _docker_engine_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _local_stack_bootstrap() -> str:
+    subprocess.run([str(ROOT / "deploy/local/stack"), "up"], check=True, timeout=600)
+    env = dict(
+        line.split("=", 1) for line in (ROOT / ".local/stack.env").read_text().splitlines() if "=" in line
+    )
+    return env["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    if os.environ.get("ORDERMAIL_TEST_BOOTSTRAP"):
+        yield os.environ["ORDERMAIL_TEST_BOOTSTRAP"]
+    elif _docker_engine_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+    else:
+        yield _local_stack_bootstrap()
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    outcome: str
+    dlq: str
+    retry: str
+    group: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "ORDERMAIL_INPUT_TOPIC": self.input,
+            "ORDERMAIL_OUTCOME_TOPIC": self.outcome,
+            "ORDERMAIL_DLQ_TOPIC": self.dlq,
+            "ORDERMAIL_RETRY_TOPIC": self.retry,
+            "ORDERMAIL_GROUP_ID": self.group,
+        }
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    """Fresh topics and group per test, so tests never see each other's records."""
+    run = uuid.uuid4().hex[:8]
+    names = Topics(
+        input=f"t{run}.order-completed",
+        outcome=f"t{run}.delivery-outcome",
+        dlq=f"t{run}.order-completed.dlq",
+        retry=f"t{run}.order-completed.retry",
+        group=f"ordermail-{run}",
+    )
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(n, PARTITIONS, 1) for n in (names.input, names.outcome, names.dlq, names.retry)]
+    )
+    for future in futures.values():
+        future.result(timeout=30)
+    return names
+
+
+@dataclass(frozen=True)
+class Sink:
+    port: int
+    outbox: Path
+    ca_file: Path
+    process: subprocess.Popen[bytes]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.port),
+            "SMTP_TLS": "starttls",
+            "SMTP_CA_FILE": str(self.ca_file),
+        }
+
+    def messages(self) -> list[Path]:
+        return sorted(self.outbox.glob("*.eml"))
+
+
+@pytest.fixture
+def smtp_sink(tmp_path: Path) -> Iterator[Sink]:
+    """The project's SMTP sink, offering STARTTLS with a certificate from a test CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    port, outbox = free_port(), tmp_path / "outbox"
+    process = subprocess.Popen(
+        [ORDERMAIL, "smtp-sink", "--port", str(port), "--outbox", str(outbox),
+         "--tls-cert", str(cert_file), "--tls-key", str(key_file)],
+    )
+    try:
+        wait_for_port(port, timeout_s=30)
+        yield Sink(port, outbox, ca_file, process)
+    finally:
+        _terminate(process)
+
+
+ServiceFactory = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def start_service(kafka_bootstrap: str, topics: Topics, smtp_sink: Sink, tmp_path: Path) -> Iterator[ServiceFactory]:
+    """Starts ``ordermail run`` processes; all are stopped with SIGTERM at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**extra_env: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "ORDERMAIL_MAIL_FROM": "orders@shop.example",
+            "ORDERMAIL_RENDER_WORKERS": "2",
+            "ORDERMAIL_RETRY_BACKOFF_S": "0.05",
+            **topics.env(),
+            **smtp_sink.env(),
+            **extra_env,
+        }
+        with (tmp_path / f"service-{len(started)}.log").open("wb") as log:
+            process = subprocess.Popen([ORDERMAIL, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        _terminate(process)
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout_s: float = 40) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture
+def wait_until() -> Callable[[Callable[[], bool], float], None]:
+    def wait(condition: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout_s}s")
+            time.sleep(0.1)
+
+    return wait

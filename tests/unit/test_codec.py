@@ -1,0 +1,107 @@
+import copy
+import json
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from schemas import Codec, DecodeError
+from schemas.codec import SCHEMA_DIR, Schema, load_schema
+from schemas.samples import sample_order
+
+READER = load_schema("order_completed.avsc")
+
+
+def _older_writer() -> Schema:
+    """OrderCompleted as an earlier producer wrote it: no optional extras, no discount."""
+    schema = json.loads((SCHEMA_DIR / "order_completed.avsc").read_text())
+    keep = {"event_id", "occurred_at", "order_id", "locale", "currency", "customer", "lines", "totals"}
+    schema["fields"] = [f for f in schema["fields"] if f["name"] in keep]
+    totals = next(f for f in schema["fields"] if f["name"] == "totals")["type"]
+    totals["fields"] = [f for f in totals["fields"] if f["name"] != "discount_minor"]
+    return Schema.from_json(json.dumps(schema))
+
+
+def test_single_object_round_trip_starts_with_magic_and_fingerprint() -> None:
+    codec = Codec.from_directory()
+    order = sample_order(3)
+    data = codec.encode(order, READER)
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == READER.fingerprint
+    assert codec.decode(data, READER) == order
+
+
+def test_fingerprint_is_crc64_avro_of_canonical_form_little_endian() -> None:
+    # Reference value computed with the spec's algorithm (Avro specification, "Schema Fingerprints").
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    from fastavro.schema import to_parsing_canonical_form
+
+    fp = empty
+    for byte in to_parsing_canonical_form(READER.parsed).encode():
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    assert READER.fingerprint == fp.to_bytes(8, "little")
+
+
+def test_older_writer_schema_is_resolved_to_the_reader_with_defaults() -> None:
+    old = _older_writer()
+    assert old.fingerprint != READER.fingerprint
+    order = sample_order(5)
+    old_record = {k: v for k, v in order.items() if k in {f["name"] for f in json.loads(old.source)["fields"]}}
+    old_record["totals"] = {k: v for k, v in order["totals"].items() if k != "discount_minor"}
+    data = Codec([old]).encode(old_record, old)
+
+    decoded = Codec([old, READER]).decode(data, READER)
+
+    assert decoded["order_id"] == order["order_id"]
+    assert decoded["totals"]["discount_minor"] == 0
+    assert decoded["gift_message"] is None
+    assert decoded["brand"] is None
+
+
+def test_unknown_fingerprint_is_a_classified_error() -> None:
+    data = Codec([_older_writer()]).encode(
+        {**copy.deepcopy(sample_order(1)), "totals": {"subtotal_minor": 1, "shipping_minor": 0, "tax_minor": 0, "total_minor": 1}},
+        _older_writer(),
+    )
+    with pytest.raises(DecodeError) as caught:
+        Codec([READER]).decode(data, READER)
+    assert caught.value.reason == "unknown_schema"
+
+
+@pytest.mark.parametrize("data", [b"", b"{json: true}", b"\xc3\x01\x00", b"\x00\x00", b"garbage" * 10])
+def test_garbage_is_undecodable(data: bytes) -> None:
+    with pytest.raises(DecodeError) as caught:
+        Codec.from_directory().decode(data, READER)
+    assert caught.value.reason in {"undecodable", "unknown_schema"}
+
+
+def test_truncated_body_is_undecodable() -> None:
+    codec = Codec.from_directory()
+    data = codec.encode(sample_order(2), READER)
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(data[: len(data) // 2], READER)
+    assert caught.value.reason == "undecodable"
+
+
+def test_confluent_framing_round_trip_through_a_registry() -> None:
+    registry = SchemaRegistryClient.new_client({"url": "mock://codec-test"})
+    writer = Codec.from_directory(registry=registry)
+    order = sample_order(9)
+    data = writer.encode(order, READER, subject="orders.order-completed.v1-value")
+    assert data[0] == 0
+    schema_id = int.from_bytes(data[1:5], "big")
+    assert registry.get_schema(schema_id).schema_str is not None
+    # A separate reader, as another process would be: resolves the id through the registry.
+    assert Codec.from_directory(registry=registry).decode(data, READER) == order
+
+
+def test_confluent_framing_without_registry_is_rejected_not_crashed() -> None:
+    data = b"\x00\x00\x00\x00\x01" + b"\x02"
+    with pytest.raises(DecodeError) as caught:
+        Codec.from_directory().decode(data, READER)
+    assert caught.value.reason == "unknown_schema"

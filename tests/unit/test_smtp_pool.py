@@ -1,0 +1,156 @@
+"""SmtpPool against a real aiosmtpd server on 127.0.0.1: STARTTLS, AUTH, reply classification."""
+
+import asyncio
+import email
+import gc
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from delivery import SendError, SmtpConfig, SmtpPool, TlsMode
+from tests.support import free_port
+
+
+@dataclass
+class RecordingHandler:
+    received: list[bytes] = field(default_factory=list)
+    sessions: set[int] = field(default_factory=set)
+    tls_seen: list[bool] = field(default_factory=list)
+
+    async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
+        if address.startswith("bounce"):
+            return "550 5.1.1 mailbox bounce@example.com unknown"
+        if address.startswith("later"):
+            return "451 4.7.1 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        self.received.append(envelope.original_content or b"")
+        self.sessions.add(id(session))
+        self.tls_seen.append(session.ssl is not None)
+        return "250 queued"
+
+
+def _authenticator(server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"relay", b"s3cret")
+    return AuthResult(success=ok, handled=False)  # handled=True would leave the client waiting for a reply
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server(ca: trustme.CA, tmp_path: Path) -> Iterator[tuple[RecordingHandler, int, Path]]:
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, tls_context=context, authenticator=_authenticator, auth_required=True
+    )
+    controller.start()
+    try:
+        yield handler, port, ca_file
+    finally:
+        controller.stop()
+
+
+def _message(recipient: str, n: int = 0) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "orders@shop.example"
+    message["To"] = recipient
+    message["Subject"] = f"Order {n}"
+    message.set_content("hello")
+    return message
+
+
+def _config(port: int, ca_file: Path, **overrides: Any) -> SmtpConfig:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "tls": TlsMode.STARTTLS,
+        "username": "relay",
+        "password": "s3cret",
+        "ca_file": str(ca_file),
+        "connections": 2,
+    }
+    base.update(overrides)
+    return SmtpConfig(**base)
+
+
+async def _send_all(pool: SmtpPool, recipients: list[str]) -> list[Any]:
+    try:
+        return await asyncio.gather(
+            *(pool.send(_message(r, i), sender="orders@shop.example", recipient=r) for i, r in enumerate(recipients)),
+            return_exceptions=True,
+        )
+    finally:
+        await pool.close()
+
+
+def test_sends_over_starttls_with_auth_reusing_connections(server: tuple[RecordingHandler, int, Path]) -> None:
+    handler, port, ca_file = server
+    results = asyncio.run(_send_all(SmtpPool(_config(port, ca_file)), [f"c{i}@example.com" for i in range(10)]))
+    assert [r.code for r in results] == [250] * 10
+    assert len(handler.received) == 10
+    assert all(handler.tls_seen)
+    assert len(handler.sessions) <= 2  # ten messages over at most two persistent connections
+    subjects = {email.message_from_bytes(raw)["Subject"] for raw in handler.received}
+    assert subjects == {f"Order {i}" for i in range(10)}
+
+
+def test_replies_are_classified_and_the_connection_survives(server: tuple[RecordingHandler, int, Path]) -> None:
+    handler, port, ca_file = server
+    results = asyncio.run(
+        _send_all(SmtpPool(_config(port, ca_file, connections=1)), ["bounce@example.com", "later@example.com", "ok@example.com"])
+    )
+    permanent, transient, sent = results
+    assert isinstance(permanent, SendError)
+    assert (permanent.reason, permanent.code, permanent.transient) == ("smtp_permanent", 550, False)
+    assert "bounce@example.com" not in str(permanent)  # reply texts echo addresses: never kept
+    assert isinstance(transient, SendError)
+    assert (transient.reason, transient.code, transient.transient) == ("smtp_transient", 451, True)
+    assert sent.code == 250
+    assert len(handler.sessions) == 1
+
+
+def test_wrong_password_is_an_auth_failure(server: tuple[RecordingHandler, int, Path]) -> None:
+    _, port, ca_file = server
+    (result,) = asyncio.run(_send_all(SmtpPool(_config(port, ca_file, password="wrong")), ["a@example.com"]))
+    assert isinstance(result, SendError)
+    assert result.reason == "smtp_auth_failed"
+
+
+# CPython 3.11's start_tls can leave the plain transport to the garbage collector when the
+# handshake fails; collect it here so the warning is attributed (and ignored) in this test only.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_untrusted_certificate_is_refused(server: tuple[RecordingHandler, int, Path], tmp_path: Path) -> None:
+    _, port, _ = server
+    other_ca = tmp_path / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    (result,) = asyncio.run(_send_all(SmtpPool(_config(port, other_ca)), ["a@example.com"]))
+    assert isinstance(result, SendError)
+    assert result.reason == "smtp_tls_failed"
+    assert result.transient
+    gc.collect()
+
+
+def test_unreachable_relay_is_transient() -> None:
+    config = SmtpConfig(host="127.0.0.1", port=1, tls=TlsMode.NONE, timeout_s=2)
+    (result,) = asyncio.run(_send_all(SmtpPool(config), ["a@example.com"]))
+    assert isinstance(result, SendError)
+    assert (result.reason, result.transient) == ("smtp_unreachable", True)
