@@ -72,11 +72,7 @@ def _render(args: argparse.Namespace) -> int:
     order = json.loads(args.event.read_text(encoding="utf-8"), object_hook=_parse_timestamps)
     validate_order(order)
     settings = Settings()
-    renderer = RenderConfig(
-        **({"template_dir": settings.template_dir} if settings.template_dir else {}),
-        password_template=settings.password_template,
-        password_min_length=settings.password_min_length,
-    ).build()
+    renderer = RenderConfig.from_settings(settings).build()
     pdf = renderer.render_pdf(order) if args.no_encrypt else renderer.render_mail(order).pdf
     args.out.write_bytes(pdf)
     print(f"wrote {args.out} ({len(pdf)} bytes, {'not ' if args.no_encrypt else ''}encrypted)")

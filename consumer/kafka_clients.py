@@ -46,4 +46,12 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-_CONSUMER_ONLY = ("group.", "enable.auto.", "auto.offset.", "partition.assignment", "isolation.", "max.poll", "session.")
+_CONSUMER_ONLY = (
+    "group.",
+    "enable.auto.",
+    "auto.offset.",
+    "partition.assignment",
+    "isolation.",
+    "max.poll",
+    "session.",
+)

@@ -47,7 +47,7 @@ class Inbound:
             offset=message.offset() or 0,
             key=message.key(),
             value=message.value(),
-            headers=list(message.headers() or []),
+            headers=_headers(message),
             timestamp_ms=message.timestamp()[1],
         )
 
@@ -115,9 +115,9 @@ class OutcomePublisher:
         self._poller = threading.Thread(target=self._serve_callbacks, name="producer-callbacks", daemon=True)
         self._poller.start()
 
-    async def publish_outcome(self, outcome: DeliveryOutcome, partition: int, headers: Headers = ()) -> int:
+    async def publish_outcome(self, outcome: DeliveryOutcome, partition: int) -> int:
         value = self._codec.encode(outcome, OUTCOME_SCHEMA, subject=f"{self._outcome_topic}-value")
-        return await self._produce(self._outcome_topic, outcome["order_id"].encode(), value, partition, headers)
+        return await self._produce(self._outcome_topic, outcome["order_id"].encode(), value, partition, [])
 
     async def publish_dead_letter(self, inbound: Inbound, headers: Headers) -> int:
         return await self._produce(self._dlq_topic, inbound.key, inbound.value, None, headers)
@@ -129,13 +129,17 @@ class OutcomePublisher:
         acknowledged: asyncio.Future[int] = loop.create_future()
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                result: Any = PublishError(f"{topic}: {error.name()}")
-                loop.call_soon_threadsafe(_settle, acknowledged, result)
-            else:
-                loop.call_soon_threadsafe(_settle, acknowledged, message.offset())
+            result: int | Exception = (
+                PublishError(f"{topic}: {error.name()}") if error is not None else message.offset() or 0
+            )
+            loop.call_soon_threadsafe(_settle, acknowledged, result)
 
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": list(headers), "on_delivery": on_delivery}
+        kwargs: dict[str, Any] = {
+            "key": key,
+            "value": value,
+            "headers": list(headers),
+            "on_delivery": on_delivery,
+        }
         if partition is not None:
             kwargs["partition"] = partition
         while True:
@@ -158,6 +162,11 @@ class OutcomePublisher:
     def _serve_callbacks(self) -> None:
         while self._running:
             self._producer.poll(0.1)
+
+
+def _headers(message: Message) -> Headers:
+    raw: Any = message.headers() or []
+    return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in raw]
 
 
 def _settle(future: asyncio.Future[int], result: int | Exception) -> None:

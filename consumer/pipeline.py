@@ -98,10 +98,15 @@ class Pipeline:
             result, attempt = await self._send(order, mail)
         except _Stop as stop:
             return await self._finish_failed(inbound, order, stop, attempt)
-        except Exception as exc:  # a bug must not wedge the partition: dead-letter, keep going
+        except Exception as exc:  # noqa: BLE001 — a bug must not wedge the partition: dead-letter, keep going
             # The exception's text may quote event data: log its type and where, never its message.
-            where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)[::-1][:6])
-            log.error("unexpected %s at %s/%s in %s", type(exc).__name__, inbound.partition, inbound.offset, where)
+            where = " < ".join(
+                f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
+                for f in traceback.extract_tb(exc.__traceback__)[::-1][:6]
+            )
+            log.error(
+                "unexpected %s at %s/%s in %s", type(exc).__name__, inbound.partition, inbound.offset, where
+            )
             return await self._finish_failed(inbound, order, _Stop("internal_error"), attempt)
         outcome = outcome_for(
             inbound,
@@ -150,7 +155,9 @@ class Pipeline:
         facts = _mail_facts(order, mail, self._config.message_domain)
         for attempt in range(1, self._config.send_attempts + 1):
             try:
-                return await self._smtp.send(message, sender=self._config.mail_from, recipient=recipient), attempt
+                return await self._smtp.send(
+                    message, sender=self._config.mail_from, recipient=recipient
+                ), attempt
             except SendError as error:
                 action = action_for(error.reason)
                 if action is not Action.RETRY or attempt == self._config.send_attempts:
@@ -175,7 +182,9 @@ class Pipeline:
             **known,
         )
         if action is not Action.FAIL:
-            headers = dead_letter_headers(inbound, status=status, reason=stop.reason, group_id=self._config.group_id)
+            headers = dead_letter_headers(
+                inbound, status=status, reason=stop.reason, group_id=self._config.group_id
+            )
             await self._publisher.publish_dead_letter(inbound, headers)
         await self._publisher.publish_outcome(outcome, inbound.partition)
         return outcome

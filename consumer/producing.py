@@ -23,13 +23,18 @@ ORDER_SCHEMA = load_schema("order_completed.avsc")
 
 def publish_orders(settings: Settings, codec: Codec, orders: Iterable[OrderCompleted]) -> int:
     records = (
-        (order["order_id"].encode(), codec.encode(order, ORDER_SCHEMA, subject=f"{settings.input_topic}-value"))
+        (
+            order["order_id"].encode(),
+            codec.encode(order, ORDER_SCHEMA, subject=f"{settings.input_topic}-value"),
+        )
         for order in orders
     )
     return publish_raw(settings, records)
 
 
-def publish_raw(settings: Settings, records: Iterable[tuple[bytes | None, bytes]], topic: str | None = None) -> int:
+def publish_raw(
+    settings: Settings, records: Iterable[tuple[bytes | None, bytes]], topic: str | None = None
+) -> int:
     """Publishes (key, value) pairs and waits until the broker acknowledged all of them."""
     producer = Producer(producer_config(settings))
     failures: list[str] = []

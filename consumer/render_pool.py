@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from rendering import TEMPLATE_DIR, PasswordPolicy, RenderedMail, Renderer, RenderError
 
 if TYPE_CHECKING:
+    from consumer.settings import Settings
     from schemas import OrderCompleted
 
 __all__ = ["RenderConfig", "RenderPool"]
@@ -29,6 +30,15 @@ class RenderConfig:
     password_template: str | None = None
     password_min_length: int = 8
     password_hint: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RenderConfig:
+        return cls(
+            template_dir=settings.template_dir or TEMPLATE_DIR,
+            password_template=settings.password_template,
+            password_min_length=settings.password_min_length,
+            password_hint=settings.password_hint,
+        )
 
     def build(self) -> Renderer:
         policy = (
@@ -48,7 +58,8 @@ def _warm(config: RenderConfig) -> None:
 
 
 def _render(order: OrderCompleted) -> RenderedMail:
-    assert _renderer is not None, "worker not initialised"
+    if _renderer is None:
+        raise RuntimeError("render worker not initialised")
     return _renderer.render_mail(order)
 
 

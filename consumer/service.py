@@ -15,7 +15,7 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.kafka_clients import consumer_config, producer_config
 from consumer.offsets import OffsetTracker, TopicPartitionKey
@@ -55,12 +55,7 @@ class Service:
         settings = self._settings
         codec = _codec(settings)
         render_pool = RenderPool(
-            RenderConfig(
-                **({"template_dir": settings.template_dir} if settings.template_dir else {}),
-                password_template=settings.password_template,
-                password_min_length=settings.password_min_length,
-                password_hint=settings.password_hint,
-            ),
+            RenderConfig.from_settings(settings),
             workers=settings.render_workers,
             max_documents_per_worker=settings.worker_max_documents,
         )
@@ -90,7 +85,10 @@ class Service:
         try:
             self._check_topics()
             self._consumer.subscribe(
-                [settings.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+                [settings.input_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
             )
             log.info("consuming %s as group %s", settings.input_topic, settings.group_id)
             self._poll_until_stopped()
@@ -183,7 +181,7 @@ class Service:
         offsets = [TopicPartition(t, p, offset) for (t, p), offset in positions.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
-        except Exception as exc:  # KafkaException; the next commit retries, nothing is lost
+        except KafkaException as exc:  # the next commit retries; nothing is lost
             log.warning("commit failed: %s", exc)
             return
         self._tracker.mark_committed(positions)
@@ -230,9 +228,7 @@ class Service:
                 raise SystemExit(f"topic {name} does not exist")
             counts[name] = len(topic.partitions)
         if counts[self._settings.outcome_topic] < counts[self._settings.input_topic]:
-            raise SystemExit(
-                f"{self._settings.outcome_topic} has fewer partitions than {self._settings.input_topic}: {counts}"
-            )
+            raise SystemExit(f"outcome topic needs as many partitions as the input topic: {counts}")
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -245,7 +241,9 @@ def _codec(settings: Settings) -> Codec:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     # new_client understands mock:// URLs (an in-memory registry) as well as real ones.
-    return Codec.from_directory(registry=SchemaRegistryClient.new_client({"url": settings.schema_registry_url}))
+    return Codec.from_directory(
+        registry=SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+    )
 
 
 def _close_with_timeout(consumer: Consumer, *, timeout_s: float) -> None:

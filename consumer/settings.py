@@ -28,13 +28,19 @@ def _env(name: str) -> AliasChoices:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    bootstrap_servers: Annotated[str, Field(validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))] = "127.0.0.1:9092"
+    bootstrap_servers: Annotated[str, Field(validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))] = (
+        "127.0.0.1:9092"
+    )
     group_id: Annotated[str, Field(validation_alias=_env("ORDERMAIL_GROUP_ID"))] = "ordermail"
-    input_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_INPUT_TOPIC"))] = "orders.order-completed.v1"
+    input_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_INPUT_TOPIC"))] = (
+        "orders.order-completed.v1"
+    )
     outcome_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_OUTCOME_TOPIC"))] = (
         "orders.delivery-outcome.v1"
     )
-    dlq_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_DLQ_TOPIC"))] = "orders.order-completed.v1.dlq"
+    dlq_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_DLQ_TOPIC"))] = (
+        "orders.order-completed.v1.dlq"
+    )
     retry_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_RETRY_TOPIC"))] = (
         "orders.order-completed.v1.retry"
     )
@@ -53,20 +59,30 @@ class Settings(BaseSettings):
     ] = 100
 
     mail_from: Annotated[str, Field(validation_alias=_env("ORDERMAIL_MAIL_FROM"))] = "orders@shop.example"
-    message_id_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_MESSAGE_ID_DOMAIN"))] = None
-    password_template: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_TEMPLATE"))] = None
+    message_id_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_MESSAGE_ID_DOMAIN"))] = (
+        None
+    )
+    password_template: Annotated[
+        str | None, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_TEMPLATE"))
+    ] = None
     password_hint: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_HINT"))] = None
-    password_min_length: Annotated[int, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_MIN_LENGTH"), ge=4)] = 8
+    password_min_length: Annotated[
+        int, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_MIN_LENGTH"), ge=4)
+    ] = 8
     template_dir: Annotated[Path | None, Field(validation_alias=_env("ORDERMAIL_TEMPLATE_DIR"))] = None
 
     render_workers: Annotated[int, Field(validation_alias=_env("ORDERMAIL_RENDER_WORKERS"), ge=1)] = (
         os.cpu_count() or 1
     )
-    worker_max_documents: Annotated[int, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_DOCUMENTS"), ge=1)] = 500
+    worker_max_documents: Annotated[
+        int, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_DOCUMENTS"), ge=1)
+    ] = 500
     max_in_flight: Annotated[int, Field(validation_alias=_env("ORDERMAIL_MAX_IN_FLIGHT"), ge=1)] = 64
     send_attempts: Annotated[int, Field(validation_alias=_env("ORDERMAIL_SEND_ATTEMPTS"), ge=1)] = 4
     retry_backoff_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_RETRY_BACKOFF_S"), ge=0)] = 0.5
-    commit_interval_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_COMMIT_INTERVAL_S"), gt=0)] = 1.0
+    commit_interval_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_COMMIT_INTERVAL_S"), gt=0)] = (
+        1.0
+    )
     drain_timeout_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_DRAIN_TIMEOUT_S"), gt=0)] = 25.0
     max_attachment_bytes: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_MAX_ATTACHMENT_BYTES"), ge=1024)

@@ -61,14 +61,20 @@ def compose(
     for attachment in attachments:
         maintype, subtype = attachment.mime_type.split("/", 1)
         message.add_attachment(
-            attachment.content, maintype=maintype, subtype=subtype, filename=safe_filename(attachment.filename)
+            attachment.content,
+            maintype=maintype,
+            subtype=subtype,
+            filename=safe_filename(attachment.filename),
         )
     return message
 
 
 def safe_filename(name: str) -> str:
     """Keeps letters of any script (encoded per RFC 2231 by :mod:`email`), drops path tricks."""
-    cleaned = _UNSAFE_FILENAME.sub("_", unicodedata.normalize("NFC", _single_line(name))).strip(" ._") or "attachment"
+    cleaned = (
+        _UNSAFE_FILENAME.sub("_", unicodedata.normalize("NFC", _single_line(name))).strip(" ._")
+        or "attachment"
+    )
     stem, dot, ext = cleaned.rpartition(".")
     if not dot:
         return cleaned[:MAX_FILENAME]

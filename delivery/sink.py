@@ -37,7 +37,9 @@ class OutboxHandler:
         return "250 Message accepted for delivery"
 
 
-def serve(port: int, outbox: Path, *, host: str = "127.0.0.1", cert: Path | None = None, key: Path | None = None) -> None:
+def serve(
+    port: int, outbox: Path, *, host: str = "127.0.0.1", cert: Path | None = None, key: Path | None = None
+) -> None:
     """Runs until SIGTERM or SIGINT."""
     tls_context = None
     if cert is not None:

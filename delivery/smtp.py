@@ -10,11 +10,11 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass, field
+from email.policy import SMTP, SMTPUTF8
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import aiosmtplib
-from email.policy import SMTP, SMTPUTF8
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -108,7 +108,7 @@ class SmtpPool:
             password=config.password,
             timeout=config.timeout_s,
             use_tls=config.tls is TlsMode.TLS,
-            start_tls=True if config.tls is TlsMode.STARTTLS else False,
+            start_tls=config.tls is TlsMode.STARTTLS,
             tls_context=self._tls_context,
             validate_certs=config.tls is not TlsMode.NONE,
         )
@@ -148,7 +148,9 @@ async def _transaction(client: aiosmtplib.SMTP, message: EmailMessage, sender: s
         raise
     except aiosmtplib.SMTPResponseException as exc:
         transient = 400 <= exc.code < 500
-        raise SendError("smtp_transient" if transient else "smtp_permanent", transient=transient, code=exc.code) from None
+        raise SendError(
+            "smtp_transient" if transient else "smtp_permanent", transient=transient, code=exc.code
+        ) from None
     except aiosmtplib.SMTPTimeoutError:
         client.close()
         raise SendError("smtp_timeout", transient=True) from None

@@ -17,7 +17,9 @@ from typing import Literal
 
 __all__ = ["RenderError", "RenderErrorReason"]
 
-RenderErrorReason = Literal["template_error", "render_error", "weak_password", "encryption_failed"]
+RenderErrorReason = Literal[
+    "template_error", "render_error", "weak_password", "encryption_failed", "render_crashed", "render_timeout"
+]
 
 
 class RenderError(Exception):

@@ -46,7 +46,7 @@ def harfbuzz_subset_available() -> bool:
 
 def weasyprint_uses_harfbuzz_subset() -> bool:
     """Whether WeasyPrint itself will subset fonts with HarfBuzz (its own test, not ours)."""
-    from weasyprint.text import ffi  # noqa: PLC0415 - heavy import, only when asked
+    from weasyprint.text import ffi
 
     return ffi.harfbuzz_subset is not None and bool(ffi.harfbuzz.hb_version_atleast(4, 1, 0))
 
@@ -57,7 +57,7 @@ def _codepoints() -> frozenset[int] | None:
     path = _font_file()
     if path is None:
         return None
-    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]  # noqa: PLC0415 - once per process
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 
     try:
         with TTFont(path, lazy=True) as font:

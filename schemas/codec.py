@@ -57,7 +57,7 @@ class Schema:
 
     @classmethod
     def from_json(cls, source: str) -> Schema:
-        parsed = fastavro.parse_schema(json.loads(source))
+        parsed: Any = fastavro.parse_schema(json.loads(source))
         canonical = to_parsing_canonical_form(parsed)
         # fastavro's hex is already the little-endian byte order used on the wire.
         return cls(parsed["name"], parsed, source, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
@@ -129,9 +129,10 @@ class Codec:
         from confluent_kafka.schema_registry import Schema as RegistrySchema
 
         key = (subject, writer.fingerprint)
-        if key not in self._registered:
-            assert self._registry is not None
-            self._registered[key] = self._registry.register_schema(subject, RegistrySchema(writer.source, "AVRO"))
+        if key not in self._registered and self._registry is not None:
+            self._registered[key] = self._registry.register_schema(
+                subject, RegistrySchema(writer.source, "AVRO")
+            )
         return self._registered[key]
 
 

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["sample_order", "sample_orders"]
 
 _PEOPLE = {
-    "es-ES": (["Lucía", "José María", "Begoña", "Íñigo", "Nuria"], ["Fernández Ñúñez", "García", "Muñoz-Peña"]),
+    "es-ES": (
+        ["Lucía", "José María", "Begoña", "Íñigo", "Nuria"],
+        ["Fernández Ñúñez", "García", "Muñoz-Peña"],
+    ),
     "es-MX": (["Ximena", "Andrés", "Guadalupe"], ["Hernández", "López Ávila"]),
     "en-GB": (["Siobhán", "Oliver", "Chloë"], ["O'Brien", "Smith-Jones", "Brontë"]),
     "en-US": (["Zoë", "Marcus", "Ava"], ["Johnson", "Nguyễn", "Kowalski"]),
@@ -25,11 +28,32 @@ _PEOPLE = {
     "fr-FR": (["Élodie", "François"], ["Lefèvre", "Dubois"]),
     "ja-JP": (["Yūki", "Haruto"], ["Tanaka", "Satō"]),
 }
-_PLACES = {
-    "es-ES": ("EUR", "ES", [("Calle de Alcalá 42", "Madrid", "28014", "Madrid"), ("Carrer de Mallorca 401", "Barcelona", "08013", "Cataluña")]),
+_PLACES: dict[str, tuple[str, str, list[tuple[str, str, str, str | None]]]] = {
+    "es-ES": (
+        "EUR",
+        "ES",
+        [
+            ("Calle de Alcalá 42", "Madrid", "28014", "Madrid"),
+            ("Carrer de Mallorca 401", "Barcelona", "08013", "Cataluña"),
+        ],
+    ),
     "es-MX": ("MXN", "MX", [("Av. Insurgentes Sur 1602", "Ciudad de México", "03940", "CDMX")]),
-    "en-GB": ("GBP", "GB", [("221B Baker Street", "London", "NW1 6XE", None), ("12 Princes Street", "Edinburgh", "EH2 2AN", "Scotland")]),
-    "en-US": ("USD", "US", [("1600 Amphitheatre Pkwy", "Mountain View", "94043", "CA"), ("350 5th Ave", "New York", "10118", "NY")]),
+    "en-GB": (
+        "GBP",
+        "GB",
+        [
+            ("221B Baker Street", "London", "NW1 6XE", None),
+            ("12 Princes Street", "Edinburgh", "EH2 2AN", "Scotland"),
+        ],
+    ),
+    "en-US": (
+        "USD",
+        "US",
+        [
+            ("1600 Amphitheatre Pkwy", "Mountain View", "94043", "CA"),
+            ("350 5th Ave", "New York", "10118", "NY"),
+        ],
+    ),
     "de-DE": ("EUR", "DE", [("Unter den Linden 77", "Berlin", "10117", None)]),
     "fr-FR": ("EUR", "FR", [("8 Rue de Rivoli", "Paris", "75004", None)]),
     "ja-JP": ("JPY", "JP", [("1-1 Chiyoda", "Tokyo", "100-0001", "Tokyo")]),
@@ -59,7 +83,9 @@ def sample_order(seed: int, *, lines: int | None = None) -> OrderCompleted:
     first_names, last_names = _PEOPLE[locale]
     currency, country, places = _PLACES[locale]
     first, last = rng.choice(first_names), rng.choice(last_names)
-    line_count = lines if lines is not None else (rng.randint(25, 40) if seed % 10 == 7 else rng.randint(1, 8))
+    line_count = (
+        lines if lines is not None else (rng.randint(25, 40) if seed % 10 == 7 else rng.randint(1, 8))
+    )
     order_lines: list[OrderLine] = []
     for _ in range(line_count):
         sku, name, options, price = rng.choice(_PRODUCTS)

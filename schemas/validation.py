@@ -45,7 +45,14 @@ def validate_order(order: OrderCompleted) -> None:
         _check(line["quantity"] > 0, "invalid_quantity")
         _check(line["unit_price_minor"] >= 0, "negative_amount")
         _check(bool(line["sku"].strip()), "invalid_sku")
-    _check(all(amount >= 0 for amount in order["totals"].values()), "negative_amount")
+    totals = order["totals"]
+    amounts = (
+        totals["subtotal_minor"],
+        totals["shipping_minor"],
+        totals["tax_minor"],
+        totals["discount_minor"],
+    )
+    _check(all(amount >= 0 for amount in (*amounts, totals["total_minor"])), "negative_amount")
 
 
 def _check(condition: bool, reason: str) -> None:

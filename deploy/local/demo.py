@@ -12,8 +12,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, TopicPartition
+
+from schemas.codec import load_schema
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
+    from schemas import Codec
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT = 8
@@ -25,7 +32,6 @@ def main() -> int:
     from consumer.service import _codec
     from consumer.settings import Settings
     from rendering import PasswordPolicy
-    from schemas.codec import load_schema
     from schemas.samples import sample_orders
 
     settings = Settings()
@@ -41,11 +47,12 @@ def main() -> int:
         publish_raw(settings, [(b"ORD-DEMO-POISON", b"this is not an Avro event")])
         print(f"published {COUNT} sample orders and 1 undecodable record to {settings.input_topic}")
         wanted = {order["order_id"] for order in orders} | {"ORD-DEMO-POISON"}
-        outcomes = _await_outcomes(settings.bootstrap_servers, settings.outcome_topic, wanted, codec, load_schema("delivery_outcome.avsc"))
+        outcomes = _await_outcomes(settings, codec, wanted)
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(60)
-    print(f"\n{'order':<24} {'locale':<6} {'status':<9} {'reason':<14} {'pdf bytes':>9} {'render ms':>9} {'send ms':>7}")
+    header = ("order", "locale", "status", "reason", "pdf bytes", "render ms", "send ms")
+    print("\n{:<24} {:<6} {:<9} {:<14} {:>9} {:>9} {:>7}".format(*header))
     locales = {order["order_id"]: order["locale"] for order in orders}
     for order_id in sorted(wanted):
         o = outcomes.get(order_id)
@@ -59,7 +66,8 @@ def main() -> int:
     outbox = os.environ["OUTBOX_DIR"]
     example = orders[0]
     print(f"\ne-mails: {outbox} (one .eml per message, newest last)")
-    print(f"example: order {example['order_id']} — PDF password (demo data) {PasswordPolicy().password_for(example)}")
+    password = PasswordPolicy().password_for(example)
+    print(f"example: order {example['order_id']}, PDF password (demo data): {password}")
     print("service stopped; the stack keeps running (deploy/local/stack down stops it)")
     return 0 if len(outcomes) == len(wanted) else 1
 
@@ -69,11 +77,22 @@ def _stack_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
-def _await_outcomes(bootstrap: str, topic: str, wanted: set[str], codec, schema, timeout_s: float = 120) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ordermail-demo-reader", "enable.auto.commit": False})
+def _await_outcomes(
+    settings: Settings, codec: Codec, wanted: set[str], timeout_s: float = 120
+) -> dict[str, Any]:
+    """Reads the outcome topic from the start until every wanted order has its outcome."""
+    topic = settings.outcome_topic
+    schema = load_schema("delivery_outcome.avsc")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": "demo-reader",
+            "enable.auto.commit": False,
+        }
+    )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    found: dict = {}  # type: ignore[type-arg]
+    found: dict[str, Any] = {}
     deadline = time.monotonic() + timeout_s
     try:
         while set(found) != wanted and time.monotonic() < deadline:

@@ -33,7 +33,9 @@ def _docker_engine_available() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False).returncode == 0
+        return (
+            subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False).returncode == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
@@ -127,8 +129,18 @@ def smtp_sink(tmp_path: Path) -> Iterator[Sink]:
     cert.private_key_pem.write_to_path(str(key_file))
     port, outbox = free_port(), tmp_path / "outbox"
     process = subprocess.Popen(
-        [ORDERMAIL, "smtp-sink", "--port", str(port), "--outbox", str(outbox),
-         "--tls-cert", str(cert_file), "--tls-key", str(key_file)],
+        [
+            ORDERMAIL,
+            "smtp-sink",
+            "--port",
+            str(port),
+            "--outbox",
+            str(outbox),
+            "--tls-cert",
+            str(cert_file),
+            "--tls-key",
+            str(key_file),
+        ],
     )
     try:
         wait_for_port(port, timeout_s=30)
@@ -141,7 +153,9 @@ ServiceFactory = Callable[..., subprocess.Popen[bytes]]
 
 
 @pytest.fixture
-def start_service(kafka_bootstrap: str, topics: Topics, smtp_sink: Sink, tmp_path: Path) -> Iterator[ServiceFactory]:
+def start_service(
+    kafka_bootstrap: str, topics: Topics, smtp_sink: Sink, tmp_path: Path
+) -> Iterator[ServiceFactory]:
     """Starts ``ordermail run`` processes; all are stopped with SIGTERM at the end."""
     started: list[subprocess.Popen[bytes]] = []
 

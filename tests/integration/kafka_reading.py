@@ -43,14 +43,22 @@ def read_records(bootstrap: str, topic: str, *, expected: int, timeout_s: float)
             if message is None or message.error():
                 continue
             records.append(
-                Record(message.partition(), message.offset(), message.key(), message.value(), dict(message.headers() or []))
+                Record(
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                    dict(message.headers() or []),
+                )
             )
     finally:
         consumer.close()
     return records
 
 
-def read_outcomes(bootstrap: str, topic: str, *, expected: int, timeout_s: float) -> list[tuple[Record, dict]]:  # type: ignore[type-arg]
+def read_outcomes(
+    bootstrap: str, topic: str, *, expected: int, timeout_s: float
+) -> list[tuple[Record, dict]]:  # type: ignore[type-arg]
     codec = Codec.from_directory()
     records = read_records(bootstrap, topic, expected=expected, timeout_s=timeout_s)
     return [(r, codec.decode(r.value or b"", OUTCOME_SCHEMA)) for r in records]
@@ -62,7 +70,9 @@ def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int,
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
     finally:
         consumer.close()
     return {tp.partition: tp.offset for tp in committed}, ends

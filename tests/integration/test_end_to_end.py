@@ -45,7 +45,9 @@ def _varied_orders(count: int) -> list[OrderCompleted]:
 
 
 def _pdf_of(message: email.message.EmailMessage) -> bytes:
-    (attachment,) = [part for part in message.iter_attachments() if part.get_content_type() == "application/pdf"]
+    (attachment,) = [
+        part for part in message.iter_attachments() if part.get_content_type() == "application/pdf"
+    ]
     content = attachment.get_content()
     assert isinstance(content, bytes)
     return content
@@ -56,14 +58,24 @@ def _check_pdf(pdf: bytes, order: OrderCompleted, password: str, workdir: Path) 
     path.write_bytes(pdf)
     # Without the password (or with a wrong one) qpdf cannot open it.
     assert subprocess.run(["qpdf", "--check", str(path)], capture_output=True).returncode != 0
-    assert subprocess.run(["qpdf", "--check", "--password=wrong-0000", str(path)], capture_output=True).returncode != 0
+    assert (
+        subprocess.run(
+            ["qpdf", "--check", "--password=wrong-0000", str(path)], capture_output=True
+        ).returncode
+        != 0
+    )
     encryption = subprocess.run(
-        ["qpdf", "--show-encryption", f"--password={password}", str(path)], capture_output=True, text=True, check=True
+        ["qpdf", "--show-encryption", f"--password={password}", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "R = 6" in encryption
     assert "AESv3" in encryption  # AES-256
     subprocess.run(["qpdf", "--decrypt", f"--password={password}", str(path), str(plain)], check=True)
-    text = _normalise(subprocess.run(["pdftotext", str(plain), "-"], capture_output=True, text=True, check=True).stdout)
+    text = _normalise(
+        subprocess.run(["pdftotext", str(plain), "-"], capture_output=True, text=True, check=True).stdout
+    )
     assert order["order_id"] in text
     for line in order["lines"]:
         assert line["sku"] in text
@@ -141,7 +153,9 @@ def test_fifty_varied_orders_are_mailed_encrypted_and_reported(
 def _page_count(pdf: bytes, password: str, workdir: Path) -> int:
     path = workdir / "count.pdf"
     path.write_bytes(pdf)
-    info = subprocess.run(["pdfinfo", "-upw", password, str(path)], capture_output=True, text=True, check=True).stdout
+    info = subprocess.run(
+        ["pdfinfo", "-upw", password, str(path)], capture_output=True, text=True, check=True
+    ).stdout
     match = re.search(r"^Pages:\s+(\d+)", info, re.MULTILINE)
     assert match is not None
     return int(match.group(1))
@@ -161,7 +175,11 @@ def test_bad_events_are_rejected_and_dead_lettered_while_good_ones_are_sent(
     bad_email["customer"]["email"] = "not-an-address"
     no_lines: Any = sample_order(301)
     no_lines["lines"] = []
-    garbage = [(b"ORD-GARBAGE-1", b"\x00\x01\x02 not avro"), (b"ORD-GARBAGE-2", b'{"order_id": "json?"}'), (None, b"")]
+    garbage = [
+        (b"ORD-GARBAGE-1", b"\x00\x01\x02 not avro"),
+        (b"ORD-GARBAGE-2", b'{"order_id": "json?"}'),
+        (None, b""),
+    ]
     start_service()
     publish_orders(settings, codec, [*good[:5], bad_email, no_lines, *good[5:]])
     publish_raw(settings, garbage)
@@ -188,7 +206,12 @@ def test_bad_events_are_rejected_and_dead_lettered_while_good_ones_are_sent(
     for record in dead:
         assert record.headers["ordermail.original.topic"] == topics.input.encode()
         assert record.headers["ordermail.consumer.group"] == topics.group.encode()
-        assert record.headers["ordermail.error.class"] in {b"invalid_email", b"no_lines", b"undecodable", b"unknown_schema"}
+        assert record.headers["ordermail.error.class"] in {
+            b"invalid_email",
+            b"no_lines",
+            b"undecodable",
+            b"unknown_schema",
+        }
         assert int(record.headers["ordermail.original.offset"]) >= 0
 
     wait_until(lambda: len(smtp_sink.messages()) >= 10, 30)

@@ -51,7 +51,9 @@ def test_older_writer_schema_is_resolved_to_the_reader_with_defaults() -> None:
     old = _older_writer()
     assert old.fingerprint != READER.fingerprint
     order = sample_order(5)
-    old_record = {k: v for k, v in order.items() if k in {f["name"] for f in json.loads(old.source)["fields"]}}
+    old_record = {
+        k: v for k, v in order.items() if k in {f["name"] for f in json.loads(old.source)["fields"]}
+    }
     old_record["totals"] = {k: v for k, v in order["totals"].items() if k != "discount_minor"}
     data = Codec([old]).encode(old_record, old)
 
@@ -65,7 +67,10 @@ def test_older_writer_schema_is_resolved_to_the_reader_with_defaults() -> None:
 
 def test_unknown_fingerprint_is_a_classified_error() -> None:
     data = Codec([_older_writer()]).encode(
-        {**copy.deepcopy(sample_order(1)), "totals": {"subtotal_minor": 1, "shipping_minor": 0, "tax_minor": 0, "total_minor": 1}},
+        {
+            **copy.deepcopy(sample_order(1)),
+            "totals": {"subtotal_minor": 1, "shipping_minor": 0, "tax_minor": 0, "total_minor": 1},
+        },
         _older_writer(),
     )
     with pytest.raises(DecodeError) as caught:

@@ -54,14 +54,20 @@ def test_non_ascii_filename_is_encoded_per_rfc_2231() -> None:
     raw = _compose(attachments=[Attachment("квитанция-Ñandú-ORD-1.pdf", PDF)]).as_bytes(policy=policy.SMTP)
     assert b"filename*" in raw
     assert b"utf-8''" in raw  # RFC 2231 charset prefix (long names continue as filename*1*)
-    assert _parse(_compose(attachments=[Attachment("квитанция-Ñandú-ORD-1.pdf", PDF)])).get_payload()[1].get_filename() == (  # type: ignore[index]
+    assert _parse(_compose(attachments=[Attachment("квитанция-Ñandú-ORD-1.pdf", PDF)])).get_payload()[
+        1
+    ].get_filename() == (  # type: ignore[index]
         "квитанция-Ñandú-ORD-1.pdf"
     )
 
 
 @pytest.mark.parametrize(
     "subject",
-    ["Order ORD-1\r\nBcc: victim@example.org", "Order\nX-Injected: 1", "Order\x00\x1b[31m ORD-1\u2028Bcc: a@b.c"],
+    [
+        "Order ORD-1\r\nBcc: victim@example.org",
+        "Order\nX-Injected: 1",
+        "Order\x00\x1b[31m ORD-1\u2028Bcc: a@b.c",
+    ],
 )
 def test_control_characters_never_create_headers(subject: str) -> None:
     parsed = _parse(_compose(subject=subject))
@@ -77,7 +83,12 @@ def test_subject_is_length_limited() -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("../../etc/passwd", "etc_passwd"), ("a\r\nb.pdf", "a b.pdf"), ("", "attachment"), ("x" * 300 + ".pdf", "x" * 96 + ".pdf")],
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("a\r\nb.pdf", "a b.pdf"),
+        ("", "attachment"),
+        ("x" * 300 + ".pdf", "x" * 96 + ".pdf"),
+    ],
 )
 def test_filenames_are_made_safe(name: str, expected: str) -> None:
     assert safe_filename(name) == expected

@@ -25,7 +25,9 @@ class RecordingHandler:
     sessions: set[int] = field(default_factory=set)
     tls_seen: list[bool] = field(default_factory=list)
 
-    async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
+    async def handle_RCPT(
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         if address.startswith("bounce"):
             return "550 5.1.1 mailbox bounce@example.com unknown"
         if address.startswith("later"):
@@ -33,15 +35,20 @@ class RecordingHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         self.received.append(envelope.original_content or b"")
         self.sessions.add(id(session))
         self.tls_seen.append(session.ssl is not None)
         return "250 queued"
 
 
-def _authenticator(server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"relay", b"s3cret")
+def _authenticator(
+    server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"relay",
+        b"s3cret",
+    )
     return AuthResult(success=ok, handled=False)  # handled=True would leave the client waiting for a reply
 
 
@@ -60,7 +67,12 @@ def server(ca: trustme.CA, tmp_path: Path) -> Iterator[tuple[RecordingHandler, i
     handler = RecordingHandler()
     port = free_port()
     controller = Controller(
-        handler, hostname="127.0.0.1", port=port, tls_context=context, authenticator=_authenticator, auth_required=True
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        authenticator=_authenticator,
+        auth_required=True,
     )
     controller.start()
     try:
@@ -95,16 +107,23 @@ def _config(port: int, ca_file: Path, **overrides: Any) -> SmtpConfig:
 async def _send_all(pool: SmtpPool, recipients: list[str]) -> list[Any]:
     try:
         return await asyncio.gather(
-            *(pool.send(_message(r, i), sender="orders@shop.example", recipient=r) for i, r in enumerate(recipients)),
+            *(
+                pool.send(_message(r, i), sender="orders@shop.example", recipient=r)
+                for i, r in enumerate(recipients)
+            ),
             return_exceptions=True,
         )
     finally:
         await pool.close()
 
 
-def test_sends_over_starttls_with_auth_reusing_connections(server: tuple[RecordingHandler, int, Path]) -> None:
+def test_sends_over_starttls_with_auth_reusing_connections(
+    server: tuple[RecordingHandler, int, Path],
+) -> None:
     handler, port, ca_file = server
-    results = asyncio.run(_send_all(SmtpPool(_config(port, ca_file)), [f"c{i}@example.com" for i in range(10)]))
+    results = asyncio.run(
+        _send_all(SmtpPool(_config(port, ca_file)), [f"c{i}@example.com" for i in range(10)])
+    )
     assert [r.code for r in results] == [250] * 10
     assert len(handler.received) == 10
     assert all(handler.tls_seen)
@@ -113,10 +132,15 @@ def test_sends_over_starttls_with_auth_reusing_connections(server: tuple[Recordi
     assert subjects == {f"Order {i}" for i in range(10)}
 
 
-def test_replies_are_classified_and_the_connection_survives(server: tuple[RecordingHandler, int, Path]) -> None:
+def test_replies_are_classified_and_the_connection_survives(
+    server: tuple[RecordingHandler, int, Path],
+) -> None:
     handler, port, ca_file = server
     results = asyncio.run(
-        _send_all(SmtpPool(_config(port, ca_file, connections=1)), ["bounce@example.com", "later@example.com", "ok@example.com"])
+        _send_all(
+            SmtpPool(_config(port, ca_file, connections=1)),
+            ["bounce@example.com", "later@example.com", "ok@example.com"],
+        )
     )
     permanent, transient, sent = results
     assert isinstance(permanent, SendError)
