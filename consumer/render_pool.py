@@ -1,27 +1,38 @@
 """Rendering and encryption in a pool of warm worker processes.
 
 PDF rendering is CPU work that holds the GIL, so it runs in processes (one per core by
-default), each warmed once (fonts, templates, CSS) and recycled after a number of documents to
-bound memory. Workers are spawned, not forked: the parent runs librdkafka threads.
+default). Each worker is spawned (not forked: the parent runs librdkafka threads), warms up
+once (fonts, templates, CSS, one sample receipt) and then renders one order at a time. A worker
+is replaced when it has rendered ``max_documents``, when its resident memory passes
+``max_rss_mb``, when it crashes, or when one render takes longer than ``timeout_s`` (it is
+killed: a runaway render must not hang the service). A pool of our own instead of
+``ProcessPoolExecutor``, because that one cannot kill a single stuck task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from rendering import TEMPLATE_DIR, PasswordPolicy, RenderedMail, Renderer, RenderError
+from rendering import TEMPLATE_DIR, PasswordPolicy, RenderedMail, Renderer, RenderError, encrypt_pdf
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from consumer.settings import Settings
     from schemas import OrderCompleted
 
-__all__ = ["RenderConfig", "RenderPool"]
+__all__ = ["PoolStats", "RenderConfig", "RenderPool"]
+
+log = logging.getLogger("ordermail.render")
+START_TIMEOUT_S = 60.0
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -49,50 +60,186 @@ class RenderConfig:
         return Renderer(self.template_dir, password_policy=policy, password_hint=self.password_hint)
 
 
-_renderer: Renderer | None = None
+@dataclass
+class PoolStats:
+    documents: int = 0
+    recycled: int = 0
+    crashed: int = 0
+    timed_out: int = 0
+    max_rss_mb: float = 0.0
 
 
-def _warm(config: RenderConfig) -> None:
-    global _renderer  # noqa: PLW0603 (one renderer per worker process, built once)
-    _renderer = config.build()
+class _Timeout(Exception):
+    pass
 
 
-def _render(order: OrderCompleted) -> RenderedMail:
-    if _renderer is None:
-        raise RuntimeError("render worker not initialised")
-    return _renderer.render_mail(order)
+def _worker_main(connection: Connection, config: RenderConfig) -> None:
+    """Runs in the worker process: warm up, then render orders until told to stop (None)."""
+    from schemas.samples import sample_order
+
+    renderer = config.build()
+    # A first real layout and encryption load the remaining fonts, glyphs and crypto code. The
+    # password policy is left out: a misconfigured one is reported per event, not here.
+    encrypt_pdf(renderer.render_mail(sample_order(0), encrypt=False).pdf, "warm-up-password")
+    connection.send(("ready", None, _rss_mb()))
+    while (order := connection.recv()) is not None:
+        try:
+            reply: tuple[str, Any, float] = ("ok", renderer.render_mail(order), 0.0)
+        except RenderError as error:
+            reply = ("error", error.reason, 0.0)
+        except Exception:  # noqa: BLE001 — reported as a classified failure, never as a crash
+            reply = ("error", "render_error", 0.0)
+        connection.send((reply[0], reply[1], _rss_mb()))
+
+
+def _rss_mb() -> float:
+    try:
+        with Path("/proc/self/statm").open() as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE / 2**20
+    except OSError:  # not Linux: peak instead of current
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Worker:
+    def __init__(self, config: RenderConfig) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(
+            target=_worker_main, args=(child, config), name="render-worker", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self.documents = 0
+        self.rss_mb = 0.0
+
+    def wait_ready(self) -> None:
+        if not self.connection.poll(START_TIMEOUT_S):
+            self.kill()
+            raise RuntimeError("render worker did not start")
+        _, _, self.rss_mb = self.connection.recv()
+
+    def call(self, order: OrderCompleted, timeout_s: float) -> tuple[str, Any]:
+        """Blocking: runs in one of the pool's threads."""
+        self.connection.send(order)
+        if not self.connection.poll(timeout_s):
+            raise _Timeout
+        status, payload, self.rss_mb = self.connection.recv()
+        self.documents += 1
+        return status, payload
+
+    def stop(self) -> None:
+        try:
+            self.connection.send(None)
+            self.process.join(5)
+        except OSError:
+            pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.connection.close()
 
 
 class RenderPool:
-    def __init__(self, config: RenderConfig, *, workers: int, max_documents_per_worker: int) -> None:
+    def __init__(
+        self,
+        config: RenderConfig,
+        *,
+        workers: int,
+        max_documents_per_worker: int = 500,
+        max_rss_mb: float = 250.0,
+        timeout_s: float = 30.0,
+    ) -> None:
         self._config = config
-        self._workers = workers
         self._max_documents = max_documents_per_worker
-        self._executor = self._start()
+        self._max_rss_mb = max_rss_mb
+        self._timeout_s = timeout_s
+        self.stats = PoolStats()
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-call")
+        self._workers = [_Worker(config) for _ in range(workers)]  # started in parallel...
+        for worker in self._workers:
+            worker.wait_ready()  # ...then awaited: start-up takes one warm-up, not N
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._replacing: set[asyncio.Task[None]] = set()
 
-    def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_warm,
-            initargs=(self._config,),
-            max_tasks_per_child=self._max_documents,
-        )
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     async def render(self, order: OrderCompleted) -> RenderedMail:
-        """Raises :class:`RenderError`; a crashed worker is replaced and the render tried once more."""
-        loop = asyncio.get_running_loop()
-        for last_try in (False, True):
-            executor = self._executor
-            try:
-                return await loop.run_in_executor(executor, _render, order)
-            except BrokenProcessPool:
-                if executor is self._executor:
-                    self._executor = self._start()
-                    executor.shutdown(wait=False, cancel_futures=True)
-                if last_try:
-                    raise RenderError("render_crashed") from None
-        raise AssertionError("unreachable")
+        """Raises :class:`RenderError` (``render_timeout``, ``render_crashed`` or the renderer's)."""
+        idle = self._idle_queue()
+        worker = await idle.get()
+        answered = retire = False
+        try:
+            call = asyncio.get_running_loop().run_in_executor(
+                self._threads, worker.call, order, self._timeout_s
+            )
+            status, payload = await call
+            answered = True
+            retire = worker.documents >= self._max_documents or worker.rss_mb > self._max_rss_mb
+        except _Timeout:
+            self.stats.timed_out += 1
+            raise RenderError("render_timeout") from None
+        except (EOFError, OSError):
+            self.stats.crashed += 1
+            raise RenderError("render_crashed") from None
+        finally:
+            if answered and not retire:
+                idle.put_nowait(worker)
+            else:  # a stuck or dead worker is killed; one that is merely old stops cleanly
+                self._replace_in_background(worker, graceful=answered)
+        self.stats.documents += 1
+        self.stats.max_rss_mb = max(self.stats.max_rss_mb, worker.rss_mb)
+        if status == "error":
+            raise RenderError(payload)
+        result: RenderedMail = payload
+        return result
+
+    def _idle_queue(self) -> asyncio.Queue[_Worker]:
+        if self._idle is None:  # created on first use, inside the event loop that uses it
+            self._idle = asyncio.Queue()
+            for worker in self._workers:
+                self._idle.put_nowait(worker)
+        return self._idle
+
+    def _replace_in_background(self, worker: _Worker, *, graceful: bool) -> None:
+        """The other workers keep rendering while this one is replaced (start-up takes ~1 s)."""
+
+        async def replace() -> None:
+            loop = asyncio.get_running_loop()
+            for attempt in range(1, 1000):
+                try:
+                    fresh = await loop.run_in_executor(self._threads, self._replace, worker, graceful)
+                except RuntimeError:
+                    log.error("render worker failed to start (attempt %d)", attempt)
+                    await asyncio.sleep(min(30, 2**attempt))
+                    continue
+                self.stats.recycled += 1
+                self._idle_queue().put_nowait(fresh)
+                return
+
+        task = asyncio.get_running_loop().create_task(replace())
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    def _replace(self, worker: _Worker, graceful: bool) -> _Worker:
+        if worker in self._workers:
+            worker.stop() if graceful else worker.kill()
+            self._workers.remove(worker)
+        fresh = _Worker(self._config)
+        fresh.wait_ready()
+        self._workers.append(fresh)
+        return fresh
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:
+            worker.stop()
+        self._threads.shutdown(wait=False, cancel_futures=True)

@@ -58,6 +58,8 @@ class Service:
             RenderConfig.from_settings(settings),
             workers=settings.render_workers,
             max_documents_per_worker=settings.worker_max_documents,
+            max_rss_mb=settings.worker_max_rss_mb,
+            timeout_s=settings.render_timeout_s,
         )
         publisher = OutcomePublisher(
             Producer(producer_config(settings)),

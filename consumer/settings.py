@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     worker_max_documents: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_DOCUMENTS"), ge=1)
     ] = 500
+    worker_max_rss_mb: Annotated[float, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_RSS_MB"), gt=0)] = (
+        200.0
+    )
+    render_timeout_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_RENDER_TIMEOUT_S"), gt=0)] = (
+        30.0
+    )
     max_in_flight: Annotated[int, Field(validation_alias=_env("ORDERMAIL_MAX_IN_FLIGHT"), ge=1)] = 64
     send_attempts: Annotated[int, Field(validation_alias=_env("ORDERMAIL_SEND_ATTEMPTS"), ge=1)] = 4
     retry_backoff_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_RETRY_BACKOFF_S"), ge=0)] = 0.5

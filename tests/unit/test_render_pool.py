@@ -1,0 +1,100 @@
+"""The render pool with real worker processes: timeouts, crashes and recycling."""
+
+import asyncio
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from consumer.render_pool import RenderConfig, RenderPool
+from rendering import TEMPLATE_DIR, RenderError
+from schemas.samples import sample_order
+
+# A template bug that never ends for one order: 10^10 sandboxed loop iterations.
+RUNAWAY = (
+    '{% if order_id == "ORD-HANG" %}{% for i in range(100000) %}{% for j in range(100000) %}'
+    "{% endfor %}{% endfor %}{% endif %}"
+)
+
+
+def _runaway_templates(tmp_path: Path) -> Path:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATE_DIR, templates)
+    receipt = templates / "receipt.html"
+    receipt.write_text(RUNAWAY + receipt.read_text())
+    return templates
+
+
+def test_runaway_render_is_killed_classified_and_the_pool_recovers(tmp_path: Path) -> None:
+    pool = RenderPool(RenderConfig(template_dir=_runaway_templates(tmp_path)), workers=1, timeout_s=2)
+    hang = sample_order(1)
+    hang["order_id"] = "ORD-HANG"
+    stuck_pid = pool.worker_pids()[0]
+
+    async def scenario() -> bytes:
+        with pytest.raises(RenderError) as caught:
+            await pool.render(hang)
+        assert caught.value.reason == "render_timeout"
+        return (await pool.render(sample_order(2))).pdf  # served by the replacement worker
+
+    try:
+        assert asyncio.run(scenario()).startswith(b"%PDF")
+        assert pool.stats.timed_out == 1
+        assert pool.worker_pids() != [stuck_pid]
+        with pytest.raises(ProcessLookupError):
+            os.kill(stuck_pid, 0)  # the stuck worker is gone, not left spinning
+    finally:
+        pool.close()
+
+
+def test_a_crashed_worker_is_replaced(tmp_path: Path) -> None:
+    pool = RenderPool(RenderConfig(), workers=1)
+    os.kill(pool.worker_pids()[0], signal.SIGKILL)
+
+    async def scenario() -> bytes:
+        with pytest.raises(RenderError) as caught:
+            await pool.render(sample_order(3))
+        assert caught.value.reason == "render_crashed"
+        return (await pool.render(sample_order(3))).pdf
+
+    try:
+        assert asyncio.run(scenario()).startswith(b"%PDF")
+        assert pool.stats.crashed == 1
+    finally:
+        pool.close()
+
+
+def test_workers_are_recycled_after_max_documents() -> None:
+    pool = RenderPool(RenderConfig(), workers=1, max_documents_per_worker=2)
+    first = pool.worker_pids()
+
+    async def scenario() -> list[int]:
+        pages = [(await pool.render(sample_order(seed))).pages for seed in range(5)]
+        await asyncio.sleep(0)
+        return pages
+
+    try:
+        assert all(p >= 1 for p in asyncio.run(scenario()))
+        assert pool.stats.documents == 5
+        assert pool.stats.recycled == 2  # after documents 2 and 4
+        assert pool.worker_pids() != first
+        assert 0 < pool.stats.max_rss_mb < 500
+    finally:
+        pool.close()
+
+
+def test_renderer_errors_pass_through_with_their_reason() -> None:
+    pool = RenderPool(RenderConfig(password_template="{{ order_id[-2:] }}"), workers=1)  # too short
+
+    async def scenario() -> None:
+        with pytest.raises(RenderError) as caught:
+            await pool.render(sample_order(4))
+        assert caught.value.reason == "weak_password"
+
+    try:
+        asyncio.run(scenario())
+        assert pool.stats.crashed == pool.stats.timed_out == 0
+    finally:
+        pool.close()
