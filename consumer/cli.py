@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     sink.add_argument("--outbox", type=Path, required=True)
     sink.add_argument("--tls-cert", type=Path, help="offer STARTTLS with this certificate (PEM)")
     sink.add_argument("--tls-key", type=Path)
+    sink.add_argument(
+        "--faults", type=Path, help="JSON fault rules (delays, 4xx/5xx replies), see delivery/sink.py"
+    )
     args = parser.parse_args(argv)
     handler = {"run": _run, "produce-sample": _produce_sample, "render": _render, "smtp-sink": _smtp_sink}
     return handler[args.command](args)
@@ -92,7 +95,7 @@ def _parse_timestamps(obj: dict[str, Any]) -> dict[str, Any]:
 def _smtp_sink(args: argparse.Namespace) -> int:
     from delivery.sink import serve
 
-    serve(args.port, args.outbox, host=args.host, cert=args.tls_cert, key=args.tls_key)
+    serve(args.port, args.outbox, host=args.host, cert=args.tls_cert, key=args.tls_key, faults=args.faults)
     return 0
 
 

@@ -175,6 +175,7 @@ class Service:
         if partitions:
             (self._consumer.pause if paused else self._consumer.resume)(partitions)
         self._paused = paused
+        log.info("paused" if paused else "resumed", extra={"in_flight": self._tracker.in_flight()})
 
     def _commit(self, tps: set[TopicPartitionKey] | None = None) -> None:
         positions = self._tracker.committable(tps)

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
         int, Field(validation_alias=_env("SMTP_MAX_MESSAGES_PER_CONNECTION"), ge=1)
     ] = 100
 
+    smtp_rate_limit_per_s: Annotated[float, Field(validation_alias=_env("SMTP_RATE_LIMIT_PER_S"), ge=0)] = 0.0
+
     mail_from: Annotated[str, Field(validation_alias=_env("ORDERMAIL_MAIL_FROM"))] = "orders@shop.example"
     message_id_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_MESSAGE_ID_DOMAIN"))] = (
         None
@@ -105,6 +107,7 @@ class Settings(BaseSettings):
             timeout_s=self.smtp_timeout_s,
             connections=self.smtp_connections,
             max_messages_per_connection=self.smtp_max_messages_per_connection,
+            rate_limit_per_s=self.smtp_rate_limit_per_s,
         )
 
     def message_domain(self) -> str:

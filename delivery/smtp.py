@@ -39,6 +39,7 @@ class SmtpConfig:
     timeout_s: float = 30.0
     connections: int = 4
     max_messages_per_connection: int = 100
+    rate_limit_per_s: float = 0.0  # 0: unlimited
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,10 @@ class SmtpPool:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(config.connections)
         self._tls_context = _tls_context(config) if config.tls is not TlsMode.NONE else None
+        self._next_slot = 0.0
 
     async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> SendResult:
+        await self._pace()
         started = time.perf_counter()
         async with self._slots:
             connection = self._idle.pop() if self._idle else None
@@ -94,6 +97,16 @@ class SmtpPool:
             connection.sent += 1
             self._release(connection)
         return SendResult(code=code, send_ms=(time.perf_counter() - started) * 1000)
+
+    async def _pace(self) -> None:
+        """Spaces messages evenly when the relay allows only so many per second."""
+        if self._config.rate_limit_per_s <= 0:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1 / self._config.rate_limit_per_s
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

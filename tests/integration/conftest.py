@@ -104,6 +104,7 @@ class Sink:
     port: int
     outbox: Path
     ca_file: Path
+    faults: Path
     process: subprocess.Popen[bytes]
 
     def env(self) -> dict[str, str]:
@@ -128,6 +129,7 @@ def smtp_sink(tmp_path: Path) -> Iterator[Sink]:
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
     port, outbox = free_port(), tmp_path / "outbox"
+    faults = tmp_path / "faults.json"  # tests write rules here to make the sink misbehave
     process = subprocess.Popen(
         [
             ORDERMAIL,
@@ -140,11 +142,13 @@ def smtp_sink(tmp_path: Path) -> Iterator[Sink]:
             str(cert_file),
             "--tls-key",
             str(key_file),
+            "--faults",
+            str(faults),
         ],
     )
     try:
         wait_for_port(port, timeout_s=30)
-        yield Sink(port, outbox, ca_file, process)
+        yield Sink(port, outbox, ca_file, faults, process)
     finally:
         _terminate(process)
 

@@ -4,6 +4,7 @@ import asyncio
 import email
 import gc
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -178,3 +179,12 @@ def test_unreachable_relay_is_transient() -> None:
     (result,) = asyncio.run(_send_all(SmtpPool(config), ["a@example.com"]))
     assert isinstance(result, SendError)
     assert (result.reason, result.transient) == ("smtp_unreachable", True)
+
+
+def test_rate_limit_spaces_messages(server: tuple[RecordingHandler, int, Path]) -> None:
+    _, port, ca_file = server
+    pool = SmtpPool(_config(port, ca_file, rate_limit_per_s=20.0))
+    started = time.monotonic()
+    results = asyncio.run(_send_all(pool, [f"r{i}@example.com" for i in range(6)]))
+    assert [r.code for r in results] == [250] * 6
+    assert time.monotonic() - started >= 5 / 20  # six messages need at least five intervals

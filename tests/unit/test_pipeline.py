@@ -1,0 +1,197 @@
+"""The pipeline with in-memory fakes: ordering per key, parallelism across keys, error policy."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from consumer.outcomes import Inbound
+from consumer.pipeline import Pipeline, PipelineConfig
+from delivery import SendError, SendResult
+from rendering import RenderedMail, RenderError
+from schemas import Codec, OrderCompleted
+from schemas.codec import load_schema
+from schemas.samples import sample_order
+
+CODEC = Codec.from_directory()
+READER = load_schema("order_completed.avsc")
+
+
+@dataclass
+class FakeRenderer:
+    delay_s: float = 0.0
+    error: str | None = None
+    pdf_size: int = 2000
+    active: int = 0
+    max_active: int = 0
+
+    async def render(self, order: OrderCompleted) -> RenderedMail:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        await asyncio.sleep(random.uniform(0, self.delay_s))
+        self.active -= 1
+        if self.error:
+            raise RenderError(self.error)  # type: ignore[arg-type]
+        return RenderedMail(
+            "subject", "text", "<p>html</p>", "r.pdf", b"%PDF" + b"x" * self.pdf_size, 1, 5.0, 1.0
+        )
+
+
+@dataclass
+class FakeSmtp:
+    delay_s: float = 0.0
+    failures: list[SendError] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)  # Message-IDs in send order
+
+    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> SendResult:
+        await asyncio.sleep(random.uniform(0, self.delay_s))
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(str(message["Message-ID"]))
+        return SendResult(code=250, send_ms=1.0)
+
+
+@dataclass
+class FakePublisher:
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[tuple[Inbound, dict[str, bytes]]] = field(default_factory=list)
+
+    async def publish_outcome(self, outcome: dict[str, Any], partition: int) -> int:
+        self.outcomes.append(outcome)
+        return len(self.outcomes)
+
+    async def publish_dead_letter(self, inbound: Inbound, headers: list[tuple[str, bytes]]) -> int:
+        self.dead_letters.append((inbound, dict(headers)))
+        return len(self.dead_letters)
+
+
+def _pipeline(renderer: FakeRenderer, smtp: FakeSmtp, publisher: FakePublisher, **config: Any) -> Pipeline:
+    settings = PipelineConfig(
+        mail_from="orders@shop.example",
+        message_domain="shop.example",
+        group_id="g",
+        retry_backoff_s=0.001,
+        **config,
+    )
+    return Pipeline(settings, CODEC, renderer, smtp, publisher)  # type: ignore[arg-type]
+
+
+def _inbound(order: OrderCompleted | None, offset: int, *, value: bytes | None = None) -> Inbound:
+    key = order["order_id"].encode() if order else b"BROKEN"
+    data = value if value is not None else CODEC.encode(order or {}, READER)
+    return Inbound("orders", 0, offset, key, data, [("traceparent", b"00-abc")], 1_700_000_000_000)
+
+
+async def _run(pipeline: Pipeline, inbounds: list[Inbound]) -> list[tuple[int, str]]:
+    done: list[tuple[int, str]] = []
+    await asyncio.gather(
+        *(
+            pipeline.process(i, lambda inbound, outcome: done.append((inbound.offset, outcome["status"])))
+            for i in inbounds
+        )
+    )
+    return done
+
+
+def test_same_key_in_arrival_order_different_keys_in_parallel() -> None:
+    random.seed(7)
+    base = [sample_order(seed) for seed in range(3)]
+    inbounds, expected_order = [], {o["order_id"]: [] for o in base}  # type: ignore[var-annotated]
+    for offset in range(30):
+        order = dict(base[offset % 3])
+        order["event_id"] = f"00000000-0000-4000-8000-{offset:012d}"
+        inbounds.append(_inbound(order, offset))  # type: ignore[arg-type]
+        expected_order[order["order_id"]].append(f"<{order['event_id']}.ordermail@shop.example>")
+    renderer, smtp, publisher = FakeRenderer(delay_s=0.01), FakeSmtp(delay_s=0.01), FakePublisher()
+
+    done = asyncio.run(_run(_pipeline(renderer, smtp, publisher), inbounds))
+
+    assert sorted(offset for offset, _ in done) == list(range(30))
+    for ids in expected_order.values():
+        assert [m for m in smtp.sent if m in ids] == ids  # per key: exactly the arrival order
+    assert renderer.max_active == 3  # the three keys did run at the same time
+
+
+def test_transient_failure_is_retried_then_sent() -> None:
+    smtp = FakeSmtp(failures=[SendError("smtp_transient", transient=True, code=451)])
+    publisher = FakePublisher()
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [_inbound(sample_order(1), 0)]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["attempt"], outcome["smtp_code"]) == ("SENT", 2, 250)
+    assert not publisher.dead_letters
+
+
+def test_permanent_failure_is_failed_without_retry_or_dead_letter() -> None:
+    smtp = FakeSmtp(failures=[SendError("smtp_permanent", transient=False, code=550)])
+    publisher = FakePublisher()
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [_inbound(sample_order(1), 0)]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["reason"], outcome["attempt"], outcome["smtp_code"]) == (
+        "FAILED",
+        "smtp_permanent",
+        1,
+        550,
+    )
+    assert not publisher.dead_letters
+    assert not smtp.sent
+
+
+def test_exhausted_retries_fail_and_dead_letter() -> None:
+    smtp = FakeSmtp(failures=[SendError("smtp_unreachable", transient=True)] * 3)
+    publisher = FakePublisher()
+    asyncio.run(
+        _run(_pipeline(FakeRenderer(), smtp, publisher, send_attempts=3), [_inbound(sample_order(1), 0)])
+    )
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["reason"], outcome["attempt"]) == ("FAILED", "smtp_unreachable", 3)
+    ((_, headers),) = publisher.dead_letters
+    assert headers["ordermail.error.class"] == b"smtp_unreachable"
+    assert headers["traceparent"] == b"00-abc"  # original headers are kept
+
+
+@pytest.mark.parametrize(
+    ("renderer", "reason"),
+    [
+        (FakeRenderer(error="weak_password"), "weak_password"),
+        (FakeRenderer(error="render_timeout"), "render_timeout"),
+        (FakeRenderer(pdf_size=20_000), "attachment_too_large"),
+    ],
+)
+def test_render_problems_are_rejected_and_never_sent(renderer: FakeRenderer, reason: str) -> None:
+    smtp, publisher = FakeSmtp(), FakePublisher()
+    pipeline = _pipeline(renderer, smtp, publisher, max_attachment_bytes=10_000)
+    asyncio.run(_run(pipeline, [_inbound(sample_order(1), 0)]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["reason"]) == ("REJECTED", reason)
+    assert len(publisher.dead_letters) == 1
+    assert not smtp.sent
+
+
+def test_undecodable_bytes_get_a_stable_surrogate_event_id() -> None:
+    publisher = FakePublisher()
+    asyncio.run(
+        _run(_pipeline(FakeRenderer(), FakeSmtp(), publisher), [_inbound(None, 41, value=b"\xc3\x01junk")])
+    )
+    (outcome,) = publisher.outcomes
+    assert outcome["status"] == "REJECTED"
+    assert outcome["reason"] in {"unknown_schema", "undecodable"}
+    assert outcome["event_id"] == _inbound(None, 41, value=b"").surrogate_event_id()
+    assert outcome["order_id"] == "BROKEN"
+
+
+def test_a_bug_is_dead_lettered_not_crashed(caplog: pytest.LogCaptureFixture) -> None:
+    class BrokenRenderer(FakeRenderer):
+        async def render(self, order: OrderCompleted) -> RenderedMail:
+            raise KeyError(order["customer"]["last_name"])  # message quotes personal data
+
+    publisher = FakePublisher()
+    asyncio.run(_run(_pipeline(BrokenRenderer(), FakeSmtp(), publisher), [_inbound(sample_order(1), 0)]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["reason"]) == ("REJECTED", "internal_error")
+    assert "KeyError" in caplog.text
+    assert sample_order(1)["customer"]["last_name"] not in caplog.text  # the type is logged, not the text
