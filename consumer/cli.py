@@ -56,13 +56,13 @@ def _run(_args: argparse.Namespace) -> int:
 
 def _produce_sample(args: argparse.Namespace) -> int:
     from consumer.producing import publish_orders
-    from consumer.service import _codec
+    from consumer.service import codec_for
     from consumer.settings import Settings
     from schemas.samples import sample_orders
 
     settings = Settings()
     orders = sample_orders(args.count, first_seed=args.seed)
-    published = publish_orders(settings, _codec(settings), orders)
+    published = publish_orders(settings, codec_for(settings), orders)
     print(f"published {published} OrderCompleted events to {settings.input_topic}")
     return 0
 

@@ -21,7 +21,7 @@ from schemas.codec import load_schema
 if TYPE_CHECKING:
     from schemas import Codec, DeliveryOutcome, DeliveryStatus
 
-__all__ = ["Inbound", "OutcomePublisher", "dead_letter_headers", "outcome_for"]
+__all__ = ["Inbound", "OutcomePublisher", "dead_letter_headers", "message_headers", "outcome_for"]
 
 OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
 Headers = list[tuple[str, bytes]]
@@ -47,7 +47,7 @@ class Inbound:
             offset=message.offset() or 0,
             key=message.key(),
             value=message.value(),
-            headers=_headers(message),
+            headers=message_headers(message),
             timestamp_ms=message.timestamp()[1],
         )
 
@@ -164,7 +164,7 @@ class OutcomePublisher:
             self._producer.poll(0.1)
 
 
-def _headers(message: Message) -> Headers:
+def message_headers(message: Message) -> Headers:
     raw: Any = message.headers() or []
     return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in raw]
 

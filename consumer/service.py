@@ -53,7 +53,7 @@ class Service:
     def run(self) -> int:
         """Runs until :meth:`stop` (or SIGTERM/SIGINT when installed); returns an exit code."""
         settings = self._settings
-        codec = _codec(settings)
+        codec = codec_for(settings)
         render_pool = RenderPool(
             RenderConfig.from_settings(settings),
             workers=settings.render_workers,
@@ -238,7 +238,7 @@ class Service:
         signal.signal(signal.SIGINT, self.stop)
 
 
-def _codec(settings: Settings) -> Codec:
+def codec_for(settings: Settings) -> Codec:
     if not settings.schema_registry_url:
         return Codec.from_directory()
     from confluent_kafka.schema_registry import SchemaRegistryClient

@@ -12,15 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, TopicPartition
-
-from schemas.codec import load_schema
-
-if TYPE_CHECKING:
-    from consumer.settings import Settings
-    from schemas import Codec
+from consumer.topic_reader import read_outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT = 8
@@ -29,13 +22,13 @@ COUNT = 8
 def main() -> int:
     os.environ.update(_stack_env())
     from consumer.producing import publish_orders, publish_raw
-    from consumer.service import _codec
+    from consumer.service import codec_for
     from consumer.settings import Settings
     from rendering import PasswordPolicy
     from schemas.samples import sample_orders
 
     settings = Settings()
-    codec = _codec(settings)
+    codec = codec_for(settings)
     first_seed = int(time.time()) % 1_000_000 * 10  # new orders on every run
     orders = sample_orders(COUNT, first_seed=first_seed)
     log_path = ROOT / ".local/demo-service.log"
@@ -47,7 +40,15 @@ def main() -> int:
         publish_raw(settings, [(b"ORD-DEMO-POISON", b"this is not an Avro event")])
         print(f"published {COUNT} sample orders and 1 undecodable record to {settings.input_topic}")
         wanted = {order["order_id"] for order in orders} | {"ORD-DEMO-POISON"}
-        outcomes = _await_outcomes(settings, codec, wanted)
+        found = read_outcomes(
+            settings.bootstrap_servers,
+            settings.outcome_topic,
+            expected=len(wanted),
+            timeout_s=120,
+            codec=codec,
+            order_ids=wanted,
+        )
+        outcomes = {outcome["order_id"]: outcome for _, outcome in found}
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(60)
@@ -75,36 +76,6 @@ def main() -> int:
 def _stack_env() -> dict[str, str]:
     lines = (ROOT / ".local/stack.env").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
-
-
-def _await_outcomes(
-    settings: Settings, codec: Codec, wanted: set[str], timeout_s: float = 120
-) -> dict[str, Any]:
-    """Reads the outcome topic from the start until every wanted order has its outcome."""
-    topic = settings.outcome_topic
-    schema = load_schema("delivery_outcome.avsc")
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": "demo-reader",
-            "enable.auto.commit": False,
-        }
-    )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    found: dict[str, Any] = {}
-    deadline = time.monotonic() + timeout_s
-    try:
-        while set(found) != wanted and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            outcome = codec.decode(message.value(), schema)
-            if outcome["order_id"] in wanted:
-                found[outcome["order_id"]] = outcome
-    finally:
-        consumer.close()
-    return found
 
 
 if __name__ == "__main__":

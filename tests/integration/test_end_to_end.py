@@ -18,11 +18,11 @@ import pytest
 
 from consumer.producing import publish_orders, publish_raw
 from consumer.settings import Settings
+from consumer.topic_reader import committed_and_end, read_outcomes, read_records
 from rendering import PasswordPolicy
 from rendering.locales import Formatter, choose_language
 from schemas import Codec
 from schemas.samples import sample_order
-from tests.integration.kafka_reading import committed_and_end, read_outcomes, read_records
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from confluent_kafka import Producer
 
+from consumer.topic_reader import committed_and_end, read_outcomes
 from schemas import Codec
 from schemas.codec import load_schema
 from schemas.samples import sample_order
-from tests.integration.kafka_reading import committed_and_end, read_outcomes
 
 if TYPE_CHECKING:
     from collections.abc import Callable

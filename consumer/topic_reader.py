@@ -1,15 +1,23 @@
-"""Reading topics and group offsets back, as analytics and operators would."""
+"""Reading a topic and a group's offsets back, as analytics and operators would.
+
+Used by the demo, the benchmark and the integration tests; not by the service itself.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from consumer.outcomes import message_headers
 from schemas import Codec
 from schemas.codec import load_schema
+
+__all__ = ["Record", "committed_and_end", "read_outcomes", "read_records"]
 
 OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
 
@@ -18,13 +26,21 @@ OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
 class Record:
     partition: int
     offset: int
+    timestamp_ms: int
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
 
 
-def read_records(bootstrap: str, topic: str, *, expected: int, timeout_s: float) -> list[Record]:
-    """Reads from the beginning until ``expected`` records arrived (or the time is up)."""
+def read_records(
+    bootstrap: str,
+    topic: str,
+    *,
+    expected: int,
+    timeout_s: float,
+    keep: Callable[[Record], bool] = lambda _: True,
+) -> list[Record]:
+    """Reads from the beginning until ``expected`` kept records arrived (or the time is up)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -42,25 +58,40 @@ def read_records(bootstrap: str, topic: str, *, expected: int, timeout_s: float)
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            records.append(
-                Record(
-                    message.partition(),
-                    message.offset(),
-                    message.key(),
-                    message.value(),
-                    dict(message.headers() or []),
-                )
+            record = Record(
+                message.partition() or 0,
+                message.offset() or 0,
+                message.timestamp()[1],
+                message.key(),
+                message.value(),
+                dict(message_headers(message)),
             )
+            if keep(record):
+                records.append(record)
     finally:
         consumer.close()
     return records
 
 
 def read_outcomes(
-    bootstrap: str, topic: str, *, expected: int, timeout_s: float
-) -> list[tuple[Record, dict]]:  # type: ignore[type-arg]
-    codec = Codec.from_directory()
-    records = read_records(bootstrap, topic, expected=expected, timeout_s=timeout_s)
+    bootstrap: str,
+    topic: str,
+    *,
+    expected: int,
+    timeout_s: float,
+    codec: Codec | None = None,
+    order_ids: set[str] | None = None,
+) -> list[tuple[Record, dict[str, Any]]]:
+    """Decoded outcomes, optionally only those of ``order_ids``."""
+    codec = codec or Codec.from_directory()
+    wanted = None if order_ids is None else {order_id.encode() for order_id in order_ids}
+    records = read_records(
+        bootstrap,
+        topic,
+        expected=expected,
+        timeout_s=timeout_s,
+        keep=lambda r: wanted is None or r.key in wanted,
+    )
     return [(r, codec.decode(r.value or b"", OUTCOME_SCHEMA)) for r in records]
 
 

@@ -1,0 +1,272 @@
+"""`make bench`: throughput against the machine's render ceiling, latency at half load, memory.
+
+All figures come from one run, so they are comparable on a shared, noisy machine:
+1. render: render + encrypt one-page receipts in this process (one worker, no Kafka) → p50/p99
+   and CPU time per document → ceiling = workers ÷ CPU seconds per document;
+2. end to end: events published first, then the service started as its own process → rate
+   from its start to the last acknowledged outcome; efficiency = that ÷ ceiling;
+3. latency: events paced at half that rate → event published → SMTP accepted (the outcome's
+   ``occurred_at`` is stamped right after the relay's 2xx);
+while the render workers' resident memory is sampled throughout.
+Writes bench/results/latest.json. Needs the local stack (`make bench` starts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import pikepdf
+import weasyprint
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumer.kafka_clients import producer_config
+from consumer.producing import ORDER_SCHEMA, publish_orders
+from consumer.settings import Settings
+from consumer.topic_reader import read_outcomes
+from rendering import Renderer
+from schemas import Codec, OrderCompleted
+from schemas.samples import sample_order
+from tests.support import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench/results/latest.json"
+
+
+def one_page_order(seed: int) -> OrderCompleted:
+    return sample_order(seed, lines=1 + seed % 8)
+
+
+def progress(label: str, done: int, total: int) -> None:
+    if done < total and done % max(1, total // 50):
+        return  # about fifty updates per bar
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r{label:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def bench_render(count: int) -> dict[str, float]:
+    renderer = Renderer()
+    renderer.render_mail(one_page_order(0))
+    wall, cpu = [], []
+    for i in range(count):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        renderer.render_mail(one_page_order(i))
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append(time.process_time() - cpu_started)
+        progress("render", i + 1, count)
+    wall.sort()
+    return {
+        "render_ms_p50": round(statistics.median(wall), 1),
+        "render_ms_p99": round(wall[int(len(wall) * 0.99) - 1], 1),
+        "cpu_ms_per_document": round(statistics.mean(cpu) * 1000, 1),
+    }
+
+
+class RssSampler(threading.Thread):
+    """Largest resident set of the service's child processes (the render workers)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.max_mb, self.running = pid, 0.0, True
+
+    def run(self) -> None:
+        while self.running:
+            for child in _children(self.pid):
+                self.max_mb = max(self.max_mb, _rss_mb(child))
+            time.sleep(0.5)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=2000, help="events for the end-to-end run")
+    parser.add_argument("--render-documents", type=int, default=200)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    figures: dict[str, Any] = bench_render(args.render_documents)
+    ceiling = args.workers / (figures["cpu_ms_per_document"] / 1000)
+    figures.update(bench_service(args))
+    figures.update(
+        {
+            "ceiling_orders_per_s": round(ceiling, 2),
+            "efficiency": round(figures["e2e_orders_per_s"] / ceiling, 3),
+            "events": args.events,
+            "workers": args.workers,
+            "weasyprint": weasyprint.__version__,
+            "pikepdf": pikepdf.__version__,
+            "librdkafka": confluent_kafka.libversion()[0],
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    print(
+        f"\nrender p50 {figures['render_ms_p50']} ms · ceiling {figures['ceiling_orders_per_s']}/s · "
+        f"end to end {figures['e2e_orders_per_s']}/s = {figures['efficiency']:.0%} of ceiling · "
+        f"latency p99 {figures['latency_ms_p99']} ms at half load · "
+        f"worker RSS max {figures['worker_rss_mb_max']} MB"
+    )
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+def bench_service(args: argparse.Namespace) -> dict[str, Any]:
+    """Publishes first, then starts the service and its own SMTP sink; measures, stops both."""
+    stack = dict(
+        line.split("=", 1) for line in (ROOT / ".local/stack.env").read_text().splitlines() if "=" in line
+    )
+    bootstrap = stack["KAFKA_BOOTSTRAP_SERVERS"]
+    run = uuid.uuid4().hex[:8]
+    topics = {
+        "ORDERMAIL_INPUT_TOPIC": f"bench{run}.order-completed",
+        "ORDERMAIL_OUTCOME_TOPIC": f"bench{run}.delivery-outcome",
+        "ORDERMAIL_DLQ_TOPIC": f"bench{run}.dlq",
+        "ORDERMAIL_RETRY_TOPIC": f"bench{run}.retry",
+    }
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, 6, 1) for t in topics.values()]).values():
+        future.result(30)
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap, ORDERMAIL_INPUT_TOPIC=topics["ORDERMAIL_INPUT_TOPIC"]
+    )
+    codec = Codec.from_directory()
+    publish_orders(settings, codec, [one_page_order(10_000 + i) for i in range(args.events)])
+
+    sink_port, outbox = free_port(), Path(tempfile.mkdtemp(prefix="ordermail-bench-outbox-"))
+    tls = ROOT / ".local/smtp"
+    sink = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "consumer.cli",
+            "smtp-sink",
+            "--port",
+            str(sink_port),
+            "--outbox",
+            str(outbox),
+            "--tls-cert",
+            str(tls / "cert.pem"),
+            "--tls-key",
+            str(tls / "key.pem"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(sink_port, timeout_s=30)
+    env = {
+        **os.environ,
+        **stack,
+        **topics,
+        "SMTP_PORT": str(sink_port),
+        "ORDERMAIL_GROUP_ID": f"bench-{run}",
+        "ORDERMAIL_RENDER_WORKERS": str(args.workers),
+    }
+    started_wall = time.time()
+    with (ROOT / ".local/bench-service.log").open("wb") as log:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log, stderr=log
+        )
+    sampler = RssSampler(service.pid)
+    sampler.start()
+    try:
+        found = await_outcomes(bootstrap, topics["ORDERMAIL_OUTCOME_TOPIC"], args.events)
+        # Outcome timestamps are stamped by our producer at send time, on this machine's clock.
+        e2e_rate = args.events / (max(record.timestamp_ms for record, _ in found) / 1000 - started_wall)
+        figures = latency(settings, codec, bootstrap, topics, rate=e2e_rate / 2, seconds=args.latency_seconds)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(60)
+        sampler.running = False
+        sink.terminate()
+        sink.wait(30)
+        shutil.rmtree(outbox, ignore_errors=True)
+    return {
+        **figures,
+        "e2e_orders_per_s": round(e2e_rate, 2),
+        "statuses": sorted({o["status"] for _, o in found}),
+        "worker_rss_mb_max": round(sampler.max_mb, 1),
+    }
+
+
+def await_outcomes(bootstrap: str, topic: str, count: int, timeout_s: float = 600) -> list[Any]:
+    deadline = time.monotonic() + timeout_s
+    found: list[Any] = []
+    while len(found) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(found)} of {count} outcomes after {timeout_s:.0f} s")
+        found = read_outcomes(bootstrap, topic, expected=count, timeout_s=5)
+        progress("e2e", len(found), count)
+    return found
+
+
+def latency(
+    settings: Settings, codec: Codec, bootstrap: str, topics: dict[str, str], *, rate: float, seconds: float
+) -> dict[str, float]:
+    count = max(10, int(rate * seconds))
+    orders = [one_page_order(50_000 + i) for i in range(count)]
+    published: dict[str, float] = {}
+    producer = Producer(producer_config(settings))
+    started = time.monotonic()
+    for i, order in enumerate(orders):
+        time.sleep(max(0.0, started + i / rate - time.monotonic()))
+        published[order["order_id"]] = time.time()
+        producer.produce(
+            settings.input_topic, key=order["order_id"].encode(), value=codec.encode(order, ORDER_SCHEMA)
+        )
+        producer.poll(0)
+        progress("latency", i + 1, count)
+    producer.flush(30)
+    found = read_outcomes(
+        bootstrap, topics["ORDERMAIL_OUTCOME_TOPIC"], expected=count, timeout_s=120, order_ids=set(published)
+    )
+    latencies = sorted(
+        o["occurred_at"].timestamp() * 1000 - published[o["order_id"]] * 1000 for _, o in found
+    )
+    return {
+        "latency_ms_p50": round(statistics.median(latencies), 1),
+        "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1], 1),
+        "latency_events": len(latencies),
+        "latency_rate_per_s": round(rate, 2),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
