@@ -95,6 +95,21 @@ class RssSampler(threading.Thread):
             time.sleep(0.5)
 
 
+def cpu_seconds(pid: int, *, with_children: bool = False) -> float:
+    """User + system CPU time of a process (and of its children, live and reaped)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])
+    total = ticks / os.sysconf("SC_CLK_TCK")
+    if with_children:
+        total += sum(cpu_seconds(child) for child in _children(pid))
+    return total
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -199,6 +214,8 @@ def bench_service(args: argparse.Namespace) -> dict[str, Any]:
         "ORDERMAIL_GROUP_ID": f"bench-{run}",
         "ORDERMAIL_RENDER_WORKERS": str(args.workers),
     }
+    broker = int((ROOT / ".local/kafka/broker.pid").read_text())
+    broker_cpu = cpu_seconds(broker)
     started_wall = time.time()
     with (ROOT / ".local/bench-service.log").open("wb") as log:
         service = subprocess.Popen(
@@ -209,7 +226,18 @@ def bench_service(args: argparse.Namespace) -> dict[str, Any]:
     try:
         found = await_outcomes(bootstrap, topics["ORDERMAIL_OUTCOME_TOPIC"], args.events)
         # Outcome timestamps are stamped by our producer at send time, on this machine's clock.
-        e2e_rate = args.events / (max(record.timestamp_ms for record, _ in found) / 1000 - started_wall)
+        e2e_s = max(record.timestamp_ms for record, _ in found) / 1000 - started_wall
+        steady_s = (max(r.timestamp_ms for r, _ in found) - min(r.timestamp_ms for r, _ in found)) / 1000
+        e2e_rate = args.events / e2e_s
+        # Where the machine's CPU went during the run: rendering vs everything around it.
+        total = cpu_seconds(service.pid, with_children=True)
+        own = cpu_seconds(service.pid)
+        cpu = {
+            "render_workers": total - own,
+            "service_main": own,
+            "smtp_sink": cpu_seconds(sink.pid),
+            "broker": cpu_seconds(broker) - broker_cpu,
+        }
         figures = latency(settings, codec, bootstrap, topics, rate=e2e_rate / 2, seconds=args.latency_seconds)
     finally:
         service.send_signal(signal.SIGTERM)
@@ -221,6 +249,9 @@ def bench_service(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **figures,
         "e2e_orders_per_s": round(e2e_rate, 2),
+        "steady_orders_per_s": round((args.events - 1) / steady_s, 2),
+        "startup_s": round(e2e_s - steady_s, 2),
+        "cpu_ms_per_order": {k: round(v / args.events * 1000, 1) for k, v in cpu.items()},
         "statuses": sorted({o["status"] for _, o in found}),
         "worker_rss_mb_max": round(sampler.max_mb, 1),
     }

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     )
     worker_max_documents: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_DOCUMENTS"), ge=1)
-    ] = 500
+    ] = 5000
     worker_max_rss_mb: Annotated[float, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_RSS_MB"), gt=0)] = (
         200.0
     )
