@@ -1,8 +1,12 @@
-"""Which offsets may be committed: per partition, the lowest offset still in flight.
+"""Which offsets may be committed, and what the commit must record for redelivery dedupe.
 
 Events of one partition finish out of order (different keys run in parallel), so the commit
-position is the highest *contiguous* completed offset + 1. Thread-safe: the poll loop starts
-and commits, the workers finish.
+position is the highest *contiguous* completed offset + 1. Alongside it we record, in the
+commit metadata, a position in the co-partitioned outcome topic that precedes every outcome
+of every event at or after the committed offset, including events that already finished out
+of order: whoever owns the partition next reads outcomes from there to recognise events that
+were already handled (see ``ledger.py``). Thread-safe: the poll loop starts and commits, the
+workers finish.
 """
 
 from __future__ import annotations
@@ -10,9 +14,23 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-__all__ = ["OffsetTracker", "TopicPartitionKey"]
+__all__ = ["OffsetTracker", "TopicPartitionKey", "format_metadata", "parse_metadata"]
 
 TopicPartitionKey = tuple[str, int]
+_METADATA_PREFIX = "ordermail/1 outcome-offset="
+
+
+def format_metadata(outcome_offset: int) -> str:
+    return f"{_METADATA_PREFIX}{outcome_offset}"
+
+
+def parse_metadata(metadata: str | None) -> int | None:
+    if not metadata or not metadata.startswith(_METADATA_PREFIX):
+        return None
+    try:
+        return int(metadata.removeprefix(_METADATA_PREFIX))
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -20,9 +38,18 @@ class _Partition:
     pending: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the highest offset dispatched
     committed: int | None = None
+    # Finished but not yet committed: input offset -> offset of its outcome.
+    outcome_offsets: dict[int, int] = field(default_factory=dict)
+    next_outcome_offset: int | None = None  # nothing of ours in the outcome partition lies below
 
     def position(self) -> int | None:
         return min(self.pending) if self.pending else self.next_offset
+
+    def outcome_position(self, position: int) -> int | None:
+        later = [o for offset, o in self.outcome_offsets.items() if offset >= position]
+        if self.next_outcome_offset is not None:
+            later.append(self.next_outcome_offset)
+        return min(later) if later else None
 
 
 class OffsetTracker:
@@ -36,12 +63,23 @@ class OffsetTracker:
             partition.pending.add(offset)
             partition.next_offset = max(offset + 1, partition.next_offset or 0)
 
-    def finish(self, tp: TopicPartitionKey, offset: int) -> None:
+    def finish(self, tp: TopicPartitionKey, offset: int, outcome_offset: int | None = None) -> None:
         with self._changed:
             partition = self._partitions.get(tp)
             if partition is not None:  # absent when the partition was revoked meanwhile
                 partition.pending.discard(offset)
+                if outcome_offset is not None:
+                    partition.outcome_offsets[offset] = outcome_offset
+                    partition.next_outcome_offset = max(
+                        outcome_offset + 1, partition.next_outcome_offset or 0
+                    )
             self._changed.notify_all()
+
+    def note_outcome_end(self, tp: TopicPartitionKey, end_offset: int) -> None:
+        """The outcome partition's end when we took the partition over: ours come after it."""
+        with self._changed:
+            partition = self._partitions.setdefault(tp, _Partition())
+            partition.next_outcome_offset = max(end_offset, partition.next_outcome_offset or 0)
 
     def in_flight(self, tps: set[TopicPartitionKey] | None = None) -> int:
         with self._changed:
@@ -55,21 +93,29 @@ class OffsetTracker:
                 timeout=timeout_s,
             )
 
-    def committable(self, tps: set[TopicPartitionKey] | None = None) -> dict[TopicPartitionKey, int]:
-        """Positions that moved since they were last committed."""
+    def committable(
+        self, tps: set[TopicPartitionKey] | None = None
+    ) -> dict[TopicPartitionKey, tuple[int, str]]:
+        """Positions that moved since they were last committed, each with its commit metadata."""
         with self._changed:
             result = {}
             for tp, partition in self._partitions.items():
                 position = partition.position()
                 if (tps is None or tp in tps) and position is not None and position != partition.committed:
-                    result[tp] = position
+                    outcome_position = partition.outcome_position(position)
+                    metadata = format_metadata(outcome_position) if outcome_position is not None else ""
+                    result[tp] = (position, metadata)
             return result
 
     def mark_committed(self, positions: dict[TopicPartitionKey, int]) -> None:
         with self._changed:
             for tp, position in positions.items():
-                if tp in self._partitions:
-                    self._partitions[tp].committed = position
+                partition = self._partitions.get(tp)
+                if partition is not None:
+                    partition.committed = position
+                    partition.outcome_offsets = {
+                        o: v for o, v in partition.outcome_offsets.items() if o >= position
+                    }
 
     def forget(self, tps: set[TopicPartitionKey]) -> None:
         with self._changed:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from rendering import RenderedMail
     from schemas import Codec, DeliveryOutcome, DeliveryStatus, OrderCompleted
 
-__all__ = ["Pipeline", "PipelineConfig"]
+__all__ = ["Done", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("ordermail.pipeline")
 ORDER_SCHEMA = load_schema("order_completed.avsc")
@@ -46,6 +46,14 @@ class PipelineConfig:
     send_attempts: int = 4
     retry_backoff_s: float = 0.5
     max_attachment_bytes: int = 7 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Done:
+    """An event's acknowledged outcome and where it landed in the outcome partition."""
+
+    outcome: DeliveryOutcome
+    outcome_offset: int
 
 
 class _Stop(Exception):
@@ -65,7 +73,10 @@ class Pipeline:
         renderer: RenderPool,
         smtp: SmtpPool,
         publisher: OutcomePublisher,
+        *,
+        is_handled: Callable[[Inbound, str], bool] = lambda _inbound, _event_id: False,
     ) -> None:
+        self._is_handled = is_handled
         self._config = config
         self._codec = codec
         self._renderer = renderer
@@ -73,8 +84,9 @@ class Pipeline:
         self._publisher = publisher
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
 
-    async def process(self, inbound: Inbound, on_done: Callable[[Inbound, DeliveryOutcome], None]) -> None:
-        """Processes one record, then calls ``on_done`` once its outcome is acknowledged."""
+    async def process(self, inbound: Inbound, on_done: Callable[[Inbound, Done | None], None]) -> None:
+        """Processes one record, then calls ``on_done`` once its outcome is acknowledged (with
+        None when the record had been handled before and was skipped)."""
         key = inbound.key or b""
         previous = self._key_tails.get(key)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -82,21 +94,24 @@ class Pipeline:
         try:
             if previous is not None:
                 await previous
-            outcome = await self._process(inbound)
-            on_done(inbound, outcome)
+            on_done(inbound, await self._process(inbound))
         finally:
             mine.set_result(None)
             if self._key_tails.get(key) is mine:
                 del self._key_tails[key]
 
-    async def _process(self, inbound: Inbound) -> DeliveryOutcome:
+    async def _process(self, inbound: Inbound) -> Done | None:
         order: OrderCompleted | None = None
         attempt = 1
         try:
             order = self._decode(inbound)
+            if self._is_handled(inbound, order["event_id"]):
+                return None
             mail = await self._render(order)
             result, attempt = await self._send(order, mail)
         except _Stop as stop:
+            if order is None and self._is_handled(inbound, inbound.surrogate_event_id()):
+                return None
             return await self._finish_failed(inbound, order, stop, attempt)
         except Exception as exc:  # noqa: BLE001 — a bug must not wedge the partition: dead-letter, keep going
             # The exception's text may quote event data: log its type and where, never its message.
@@ -119,8 +134,7 @@ class Pipeline:
             send_ms=round(result.send_ms),
             **_mail_facts(order, mail, self._config.message_domain),
         )
-        await self._publisher.publish_outcome(outcome, inbound.partition)
-        return outcome
+        return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.partition))
 
     def _decode(self, inbound: Inbound) -> OrderCompleted:
         try:
@@ -167,7 +181,7 @@ class Pipeline:
 
     async def _finish_failed(
         self, inbound: Inbound, order: OrderCompleted | None, stop: _Stop, attempt: int
-    ) -> DeliveryOutcome:
+    ) -> Done:
         action = action_for(stop.reason)
         status: DeliveryStatus = "REJECTED" if action is Action.REJECT else "FAILED"
         known = dict(stop.known)
@@ -186,8 +200,7 @@ class Pipeline:
                 inbound, status=status, reason=stop.reason, group_id=self._config.group_id
             )
             await self._publisher.publish_dead_letter(inbound, headers)
-        await self._publisher.publish_outcome(outcome, inbound.partition)
-        return outcome
+        return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.partition))
 
 
 def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str) -> dict[str, Any]:

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.kafka_clients import consumer_config, producer_config
-from consumer.offsets import OffsetTracker, TopicPartitionKey
+from consumer.ledger import Ledger
+from consumer.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
 from consumer.outcomes import Inbound, OutcomePublisher
-from consumer.pipeline import Pipeline, PipelineConfig
+from consumer.pipeline import Done, Pipeline, PipelineConfig
 from consumer.render_pool import RenderConfig, RenderPool
 from delivery import SmtpPool
 from schemas import Codec
 
 if TYPE_CHECKING:
     from consumer.settings import Settings
-    from schemas import DeliveryOutcome
 
 __all__ = ["Service"]
 
@@ -68,6 +68,11 @@ class Service:
             dlq_topic=settings.dlq_topic,
         )
         smtp = SmtpPool(settings.smtp_config())
+        self._ledger = Ledger(
+            consumer_config(settings, **{"group.id": f"{settings.group_id}.ledger"}),
+            settings.outcome_topic,
+            codec,
+        )
         self._pipeline = Pipeline(
             PipelineConfig(
                 mail_from=settings.mail_from,
@@ -81,6 +86,9 @@ class Service:
             render_pool,
             smtp,
             publisher,
+            is_handled=lambda inbound, event_id: (
+                inbound.topic == settings.input_topic and self._ledger.is_handled(inbound.partition, event_id)
+            ),
         )
         self._consumer = Consumer(consumer_config(settings))
         self._worker.start()
@@ -101,6 +109,7 @@ class Service:
             self._worker.join(timeout=5)
             unacknowledged = publisher.close()
             render_pool.close()
+            self._ledger.close()
             _close_with_timeout(self._consumer, timeout_s=10)
         if unacknowledged:
             log.error("%d records unacknowledged at shutdown", unacknowledged)
@@ -133,8 +142,15 @@ class Service:
         future = asyncio.run_coroutine_threadsafe(self._pipeline.process(inbound, self._done), self._loop)
         future.add_done_callback(self._check_crashed)
 
-    def _done(self, inbound: Inbound, outcome: DeliveryOutcome) -> None:
-        self.processed += 1
+    def _done(self, inbound: Inbound, done: Done | None) -> None:
+        tp = (inbound.topic, inbound.partition)
+        if done is None:
+            log.info(
+                "already handled: skipped", extra={"partition": inbound.partition, "offset": inbound.offset}
+            )
+            self._tracker.finish(tp, inbound.offset)
+            return
+        outcome = done.outcome
         log.info(
             "outcome",
             extra={
@@ -149,7 +165,7 @@ class Service:
                 "send_ms": outcome.get("send_ms"),
             },
         )
-        self._tracker.finish((inbound.topic, inbound.partition), inbound.offset)
+        self._tracker.finish(tp, inbound.offset, done.outcome_offset)
 
     def _check_crashed(self, future: Future[None]) -> None:
         # Only a failure to publish an outcome gets here: stop without committing past it, so
@@ -181,13 +197,15 @@ class Service:
         positions = self._tracker.committable(tps)
         if not positions:
             return
-        offsets = [TopicPartition(t, p, offset) for (t, p), offset in positions.items()]
+        offsets = [
+            TopicPartition(t, p, offset, metadata=meta) for (t, p), (offset, meta) in positions.items()
+        ]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:  # the next commit retries; nothing is lost
             log.warning("commit failed: %s", exc)
             return
-        self._tracker.mark_committed(positions)
+        self._tracker.mark_committed({tp: offset for tp, (offset, _) in positions.items()})
 
     def _drain(self) -> None:
         """Stop fetching, let in-flight events finish (bounded), commit."""
@@ -204,7 +222,19 @@ class Service:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         if self._paused:
             consumer.pause(partitions)
+        inputs = [tp for tp in partitions if tp.topic == self._settings.input_topic]
+        for committed in consumer.committed(inputs, timeout=30) if inputs else []:
+            self._load_ledger(committed)
         log.info("assigned %s", sorted(tp.partition for tp in partitions))
+
+    def _load_ledger(self, committed: TopicPartition) -> None:
+        """Learns which events after the committed offset already have outcomes (redelivery)."""
+        end = self._ledger.end_offset(committed.partition)
+        self._tracker.note_outcome_end((committed.topic, committed.partition), end)
+        start = parse_metadata(committed.metadata)
+        if start is not None and start < end:
+            found = self._ledger.load(committed.partition, start)
+            log.info("outcomes since last commit", extra={"partition": committed.partition, "handled": found})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
@@ -220,6 +250,7 @@ class Service:
     def _forget(self, tps: set[TopicPartitionKey]) -> None:
         self._assigned -= tps
         self._tracker.forget(tps)
+        self._ledger.forget({p for t, p in tps if t == self._settings.input_topic})
 
     def _check_topics(self) -> None:
         """Outcomes go to the input's partition number, so the outcome topic needs as many."""

@@ -1,8 +1,12 @@
 import threading
 
-from consumer.offsets import OffsetTracker
+from consumer.offsets import OffsetTracker, parse_metadata
 
 TP = ("orders", 0)
+
+
+def positions(tracker: OffsetTracker) -> dict[tuple[str, int], int]:
+    return {tp: position for tp, (position, _) in tracker.committable().items()}
 
 
 def test_commit_position_is_highest_contiguous_done_plus_one() -> None:
@@ -11,25 +15,25 @@ def test_commit_position_is_highest_contiguous_done_plus_one() -> None:
         tracker.start(TP, offset)
     tracker.finish(TP, 12)
     tracker.finish(TP, 14)
-    assert tracker.committable() == {TP: 10}  # 10 still running: nothing past it
+    assert positions(tracker) == {TP: 10}  # 10 still running: nothing past it
     tracker.finish(TP, 10)
-    assert tracker.committable() == {TP: 11}
+    assert positions(tracker) == {TP: 11}
     tracker.finish(TP, 11)
-    assert tracker.committable() == {TP: 13}
+    assert positions(tracker) == {TP: 13}
     tracker.finish(TP, 13)
-    assert tracker.committable() == {TP: 15}
+    assert positions(tracker) == {TP: 15}
 
 
 def test_committed_positions_are_not_offered_again() -> None:
     tracker = OffsetTracker()
     tracker.start(TP, 0)
     tracker.finish(TP, 0)
-    tracker.mark_committed(tracker.committable())
-    assert tracker.committable() == {}
+    tracker.mark_committed(positions(tracker))
+    assert positions(tracker) == {}
     tracker.start(TP, 1)
-    assert tracker.committable() == {}  # 1 is in flight: the position is still 1
+    assert positions(tracker) == {}  # 1 is in flight: the position is still 1
     tracker.finish(TP, 1)
-    assert tracker.committable() == {TP: 2}
+    assert positions(tracker) == {TP: 2}
 
 
 def test_partitions_are_independent_and_forgettable() -> None:
@@ -38,10 +42,10 @@ def test_partitions_are_independent_and_forgettable() -> None:
     tracker.start(TP, 5)
     tracker.start(other, 7)
     tracker.finish(other, 7)
-    assert tracker.committable() == {TP: 5, other: 8}
+    assert positions(tracker) == {TP: 5, other: 8}
     tracker.forget({TP})
     tracker.finish(TP, 5)  # late completion of a revoked partition is ignored
-    assert tracker.committable() == {other: 8}
+    assert positions(tracker) == {other: 8}
     assert tracker.in_flight() == 0
 
 
@@ -58,3 +62,33 @@ def test_wait_idle_times_out_while_work_is_pending() -> None:
     tracker = OffsetTracker()
     tracker.start(TP, 1)
     assert not tracker.wait_idle({TP}, timeout_s=0.01)
+
+
+def test_metadata_points_before_every_outcome_of_uncommitted_events() -> None:
+    tracker = OffsetTracker()
+    tracker.note_outcome_end(TP, 100)  # the outcome partition held 100 records when we took over
+    for offset in range(10, 14):
+        tracker.start(TP, offset)
+    tracker.finish(TP, 12, outcome_offset=100)  # finished out of order, before 10 and 11
+    tracker.finish(TP, 13, outcome_offset=101)
+    ((position, metadata),) = tracker.committable().values()
+    assert position == 10
+    assert parse_metadata(metadata) == 100  # a successor must re-read from 100 to see 12 and 13
+    tracker.finish(TP, 10, outcome_offset=102)
+    tracker.finish(TP, 11, outcome_offset=103)
+    ((position, metadata),) = tracker.committable().values()
+    assert position == 14
+    assert parse_metadata(metadata) == 104  # everything before is committed: read from the end
+    tracker.mark_committed({TP: 14})
+    tracker.start(TP, 14)
+    ((position, metadata),) = tracker.committable().values() or [(None, None)]
+    assert position is None or parse_metadata(metadata) == 104
+
+
+def test_metadata_round_trip_and_foreign_values() -> None:
+    from consumer.offsets import format_metadata
+
+    assert parse_metadata(format_metadata(42)) == 42
+    assert parse_metadata("") is None
+    assert parse_metadata("something else") is None
+    assert parse_metadata("ordermail/1 outcome-offset=x") is None

@@ -91,7 +91,12 @@ async def _run(pipeline: Pipeline, inbounds: list[Inbound]) -> list[tuple[int, s
     done: list[tuple[int, str]] = []
     await asyncio.gather(
         *(
-            pipeline.process(i, lambda inbound, outcome: done.append((inbound.offset, outcome["status"])))
+            pipeline.process(
+                i,
+                lambda inbound, result: done.append(
+                    (inbound.offset, result.outcome["status"] if result else "SKIPPED")
+                ),
+            )
             for i in inbounds
         )
     )
@@ -195,3 +200,26 @@ def test_a_bug_is_dead_lettered_not_crashed(caplog: pytest.LogCaptureFixture) ->
     assert (outcome["status"], outcome["reason"]) == ("REJECTED", "internal_error")
     assert "KeyError" in caplog.text
     assert sample_order(1)["customer"]["last_name"] not in caplog.text  # the type is logged, not the text
+
+
+def test_events_already_handled_are_skipped_without_mail_or_outcome() -> None:
+    handled_order, fresh_order = sample_order(1), sample_order(2)
+    smtp, publisher = FakeSmtp(), FakePublisher()
+    pipeline = Pipeline(
+        PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="g"),
+        CODEC,
+        FakeRenderer(),  # type: ignore[arg-type]
+        smtp,  # type: ignore[arg-type]
+        publisher,  # type: ignore[arg-type]
+        is_handled=lambda inbound, event_id: (
+            event_id in {handled_order["event_id"], _inbound(None, 9, value=b"").surrogate_event_id()}
+        ),
+    )
+    done = asyncio.run(
+        _run(
+            pipeline, [_inbound(handled_order, 0), _inbound(fresh_order, 1), _inbound(None, 9, value=b"junk")]
+        )
+    )
+    assert sorted(done) == [(0, "SKIPPED"), (1, "SENT"), (9, "SKIPPED")]
+    assert [o["order_id"] for o in publisher.outcomes] == [fresh_order["order_id"]]
+    assert len(smtp.sent) == 1

@@ -1,0 +1,69 @@
+"""Redelivery after a crash: events whose outcome is already on the broker are not e-mailed
+again, although the crashed consumer never committed them."""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING
+
+import pytest
+
+from consumer.producing import publish_orders
+from consumer.settings import Settings
+from consumer.topic_reader import committed_and_end, read_outcomes
+from schemas import Codec
+from schemas.samples import sample_order
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from tests.integration.conftest import ServiceFactory, Sink, Topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_events_handled_before_a_crash_are_not_mailed_again(
+    kafka_bootstrap: str,
+    topics: Topics,
+    smtp_sink: Sink,
+    start_service: ServiceFactory,
+    wait_until: Callable[[Callable[[], bool], float], None],
+    tmp_path: Path,
+) -> None:
+    settings = Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input)
+    codec = Codec.from_directory()
+    first, second = (
+        [sample_order(s, lines=1) for s in range(700, 710)],
+        [sample_order(s, lines=1) for s in range(710, 730)],
+    )
+
+    # Run 1 ends cleanly: its commit records where its outcomes end.
+    publish_orders(settings, codec, first)
+    service = start_service()
+    read_outcomes(kafka_bootstrap, topics.outcome, expected=10, timeout_s=60)
+    service.send_signal(signal.SIGTERM)
+    assert service.wait(60) == 0
+
+    # Run 2 handles 20 more but is killed before it commits any of them.
+    publish_orders(settings, codec, second)
+    # A short session lets the group notice the killed member quickly (production keeps 45 s).
+    service = start_service(ORDERMAIL_COMMIT_INTERVAL_S="3600", KAFKA_CONFIG_SESSION_TIMEOUT_MS="6000")
+    assert len(read_outcomes(kafka_bootstrap, topics.outcome, expected=30, timeout_s=60)) == 30
+    service.send_signal(signal.SIGKILL)
+    service.wait(30)
+    committed, _ = committed_and_end(kafka_bootstrap, topics.group, topics.input)
+    assert sum(max(c, 0) for c in committed.values()) == 10  # the 20 are uncommitted: they will come again
+
+    # Run 3 receives the 20 again and recognises every one of them.
+    start_service()
+
+    def all_committed() -> bool:
+        committed, ends = committed_and_end(kafka_bootstrap, topics.group, topics.input)
+        return all(committed[p] == end for p, end in ends.items())
+
+    wait_until(all_committed, 60)
+    assert len(smtp_sink.messages()) == 30  # one e-mail per order, none twice
+    outcomes = read_outcomes(kafka_bootstrap, topics.outcome, expected=31, timeout_s=5)
+    assert len(outcomes) == 30
+    assert (tmp_path / "service-2.log").read_text().count("already handled: skipped") == 20
