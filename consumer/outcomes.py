@@ -57,7 +57,40 @@ class Inbound:
 
     def surrogate_event_id(self) -> str:
         """For records we could not decode: stable across redeliveries of the same record."""
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{self.topic}/{self.partition}/{self.offset}"))
+        origin = self.origin
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{origin.topic}/{origin.partition}/{origin.offset}"))
+
+    def header(self, name: str) -> str | None:
+        value = next((v for k, v in reversed(self.headers) if k == name), None)
+        return None if value is None else value.decode("utf-8", errors="replace")
+
+    @property
+    def origin(self) -> Origin:
+        """Where the event was first published: a deferred event keeps it through the retry topic."""
+        topic, partition, offset, timestamp = (self.header(f"{ORIGIN_PREFIX}{f}") for f in ORIGIN_FIELDS)
+        if topic is None or partition is None or offset is None:
+            return Origin(self.topic, self.partition, self.offset, self.timestamp_ms)
+        return Origin(topic, int(partition), int(offset), int(timestamp or 0))
+
+    def foreign_headers(self) -> Headers:
+        """The producer's own headers, without the ones we added on earlier passes."""
+        return [(k, v) for k, v in self.headers if not k.startswith("ordermail.")]
+
+
+ORIGIN_PREFIX = "ordermail.original."
+ORIGIN_FIELDS = ("topic", "partition", "offset", "timestamp")
+
+
+@dataclass(frozen=True)
+class Origin:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    def headers(self) -> Headers:
+        values = (self.topic, str(self.partition), str(self.offset), str(self.timestamp_ms))
+        return [(f"{ORIGIN_PREFIX}{f}", v.encode()) for f, v in zip(ORIGIN_FIELDS, values, strict=True)]
 
 
 def outcome_for(
@@ -77,8 +110,8 @@ def outcome_for(
         "reason": reason,
         "attempt": attempt,
         "occurred_at": datetime.now(UTC),
-        "source_partition": inbound.partition,
-        "source_offset": inbound.offset,
+        "source_partition": inbound.origin.partition,
+        "source_offset": inbound.origin.offset,
     }
     outcome.update(known)  # type: ignore[typeddict-item]
     return outcome
@@ -90,13 +123,13 @@ def dead_letter_headers(inbound: Inbound, *, status: str, reason: str, group_id:
         "ordermail.error.class": reason,
         "ordermail.error.status": status,
         "ordermail.error.message": f"{status.lower()}: {reason}",
-        "ordermail.original.topic": inbound.topic,
-        "ordermail.original.partition": str(inbound.partition),
-        "ordermail.original.offset": str(inbound.offset),
-        "ordermail.original.timestamp": str(inbound.timestamp_ms),
         "ordermail.consumer.group": group_id,
     }
-    return [*inbound.headers, *((k, v.encode()) for k, v in added.items())]
+    return [
+        *inbound.foreign_headers(),
+        *inbound.origin.headers(),
+        *((k, v.encode()) for k, v in added.items()),
+    ]
 
 
 class PublishError(Exception):
@@ -106,7 +139,10 @@ class PublishError(Exception):
 class OutcomePublisher:
     """Owns the idempotent producer and the thread that serves its delivery callbacks."""
 
-    def __init__(self, producer: Producer, codec: Codec, *, outcome_topic: str, dlq_topic: str) -> None:
+    def __init__(
+        self, producer: Producer, codec: Codec, *, outcome_topic: str, dlq_topic: str, retry_topic: str
+    ) -> None:
+        self._retry_topic = retry_topic
         self._producer = producer
         self._codec = codec
         self._outcome_topic = outcome_topic
@@ -121,6 +157,11 @@ class OutcomePublisher:
 
     async def publish_dead_letter(self, inbound: Inbound, headers: Headers) -> int:
         return await self._produce(self._dlq_topic, inbound.key, inbound.value, None, headers)
+
+    async def publish_retry(self, inbound: Inbound, headers: Headers) -> int:
+        return await self._produce(
+            self._retry_topic, inbound.key, inbound.value, inbound.origin.partition, headers
+        )
 
     async def _produce(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None, headers: Headers

@@ -11,13 +11,15 @@ import asyncio
 import hashlib
 import logging
 import random
+import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from consumer.outcomes import dead_letter_headers, outcome_for
 from consumer.policy import Action, action_for
+from consumer.retry import RetrySchedule, RetryState
 from delivery import Attachment, SendError, SendResult, compose, message_id_for
 from rendering import RenderError
 from schemas import DecodeError, InvalidEvent, validate_order
@@ -43,9 +45,11 @@ class PipelineConfig:
     mail_from: str
     message_domain: str
     group_id: str
-    send_attempts: int = 4
+    send_attempts: int = 4  # quick tries in process, per pass
     retry_backoff_s: float = 0.5
     max_attachment_bytes: int = 7 * 1024 * 1024
+    retry: RetrySchedule = field(default_factory=RetrySchedule)
+    max_throttle_waits: int = 30  # then a throttled send counts as a transient failure
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Done:
 
     outcome: DeliveryOutcome
     outcome_offset: int
+    dead_lettered: bool = False
 
 
 class _Stop(Exception):
@@ -101,40 +106,38 @@ class Pipeline:
                 del self._key_tails[key]
 
     async def _process(self, inbound: Inbound) -> Done | None:
+        retry = RetryState.of(inbound)
+        if retry is not None:  # not due yet: wait here, nothing else is held up
+            await asyncio.sleep(
+                min(max(0.0, retry.due_ms / 1000 - time.time()), max(self._config.retry.delays_s))
+            )
         order: OrderCompleted | None = None
-        attempt = 1
+        attempts = retry.attempts if retry else 0
         try:
             order = self._decode(inbound)
             if self._is_handled(inbound, order["event_id"]):
                 return None
             mail = await self._render(order)
-            result, attempt = await self._send(order, mail)
+            result, attempts = await self._send(order, mail, attempts)
         except _Stop as stop:
             if order is None and self._is_handled(inbound, inbound.surrogate_event_id()):
                 return None
-            return await self._finish_failed(inbound, order, stop, attempt)
+            return await self._finish_failed(inbound, order, stop, retry)
         except Exception as exc:  # noqa: BLE001 — a bug must not wedge the partition: dead-letter, keep going
-            # The exception's text may quote event data: log its type and where, never its message.
-            where = " < ".join(
-                f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
-                for f in traceback.extract_tb(exc.__traceback__)[::-1][:6]
-            )
-            log.error(
-                "unexpected %s at %s/%s in %s", type(exc).__name__, inbound.partition, inbound.offset, where
-            )
-            return await self._finish_failed(inbound, order, _Stop("internal_error"), attempt)
+            _log_unexpected(exc, inbound)
+            return await self._finish_failed(inbound, order, _Stop("internal_error", attempt=attempts), retry)
         outcome = outcome_for(
             inbound,
             event_id=order["event_id"],
             order_id=order["order_id"],
             status="SENT",
             reason=None,
-            attempt=attempt,
+            attempt=attempts,
             smtp_code=result.code,
             send_ms=round(result.send_ms),
             **_mail_facts(order, mail, self._config.message_domain),
         )
-        return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.partition))
+        return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.origin.partition))
 
     def _decode(self, inbound: Inbound) -> OrderCompleted:
         try:
@@ -154,7 +157,8 @@ class Pipeline:
             raise _Stop("attachment_too_large", attachment_bytes=len(mail.pdf))
         return mail
 
-    async def _send(self, order: OrderCompleted, mail: RenderedMail) -> tuple[SendResult, int]:
+    async def _send(self, order: OrderCompleted, mail: RenderedMail, attempts: int) -> tuple[SendResult, int]:
+        """Quick tries with backoff; returns the result and the total attempts so far."""
         recipient = order["customer"]["email"]
         message = compose(
             sender=self._config.mail_from,
@@ -166,26 +170,37 @@ class Pipeline:
             message_id=message_id_for(order["event_id"], self._config.message_domain),
             date=datetime.now(UTC),
         )
-        facts = _mail_facts(order, mail, self._config.message_domain)
-        for attempt in range(1, self._config.send_attempts + 1):
+        tries = throttled = 0
+        while True:
             try:
-                return await self._smtp.send(
-                    message, sender=self._config.mail_from, recipient=recipient
-                ), attempt
+                result = await self._smtp.send(message, sender=self._config.mail_from, recipient=recipient)
+                return result, attempts + tries + 1
             except SendError as error:
                 action = action_for(error.reason)
-                if action is not Action.RETRY or attempt == self._config.send_attempts:
-                    raise _Stop(error.reason, smtp_code=error.code, attempt=attempt, **facts) from None
-                await asyncio.sleep(_backoff(self._config.retry_backoff_s, attempt))
-        raise AssertionError("unreachable")
+                if action is Action.THROTTLE and throttled < self._config.max_throttle_waits:
+                    throttled += 1  # the relay asks us to slow down: wait, it is not the event's fault
+                    await self._smtp.cool_down()
+                    continue
+                tries += 1
+                if action not in {Action.RETRY, Action.THROTTLE} or tries >= self._config.send_attempts:
+                    facts = _mail_facts(order, mail, self._config.message_domain)
+                    raise _Stop(
+                        error.reason, smtp_code=error.code, attempt=attempts + tries, **facts
+                    ) from None
+                await asyncio.sleep(_backoff(self._config.retry_backoff_s, tries))
 
     async def _finish_failed(
-        self, inbound: Inbound, order: OrderCompleted | None, stop: _Stop, attempt: int
+        self, inbound: Inbound, order: OrderCompleted | None, stop: _Stop, retry: RetryState | None
     ) -> Done:
         action = action_for(stop.reason)
-        status: DeliveryStatus = "REJECTED" if action is Action.REJECT else "FAILED"
         known = dict(stop.known)
-        attempt = known.pop("attempt", attempt)
+        attempt = known.pop("attempt", retry.attempts if retry else 0) or 1
+        deferral = (
+            self._config.retry.next(retry, attempt) if action in {Action.RETRY, Action.THROTTLE} else None
+        )
+        status: DeliveryStatus = (
+            "REJECTED" if action is Action.REJECT else "DEFERRED" if deferral else "FAILED"
+        )
         outcome = outcome_for(
             inbound,
             event_id=order["event_id"] if order else None,
@@ -195,12 +210,23 @@ class Pipeline:
             attempt=attempt,
             **known,
         )
-        if action is not Action.FAIL:
+        if deferral is not None:
+            headers = [*inbound.foreign_headers(), *inbound.origin.headers(), *deferral.headers()]
+            await self._publisher.publish_retry(inbound, headers)
+        elif action is not Action.FAIL:
             headers = dead_letter_headers(
                 inbound, status=status, reason=stop.reason, group_id=self._config.group_id
             )
             await self._publisher.publish_dead_letter(inbound, headers)
-        return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.partition))
+        offset = await self._publisher.publish_outcome(outcome, inbound.origin.partition)
+        return Done(outcome, offset, dead_lettered=deferral is None and action is not Action.FAIL)
+
+
+def _log_unexpected(exc: Exception, inbound: Inbound) -> None:
+    # The exception's text may quote event data: log its type and where, never its message.
+    frames = traceback.extract_tb(exc.__traceback__)[::-1][:6]
+    where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames)
+    log.error("unexpected %s at %s/%s in %s", type(exc).__name__, inbound.partition, inbound.offset, where)
 
 
 def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str) -> dict[str, Any]:

@@ -14,7 +14,8 @@ __all__ = ["Action", "action_for"]
 
 class Action(StrEnum):
     REJECT = "reject"  # the event itself is bad: REJECTED outcome + dead letter, no retry
-    RETRY = "retry"  # may work later: retry with backoff, then FAILED + dead letter
+    RETRY = "retry"  # may work later: quick retries, then DEFERRED via the retry topic, at last FAILED
+    THROTTLE = "throttle"  # the relay asks us to slow down: pause sending, then as RETRY
     FAIL = "fail"  # the relay refused for good: FAILED outcome, no retry
 
 
@@ -50,6 +51,7 @@ POLICY: dict[str, Action] = {
     "smtp_connect_refused": Action.RETRY,
     "smtp_tls_failed": Action.RETRY,
     "smtp_auth_failed": Action.RETRY,  # a credentials rotation is an operator fix, not the event's fault
+    "smtp_throttled": Action.THROTTLE,
     "smtp_permanent": Action.FAIL,
 }
 

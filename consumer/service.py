@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from consumer.breaker import DeadLetterBreaker
+from consumer.health import HealthServer
 from consumer.kafka_clients import consumer_config, producer_config
 from consumer.ledger import Ledger
 from consumer.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
@@ -41,8 +43,14 @@ class Service:
         self._stopping = threading.Event()
         self._fatal: str | None = None
         self._tracker = OffsetTracker()
-        self._paused = False
+        self._paused: set[str] = set()  # topics whose partitions are paused
         self._assigned: set[TopicPartitionKey] = set()
+        self._breaker = DeadLetterBreaker(
+            max_share=settings.dlq_breaker_share,
+            window=settings.dlq_breaker_window,
+            min_events=settings.dlq_breaker_min_events,
+        )
+        self._subscribed = False
         self._loop = asyncio.new_event_loop()
         self._worker = threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True)
         self.processed = 0
@@ -66,6 +74,7 @@ class Service:
             codec,
             outcome_topic=settings.outcome_topic,
             dlq_topic=settings.dlq_topic,
+            retry_topic=settings.retry_topic,
         )
         smtp = SmtpPool(settings.smtp_config())
         self._ledger = Ledger(
@@ -81,6 +90,7 @@ class Service:
                 send_attempts=settings.send_attempts,
                 retry_backoff_s=settings.retry_backoff_s,
                 max_attachment_bytes=settings.max_attachment_bytes,
+                retry=settings.retry_schedule(),
             ),
             codec,
             render_pool,
@@ -92,14 +102,16 @@ class Service:
         )
         self._consumer = Consumer(consumer_config(settings))
         self._worker.start()
+        self._health = HealthServer(settings.health_port, self.not_ready) if settings.health_port else None
         try:
             self._check_topics()
             self._consumer.subscribe(
-                [settings.input_topic],
+                [settings.input_topic, settings.retry_topic],
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
+            self._subscribed = True
             log.info("consuming %s as group %s", settings.input_topic, settings.group_id)
             self._poll_until_stopped()
             self._drain()
@@ -110,6 +122,8 @@ class Service:
             unacknowledged = publisher.close()
             render_pool.close()
             self._ledger.close()
+            if self._health:
+                self._health.close()
             _close_with_timeout(self._consumer, timeout_s=10)
         if unacknowledged:
             log.error("%d records unacknowledged at shutdown", unacknowledged)
@@ -124,6 +138,8 @@ class Service:
             message = self._consumer.poll(POLL_TIMEOUT_S)
             if message is not None:
                 self._handle(message)
+            if self._health:
+                self._health.beat()
             self._apply_backpressure()
             if time.monotonic() >= next_commit:
                 self._commit()
@@ -151,6 +167,7 @@ class Service:
             self._tracker.finish(tp, inbound.offset)
             return
         outcome = done.outcome
+        self._breaker.record(done.dead_lettered)
         log.info(
             "outcome",
             extra={
@@ -165,7 +182,9 @@ class Service:
                 "send_ms": outcome.get("send_ms"),
             },
         )
-        self._tracker.finish(tp, inbound.offset, done.outcome_offset)
+        # Only input partitions keep outcome positions: a retried event's outcome lies elsewhere.
+        outcome_offset = done.outcome_offset if inbound.topic == self._settings.input_topic else None
+        self._tracker.finish(tp, inbound.offset, outcome_offset)
 
     def _check_crashed(self, future: Future[None]) -> None:
         # Only a failure to publish an outcome gets here: stop without committing past it, so
@@ -178,20 +197,50 @@ class Service:
             self._fatal = reason
         self._stopping.set()
 
-    def _apply_backpressure(self) -> None:
-        in_flight = self._tracker.in_flight()
-        limit = self._settings.max_in_flight
-        if not self._paused and in_flight >= limit:
-            self._set_paused(True)
-        elif self._paused and in_flight <= limit // 2:  # hysteresis: no pause/resume flapping
-            self._set_paused(False)
+    def not_ready(self) -> str | None:
+        """None when ready for traffic, else the reason (for ``/readyz``)."""
+        if self._fatal:
+            return f"stopped: {self._fatal}"
+        if self._breaker.open:
+            return "dead-letter breaker open: too many recent events dead-lettered"
+        if self._stopping.is_set():
+            return "shutting down"
+        return None if self._subscribed else "starting"
 
-    def _set_paused(self, paused: bool) -> None:
-        partitions = [TopicPartition(t, p) for t, p in self._assigned]
+    def _apply_backpressure(self) -> None:
+        """Pauses a topic's partitions when its events in flight reach the limit, resumes at half
+        (hysteresis, so it does not flap). Deferred events waiting in memory have their own limit,
+        so they never hold up new orders."""
+        settings = self._settings
+        if self._breaker.open:
+            if len(self._paused) < 2:
+                log.error("dead-letter breaker open: consuming stopped until an operator intervenes")
+                self._pause({settings.input_topic, settings.retry_topic})
+            return
+        limits = (
+            (settings.input_topic, settings.max_in_flight),
+            (settings.retry_topic, settings.max_retry_waiting),
+        )
+        for topic, limit in limits:
+            in_flight = self._tracker.in_flight({tp for tp in self._assigned if tp[0] == topic})
+            if topic not in self._paused and in_flight >= limit:
+                self._pause({topic})
+            elif topic in self._paused and in_flight <= limit // 2:
+                self._resume({topic})
+
+    def _pause(self, topics: set[str]) -> None:
+        partitions = [TopicPartition(t, p) for t, p in self._assigned if t in topics]
         if partitions:
-            (self._consumer.pause if paused else self._consumer.resume)(partitions)
-        self._paused = paused
-        log.info("paused" if paused else "resumed", extra={"in_flight": self._tracker.in_flight()})
+            self._consumer.pause(partitions)
+        self._paused |= topics
+        log.info("paused", extra={"topics": sorted(topics), "in_flight": self._tracker.in_flight()})
+
+    def _resume(self, topics: set[str]) -> None:
+        partitions = [TopicPartition(t, p) for t, p in self._assigned if t in topics]
+        if partitions:
+            self._consumer.resume(partitions)
+        self._paused -= topics
+        log.info("resumed", extra={"topics": sorted(topics), "in_flight": self._tracker.in_flight()})
 
     def _commit(self, tps: set[TopicPartitionKey] | None = None) -> None:
         positions = self._tracker.committable(tps)
@@ -209,7 +258,7 @@ class Service:
 
     def _drain(self) -> None:
         """Stop fetching, let in-flight events finish (bounded), commit."""
-        self._set_paused(True)
+        self._pause({self._settings.input_topic, self._settings.retry_topic})
         deadline = time.monotonic() + self._settings.drain_timeout_s
         while self._tracker.in_flight() and time.monotonic() < deadline and self._fatal is None:
             self._consumer.poll(POLL_TIMEOUT_S)  # keeps group membership alive while draining
@@ -220,8 +269,9 @@ class Service:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
-        if self._paused:
-            consumer.pause(partitions)
+        paused = [tp for tp in partitions if tp.topic in self._paused]
+        if paused:
+            consumer.pause(paused)
         inputs = [tp for tp in partitions if tp.topic == self._settings.input_topic]
         for committed in consumer.committed(inputs, timeout=30) if inputs else []:
             self._load_ledger(committed)
@@ -256,7 +306,8 @@ class Service:
         """Outcomes go to the input's partition number, so the outcome topic needs as many."""
         metadata = self._consumer.list_topics(timeout=30)
         counts = {}
-        for name in (self._settings.input_topic, self._settings.outcome_topic, self._settings.dlq_topic):
+        settings = self._settings
+        for name in (settings.input_topic, settings.outcome_topic, settings.dlq_topic, settings.retry_topic):
             topic = metadata.topics.get(name)
             if topic is None or topic.error is not None:
                 raise SystemExit(f"topic {name} does not exist")

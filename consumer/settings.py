@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer.retry import RetrySchedule
 from delivery import SmtpConfig, TlsMode
 
 __all__ = ["Settings", "kafka_passthrough"]
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
         int, Field(validation_alias=_env("SMTP_MAX_MESSAGES_PER_CONNECTION"), ge=1)
     ] = 100
 
+    smtp_throttle_pause_s: Annotated[float, Field(validation_alias=_env("SMTP_THROTTLE_PAUSE_S"), ge=0)] = 5.0
     smtp_rate_limit_per_s: Annotated[float, Field(validation_alias=_env("SMTP_RATE_LIMIT_PER_S"), ge=0)] = 0.0
 
     mail_from: Annotated[str, Field(validation_alias=_env("ORDERMAIL_MAIL_FROM"))] = "orders@shop.example"
@@ -88,6 +90,25 @@ class Settings(BaseSettings):
     max_in_flight: Annotated[int, Field(validation_alias=_env("ORDERMAIL_MAX_IN_FLIGHT"), ge=1)] = 64
     send_attempts: Annotated[int, Field(validation_alias=_env("ORDERMAIL_SEND_ATTEMPTS"), ge=1)] = 4
     retry_backoff_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_RETRY_BACKOFF_S"), ge=0)] = 0.5
+    retry_delays_s: Annotated[str, Field(validation_alias=_env("ORDERMAIL_RETRY_DELAYS_S"))] = (
+        "30,120,600,1800,3600"
+    )
+    max_event_age_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_MAX_EVENT_AGE_S"), gt=0)] = (
+        86_400
+    )
+    max_retry_waiting: Annotated[int, Field(validation_alias=_env("ORDERMAIL_MAX_RETRY_WAITING"), ge=1)] = (
+        1000
+    )
+    dlq_breaker_share: Annotated[
+        float, Field(validation_alias=_env("ORDERMAIL_DLQ_BREAKER_SHARE"), gt=0, le=1)
+    ] = 0.5
+    dlq_breaker_window: Annotated[int, Field(validation_alias=_env("ORDERMAIL_DLQ_BREAKER_WINDOW"), ge=1)] = (
+        100
+    )
+    dlq_breaker_min_events: Annotated[
+        int, Field(validation_alias=_env("ORDERMAIL_DLQ_BREAKER_MIN_EVENTS"), ge=1)
+    ] = 20
+    health_port: Annotated[int, Field(validation_alias=_env("ORDERMAIL_HEALTH_PORT"), ge=0)] = 8080
     commit_interval_s: Annotated[float, Field(validation_alias=_env("ORDERMAIL_COMMIT_INTERVAL_S"), gt=0)] = (
         1.0
     )
@@ -108,7 +129,12 @@ class Settings(BaseSettings):
             connections=self.smtp_connections,
             max_messages_per_connection=self.smtp_max_messages_per_connection,
             rate_limit_per_s=self.smtp_rate_limit_per_s,
+            throttle_pause_s=self.smtp_throttle_pause_s,
         )
+
+    def retry_schedule(self) -> RetrySchedule:
+        delays = tuple(float(d) for d in self.retry_delays_s.split(",") if d.strip())
+        return RetrySchedule(delays_s=delays, max_age_s=self.max_event_age_s)
 
     def message_domain(self) -> str:
         return self.message_id_domain or self.mail_from.rpartition("@")[2] or "ordermail.invalid"

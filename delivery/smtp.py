@@ -40,6 +40,7 @@ class SmtpConfig:
     connections: int = 4
     max_messages_per_connection: int = 100
     rate_limit_per_s: float = 0.0  # 0: unlimited
+    throttle_pause_s: float = 5.0  # how long all sending pauses when the relay throttles us
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,19 @@ class SmtpPool:
             self._release(connection)
         return SendResult(code=code, send_ms=(time.perf_counter() - started) * 1000)
 
+    async def cool_down(self) -> None:
+        """The relay throttled us: every send waits a while (backpressure, not failure)."""
+        self._next_slot = max(self._next_slot, time.monotonic() + self._config.throttle_pause_s)
+        await self._pace()
+
     async def _pace(self) -> None:
-        """Spaces messages evenly when the relay allows only so many per second."""
-        if self._config.rate_limit_per_s <= 0:
-            return
+        """Spaces messages evenly when the relay allows only so many per second, and holds them
+        all back during a cool-down."""
         now = time.monotonic()
+        if self._config.rate_limit_per_s <= 0:
+            if self._next_slot > now:
+                await asyncio.sleep(self._next_slot - now)
+            return
         slot = max(now, self._next_slot)
         self._next_slot = slot + 1 / self._config.rate_limit_per_s
         if slot > now:
@@ -160,10 +169,7 @@ async def _transaction(client: aiosmtplib.SMTP, message: EmailMessage, sender: s
     except aiosmtplib.SMTPServerDisconnected:
         raise
     except aiosmtplib.SMTPResponseException as exc:
-        transient = 400 <= exc.code < 500
-        raise SendError(
-            "smtp_transient" if transient else "smtp_permanent", transient=transient, code=exc.code
-        ) from None
+        raise _reply_error(exc.code, exc.message) from None
     except aiosmtplib.SMTPTimeoutError:
         client.close()
         raise SendError("smtp_timeout", transient=True) from None
@@ -180,11 +186,24 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
+_THROTTLE_WORDS = ("rate", "throttl", "too many", "limit", "slow down")
+
+
+def _reply_error(code: int, text: str) -> SendError:
+    """Classifies a refusal by its code; the text is only searched for throttling hints, never kept."""
+    if code == 421 or (400 <= code < 500 and any(word in text.lower() for word in _THROTTLE_WORDS)):
+        return SendError("smtp_throttled", transient=True, code=code)
+    if 400 <= code < 500:
+        return SendError("smtp_transient", transient=True, code=code)
+    return SendError("smtp_permanent", transient=False, code=code)
+
+
 def _connect_error(exc: Exception) -> SendError:
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return SendError("smtp_auth_failed", transient=False, code=exc.code)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return SendError("smtp_connect_refused", transient=True, code=exc.code)
+        reason = "smtp_throttled" if exc.code == 421 else "smtp_connect_refused"  # 421: too many connections
+        return SendError(reason, transient=True, code=exc.code)
     if isinstance(exc, aiosmtplib.SMTPTimeoutError):
         return SendError("smtp_timeout", transient=True)
     if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):

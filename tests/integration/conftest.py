@@ -170,6 +170,7 @@ def start_service(
             "ORDERMAIL_MAIL_FROM": "orders@shop.example",
             "ORDERMAIL_RENDER_WORKERS": "2",
             "ORDERMAIL_RETRY_BACKOFF_S": "0.05",
+            "ORDERMAIL_HEALTH_PORT": str(free_port()),
             **topics.env(),
             **smtp_sink.env(),
             **extra_env,

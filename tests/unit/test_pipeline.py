@@ -12,6 +12,7 @@ import pytest
 
 from consumer.outcomes import Inbound
 from consumer.pipeline import Pipeline, PipelineConfig
+from consumer.retry import RetrySchedule, RetryState
 from delivery import SendError, SendResult
 from rendering import RenderedMail, RenderError
 from schemas import Codec, OrderCompleted
@@ -47,6 +48,7 @@ class FakeSmtp:
     delay_s: float = 0.0
     failures: list[SendError] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)  # Message-IDs in send order
+    cool_downs: int = 0
 
     async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> SendResult:
         await asyncio.sleep(random.uniform(0, self.delay_s))
@@ -55,11 +57,15 @@ class FakeSmtp:
         self.sent.append(str(message["Message-ID"]))
         return SendResult(code=250, send_ms=1.0)
 
+    async def cool_down(self) -> None:
+        self.cool_downs += 1
+
 
 @dataclass
 class FakePublisher:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[tuple[Inbound, dict[str, bytes]]] = field(default_factory=list)
+    retries: list[tuple[Inbound, list[tuple[str, bytes]]]] = field(default_factory=list)
 
     async def publish_outcome(self, outcome: dict[str, Any], partition: int) -> int:
         self.outcomes.append(outcome)
@@ -68,6 +74,10 @@ class FakePublisher:
     async def publish_dead_letter(self, inbound: Inbound, headers: list[tuple[str, bytes]]) -> int:
         self.dead_letters.append((inbound, dict(headers)))
         return len(self.dead_letters)
+
+    async def publish_retry(self, inbound: Inbound, headers: list[tuple[str, bytes]]) -> int:
+        self.retries.append((inbound, headers))
+        return len(self.retries)
 
 
 def _pipeline(renderer: FakeRenderer, smtp: FakeSmtp, publisher: FakePublisher, **config: Any) -> Pipeline:
@@ -149,9 +159,8 @@ def test_permanent_failure_is_failed_without_retry_or_dead_letter() -> None:
 def test_exhausted_retries_fail_and_dead_letter() -> None:
     smtp = FakeSmtp(failures=[SendError("smtp_unreachable", transient=True)] * 3)
     publisher = FakePublisher()
-    asyncio.run(
-        _run(_pipeline(FakeRenderer(), smtp, publisher, send_attempts=3), [_inbound(sample_order(1), 0)])
-    )
+    pipeline = _pipeline(FakeRenderer(), smtp, publisher, send_attempts=3, retry=RetrySchedule(delays_s=()))
+    asyncio.run(_run(pipeline, [_inbound(sample_order(1), 0)]))
     (outcome,) = publisher.outcomes
     assert (outcome["status"], outcome["reason"], outcome["attempt"]) == ("FAILED", "smtp_unreachable", 3)
     ((_, headers),) = publisher.dead_letters
@@ -223,3 +232,65 @@ def test_events_already_handled_are_skipped_without_mail_or_outcome() -> None:
     assert sorted(done) == [(0, "SKIPPED"), (1, "SENT"), (9, "SKIPPED")]
     assert [o["order_id"] for o in publisher.outcomes] == [fresh_order["order_id"]]
     assert len(smtp.sent) == 1
+
+
+def test_transient_failures_defer_through_the_retry_topic_and_keep_the_origin() -> None:
+    order = sample_order(1)
+    smtp = FakeSmtp(failures=[SendError("smtp_transient", transient=True, code=451)] * 2)
+    publisher = FakePublisher()
+    pipeline = _pipeline(
+        FakeRenderer(), smtp, publisher, send_attempts=2, retry=RetrySchedule(delays_s=(0.05, 60))
+    )
+    value = CODEC.encode(order, READER)
+    original = Inbound("orders", 4, 77, order["order_id"].encode(), value, [("traceparent", b"t")], 5)
+
+    asyncio.run(_run(pipeline, [original]))
+    (deferred,) = publisher.outcomes
+    assert (deferred["status"], deferred["reason"], deferred["attempt"]) == ("DEFERRED", "smtp_transient", 2)
+    ((_, headers),) = publisher.retries
+    assert not publisher.dead_letters
+
+    # The retry record comes back from another topic and partition: the origin travels with it.
+    retried = Inbound("orders.retry", 1, 3, original.key, original.value, headers, 6)
+    state = RetryState.of(retried)
+    assert state is not None
+    assert (state.deferrals, state.attempts) == (1, 2)
+    asyncio.run(_run(pipeline, [retried]))
+    sent = publisher.outcomes[-1]
+    assert (sent["status"], sent["attempt"], sent["source_partition"], sent["source_offset"]) == (
+        "SENT",
+        3,
+        4,
+        77,
+    )
+    assert dict(headers)["traceparent"] == b"t"
+
+
+def test_the_last_deferral_ends_failed_and_dead_lettered() -> None:
+    order = sample_order(1)
+    publisher = FakePublisher()
+    pipeline = _pipeline(
+        FakeRenderer(),
+        FakeSmtp(failures=[SendError("smtp_unreachable", transient=True)]),
+        publisher,
+        send_attempts=1,
+        retry=RetrySchedule(delays_s=(1,)),
+    )
+    state = RetryState(deferrals=1, attempts=5, due_ms=0, first_ms=0)
+    value = CODEC.encode(order, READER)
+    retried = Inbound("orders.retry", 0, 0, order["order_id"].encode(), value, state.headers(), 0)
+    asyncio.run(_run(pipeline, [retried]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["reason"], outcome["attempt"]) == ("FAILED", "smtp_unreachable", 6)
+    assert len(publisher.dead_letters) == 1
+
+
+def test_throttling_pauses_sending_without_spending_attempts() -> None:
+    smtp = FakeSmtp(failures=[SendError("smtp_throttled", transient=True, code=421)] * 3)
+    publisher = FakePublisher()
+    asyncio.run(
+        _run(_pipeline(FakeRenderer(), smtp, publisher, send_attempts=1), [_inbound(sample_order(1), 0)])
+    )
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["attempt"]) == ("SENT", 1)
+    assert smtp.cool_downs == 3

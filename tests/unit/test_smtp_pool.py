@@ -188,3 +188,20 @@ def test_rate_limit_spaces_messages(server: tuple[RecordingHandler, int, Path]) 
     results = asyncio.run(_send_all(pool, [f"r{i}@example.com" for i in range(6)]))
     assert [r.code for r in results] == [250] * 6
     assert time.monotonic() - started >= 5 / 20  # six messages need at least five intervals
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "reason"),
+    [
+        (421, "4.7.0 Too many connections", "smtp_throttled"),
+        (451, "4.7.1 Rate limit exceeded, slow down", "smtp_throttled"),
+        (451, "4.3.0 Temporary local problem", "smtp_transient"),
+        (550, "5.1.1 user unknown (rate of ...)", "smtp_permanent"),
+    ],
+)
+def test_reply_classification(code: int, text: str, reason: str) -> None:
+    from delivery.smtp import _reply_error
+
+    error = _reply_error(code, text)
+    assert (error.reason, error.code) == (reason, code)
+    assert text not in str(error)
