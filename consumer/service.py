@@ -269,9 +269,14 @@ class Service:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        # librdkafka keeps a partition's pause flag across assignments (a partition lost while
+        # paused comes back paused), so set it explicitly either way.
         paused = [tp for tp in partitions if tp.topic in self._paused]
+        running = [tp for tp in partitions if tp.topic not in self._paused]
         if paused:
             consumer.pause(paused)
+        if running:
+            consumer.resume(running)
         inputs = [tp for tp in partitions if tp.topic == self._settings.input_topic]
         for committed in consumer.committed(inputs, timeout=30) if inputs else []:
             self._load_ledger(committed)

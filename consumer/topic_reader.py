@@ -36,11 +36,12 @@ def read_records(
     bootstrap: str,
     topic: str,
     *,
-    expected: int,
+    expected: int | None,
     timeout_s: float,
     keep: Callable[[Record], bool] = lambda _: True,
 ) -> list[Record]:
-    """Reads from the beginning until ``expected`` kept records arrived (or the time is up)."""
+    """Reads from the beginning until ``expected`` kept records arrived, or with ``expected``
+    None until the end the topic had when reading began (or, either way, the time is up)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -51,13 +52,25 @@ def read_records(
     )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])  # offset 0 = from the start
+    # Without an expected count: read what is there now, up to each partition's current end.
+    ends = (
+        {}
+        if expected is not None
+        else {p: consumer.get_watermark_offsets(TopicPartition(topic, p))[1] for p in partitions}
+    )
+    positions = dict.fromkeys(partitions, 0)
     records: list[Record] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(records) < expected and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
+        while time.monotonic() < deadline:
+            if expected is not None and len(records) >= expected:
+                break
+            if expected is None and all(positions[p] >= ends[p] for p in partitions):
+                break
+            message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
+            positions[message.partition() or 0] = (message.offset() or 0) + 1
             record = Record(
                 message.partition() or 0,
                 message.offset() or 0,
@@ -77,7 +90,7 @@ def read_outcomes(
     bootstrap: str,
     topic: str,
     *,
-    expected: int,
+    expected: int | None,
     timeout_s: float,
     codec: Codec | None = None,
     order_ids: set[str] | None = None,

@@ -1,4 +1,4 @@
-"""Real parts for integration tests: a Kafka broker, the SMTP sink and the service, each in its
+"""Real parts for integration and chaos tests: a Kafka broker, the SMTP sink and the service, each in its
 own process as in production.
 
 The broker is testcontainers' Kafka module where a Docker engine answers, else the local stack
@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.support import free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 ORDERMAIL = str(Path(sys.executable).with_name("ordermail"))
 PARTITIONS = 6
 
@@ -99,13 +99,34 @@ def topics(kafka_bootstrap: str) -> Topics:
     return names
 
 
-@dataclass(frozen=True)
 class Sink:
-    port: int
-    outbox: Path
-    ca_file: Path
-    faults: Path
-    process: subprocess.Popen[bytes]
+    """The project's SMTP sink as its own process, offering STARTTLS with a test CA's certificate.
+
+    ``stop()`` and ``start()`` take it away and bring it back on the same port and outbox, as a
+    relay outage would; ``faults`` is the rules file it re-reads (delays, 4xx/5xx replies).
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file, self._cert, self._key = workdir / "ca.pem", workdir / "cert.pem", workdir / "key.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        cert.cert_chain_pems[0].write_to_path(str(self._cert))
+        cert.private_key_pem.write_to_path(str(self._key))
+        self.port, self.outbox, self.faults = free_port(), workdir / "outbox", workdir / "faults.json"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        command = [ORDERMAIL, "smtp-sink", "--port", str(self.port), "--outbox", str(self.outbox)]
+        command += ["--tls-cert", str(self._cert), "--tls-key", str(self._key), "--faults", str(self.faults)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_for_port(self.port, timeout_s=30)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _terminate(self.process)
+            self.process = None
 
     def env(self) -> dict[str, str]:
         return {
@@ -121,36 +142,11 @@ class Sink:
 
 @pytest.fixture
 def smtp_sink(tmp_path: Path) -> Iterator[Sink]:
-    """The project's SMTP sink, offering STARTTLS with a certificate from a test CA."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
-    port, outbox = free_port(), tmp_path / "outbox"
-    faults = tmp_path / "faults.json"  # tests write rules here to make the sink misbehave
-    process = subprocess.Popen(
-        [
-            ORDERMAIL,
-            "smtp-sink",
-            "--port",
-            str(port),
-            "--outbox",
-            str(outbox),
-            "--tls-cert",
-            str(cert_file),
-            "--tls-key",
-            str(key_file),
-            "--faults",
-            str(faults),
-        ],
-    )
+    sink = Sink(tmp_path)
     try:
-        wait_for_port(port, timeout_s=30)
-        yield Sink(port, outbox, ca_file, faults, process)
+        yield sink
     finally:
-        _terminate(process)
+        sink.stop()
 
 
 ServiceFactory = Callable[..., subprocess.Popen[bytes]]
