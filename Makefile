@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STACK := deploy/local/stack
 
-.PHONY: setup system-deps demo test unit integration bench lint format stack-up stack-down clean
+.PHONY: setup system-deps demo test unit integration chaos bench lint format stack-up stack-down clean
 
 setup: system-deps $(STAMP)
 
@@ -37,6 +37,10 @@ unit: setup
 
 integration: stack-up
 	$(BIN)/pytest tests/integration
+
+# Full-size chaos (600 events a scenario, 30 s relay outage); `make test` runs a reduced one.
+chaos: stack-up
+	ORDERMAIL_CHAOS_SIZE=full $(BIN)/pytest tests/chaos
 
 # Figures in bench/results/latest.json; `make bench ARGS="--events 5000"` to scale.
 bench: stack-up

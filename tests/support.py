@@ -25,3 +25,17 @@ def wait_for_port(port: int, *, timeout_s: float, host: str = "127.0.0.1") -> No
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s}s") from None
             time.sleep(0.05)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a GET on 127.0.0.1; (0, "") when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""

@@ -1,8 +1,6 @@
-import urllib.error
-import urllib.request
-
 from consumer.breaker import DeadLetterBreaker
 from consumer.health import HealthServer
+from tests.support import http_get
 
 
 def test_breaker_opens_only_past_the_share_after_enough_events() -> None:
@@ -28,24 +26,16 @@ def test_breaker_stays_closed_for_a_few_bad_events_among_many() -> None:
     assert not breaker.open
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def test_probes_answer_liveness_and_readiness() -> None:
     problems: list[str | None] = [None]
     server = HealthServer(0, lambda: problems[0], host="127.0.0.1")
     try:
-        assert _get(server.port, "/healthz") == (200, "ok\n")
-        assert _get(server.port, "/readyz") == (200, "ready\n")
+        assert http_get(server.port, "/healthz") == (200, "ok\n")
+        assert http_get(server.port, "/readyz") == (200, "ready\n")
         problems[0] = "dead-letter breaker open"
-        assert _get(server.port, "/readyz") == (503, "dead-letter breaker open\n")
+        assert http_get(server.port, "/readyz") == (503, "dead-letter breaker open\n")
         server.last_poll -= 60  # the poll loop has not turned for a minute
-        assert _get(server.port, "/healthz")[0] == 503
-        assert _get(server.port, "/other")[0] == 404
+        assert http_get(server.port, "/healthz")[0] == 503
+        assert http_get(server.port, "/other")[0] == 404
     finally:
         server.close()
