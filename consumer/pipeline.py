@@ -88,6 +88,13 @@ class Pipeline:
         self._smtp = smtp
         self._publisher = publisher
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
+        self._released: dict[tuple[str, int], asyncio.Event] = {}
+
+    def release(self, partitions: set[tuple[str, int]]) -> None:
+        """Lets go of deferred records still waiting in these partitions (revoked, or shutting
+        down): uncommitted, they come back to whoever owns the partition next. Loop thread only."""
+        for tp in partitions:
+            self._released.pop(tp, asyncio.Event()).set()
 
     async def process(self, inbound: Inbound, on_done: Callable[[Inbound, Done | None], None]) -> None:
         """Processes one record, then calls ``on_done`` once its outcome is acknowledged (with
@@ -107,10 +114,8 @@ class Pipeline:
 
     async def _process(self, inbound: Inbound) -> Done | None:
         retry = RetryState.of(inbound)
-        if retry is not None:  # not due yet: wait here, nothing else is held up
-            await asyncio.sleep(
-                min(max(0.0, retry.due_ms / 1000 - time.time()), max(self._config.retry.delays_s))
-            )
+        if retry is not None and await self._released_before_due(inbound, retry):
+            return None
         order: OrderCompleted | None = None
         attempts = retry.attempts if retry else 0
         try:
@@ -138,6 +143,16 @@ class Pipeline:
             **_mail_facts(order, mail, self._config.message_domain),
         )
         return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.origin.partition))
+
+    async def _released_before_due(self, inbound: Inbound, retry: RetryState) -> bool:
+        """Waits until the deferred record is due (nothing else is held up meanwhile)."""
+        wait_s = min(max(0.0, retry.due_ms / 1000 - time.time()), max(self._config.retry.delays_s, default=0))
+        released = self._released.setdefault((inbound.topic, inbound.partition), asyncio.Event())
+        try:
+            await asyncio.wait_for(released.wait(), timeout=wait_s)
+        except TimeoutError:
+            return False
+        return True
 
     def _decode(self, inbound: Inbound) -> OrderCompleted:
         try:

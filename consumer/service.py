@@ -160,7 +160,7 @@ class Service:
 
     def _done(self, inbound: Inbound, done: Done | None) -> None:
         tp = (inbound.topic, inbound.partition)
-        if done is None:
+        if done is None:  # handled before (redelivery), or a deferred record let go on revoke
             log.info(
                 "already handled: skipped", extra={"partition": inbound.partition, "offset": inbound.offset}
             )
@@ -259,6 +259,7 @@ class Service:
     def _drain(self) -> None:
         """Stop fetching, let in-flight events finish (bounded), commit."""
         self._pause({self._settings.input_topic, self._settings.retry_topic})
+        self._release(self._assigned)
         deadline = time.monotonic() + self._settings.drain_timeout_s
         while self._tracker.in_flight() and time.monotonic() < deadline and self._fatal is None:
             self._consumer.poll(POLL_TIMEOUT_S)  # keeps group membership alive while draining
@@ -293,6 +294,7 @@ class Service:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._release(revoked)
         if not self._tracker.wait_idle(revoked, self._settings.drain_timeout_s):
             log.warning("revoked partitions still had work in flight; it will be redelivered")
         self._commit(revoked)
@@ -300,7 +302,15 @@ class Service:
         log.info("revoked %s", sorted(p for _, p in revoked))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._forget({(tp.topic, tp.partition) for tp in partitions})
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._release(lost)
+        self._forget(lost)
+
+    def _release(self, tps: set[TopicPartitionKey]) -> None:
+        """Deferred records waiting in memory for these partitions are let go (not committed)."""
+        retry = {tp for tp in tps if tp[0] == self._settings.retry_topic}
+        if retry:
+            self._loop.call_soon_threadsafe(self._pipeline.release, retry)
 
     def _forget(self, tps: set[TopicPartitionKey]) -> None:
         self._assigned -= tps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -294,3 +295,22 @@ def test_throttling_pauses_sending_without_spending_attempts() -> None:
     (outcome,) = publisher.outcomes
     assert (outcome["status"], outcome["attempt"]) == ("SENT", 1)
     assert smtp.cool_downs == 3
+
+
+def test_a_waiting_deferred_record_is_let_go_on_release() -> None:
+    order = sample_order(1)
+    publisher, smtp = FakePublisher(), FakeSmtp()
+    pipeline = _pipeline(FakeRenderer(), smtp, publisher, retry=RetrySchedule(delays_s=(60,)))
+    state = RetryState(deferrals=1, attempts=2, due_ms=int((time.time() + 60) * 1000), first_ms=0)
+    value = CODEC.encode(order, READER)
+    waiting = Inbound("orders.retry", 2, 0, order["order_id"].encode(), value, state.headers(), 0)
+
+    async def scenario() -> list[tuple[int, str]]:
+        running = asyncio.ensure_future(_run(pipeline, [waiting]))
+        await asyncio.sleep(0.05)
+        pipeline.release({("orders.retry", 2)})  # the partition was revoked
+        return await asyncio.wait_for(running, timeout=5)
+
+    assert asyncio.run(scenario()) == [(0, "SKIPPED")]
+    assert not publisher.outcomes
+    assert not smtp.sent
