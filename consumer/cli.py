@@ -45,13 +45,18 @@ def _run(_args: argparse.Namespace) -> int:
     from consumer.service import Service
     from consumer.settings import Settings
     from consumer.startup import check_environment
+    from consumer.telemetry import configure_tracing, shutdown_tracing
 
     configure_logging()
+    configure_tracing()
     settings = Settings()
     check_environment(settings)
     service = Service(settings)
     service.install_signal_handlers()
-    return service.run()
+    try:
+        return service.run()
+    finally:
+        shutdown_tracing()
 
 
 def _produce_sample(args: argparse.Namespace) -> int:

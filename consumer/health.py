@@ -1,5 +1,6 @@
-"""Kubernetes probes on a small HTTP server: ``/healthz`` (liveness: the poll loop is turning)
-and ``/readyz`` (readiness: consuming normally, no fatal error, dead-letter breaker closed)."""
+"""Kubernetes probes and Prometheus metrics on a small HTTP server: ``/healthz`` (liveness: the
+poll loop is turning), ``/readyz`` (readiness: connected, no fatal error, dead-letter breaker
+closed) and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["HealthServer"]
 
@@ -27,13 +30,15 @@ class HealthServer:
                 elif self.path == "/readyz":
                     problem = ready()
                     self._answer(503 if problem else 200, problem or "ready")
+                elif self.path == "/metrics":
+                    self._answer(200, generate_latest().decode(), CONTENT_TYPE_LATEST)
                 else:
                     self._answer(404, "not found")
 
-            def _answer(self, code: int, text: str) -> None:
-                body = f"{text}\n".encode()
+            def _answer(self, code: int, text: str, content_type: str = "text/plain; charset=utf-8") -> None:
+                body = text.encode() if text.endswith("\n") else f"{text}\n".encode()
                 self.send_response(code)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

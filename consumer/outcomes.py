@@ -15,7 +15,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
+from consumer.telemetry import (
+    DESTINATION,
+    MESSAGING_SYSTEM,
+    OPERATION_NAME,
+    OPERATION_TYPE,
+    PARTITION,
+    inject_into,
+    tracer,
+)
 from schemas.codec import load_schema
 
 if TYPE_CHECKING:
@@ -113,6 +124,9 @@ def outcome_for(
         "source_partition": inbound.origin.partition,
         "source_offset": inbound.origin.offset,
     }
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        outcome["trace_id"] = format(context.trace_id, "032x")
     outcome.update(known)  # type: ignore[typeddict-item]
     return outcome
 
@@ -153,7 +167,24 @@ class OutcomePublisher:
 
     async def publish_outcome(self, outcome: DeliveryOutcome, partition: int) -> int:
         value = self._codec.encode(outcome, OUTCOME_SCHEMA, subject=f"{self._outcome_topic}-value")
-        return await self._produce(self._outcome_topic, outcome["order_id"].encode(), value, partition, [])
+        attributes = {
+            MESSAGING_SYSTEM: "kafka",
+            DESTINATION: self._outcome_topic,
+            PARTITION: str(partition),
+            OPERATION_TYPE: "send",
+            OPERATION_NAME: "send",
+        }
+        with tracer().start_as_current_span(
+            f"send {self._outcome_topic}",
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+            record_exception=False,
+        ):
+            # The outcome carries the trace on, so analytics can join it.
+            headers = inject_into([])
+            return await self._produce(
+                self._outcome_topic, outcome["order_id"].encode(), value, partition, headers
+            )
 
     async def publish_dead_letter(self, inbound: Inbound, headers: Headers) -> int:
         return await self._produce(self._dlq_topic, inbound.key, inbound.value, None, headers)

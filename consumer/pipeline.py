@@ -13,20 +13,25 @@ import logging
 import random
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
+from consumer.metrics import ENCRYPT_SECONDS, RENDER_SECONDS, SEND_SECONDS
 from consumer.outcomes import dead_letter_headers, outcome_for
 from consumer.policy import Action, action_for
 from consumer.retry import RetrySchedule, RetryState
+from consumer.telemetry import ERROR_TYPE, consumer_span_attributes, context_from, tracer
 from delivery import Attachment, SendError, SendResult, compose, message_id_for
 from rendering import RenderError
 from schemas import DecodeError, InvalidEvent, validate_order
 from schemas.codec import load_schema
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from consumer.outcomes import Inbound, OutcomePublisher
     from consumer.render_pool import RenderPool
@@ -116,10 +121,23 @@ class Pipeline:
         retry = RetryState.of(inbound)
         if retry is not None and await self._released_before_due(inbound, retry):
             return None
+        with tracer().start_as_current_span(
+            f"process {inbound.topic}",
+            context=context_from(inbound.headers),
+            kind=SpanKind.CONSUMER,
+            attributes=consumer_span_attributes(inbound, self._config.group_id),
+            record_exception=False,  # exception texts may quote event data
+        ) as span:
+            done = await self._handle(inbound, retry)
+            _annotate(span, done)
+            return done
+
+    async def _handle(self, inbound: Inbound, retry: RetryState | None) -> Done | None:
         order: OrderCompleted | None = None
         attempts = retry.attempts if retry else 0
         try:
-            order = self._decode(inbound)
+            with _step("decode"):
+                order = self._decode(inbound)
             if self._is_handled(inbound, order["event_id"]):
                 return None
             mail = await self._render(order)
@@ -165,9 +183,16 @@ class Pipeline:
 
     async def _render(self, order: OrderCompleted) -> RenderedMail:
         try:
-            mail = await self._renderer.render(order)
+            with _step("render") as span:
+                mail = await self._renderer.render(order)
+                span.set_attributes(
+                    {"ordermail.pages": mail.pages, "ordermail.attachment.bytes": len(mail.pdf)}
+                )
+                _encrypt_span(mail.encrypt_ms)
         except RenderError as error:
             raise _Stop(error.reason) from None
+        RENDER_SECONDS.observe(mail.render_ms / 1000)
+        ENCRYPT_SECONDS.observe(mail.encrypt_ms / 1000)
         if len(mail.pdf) > self._config.max_attachment_bytes:
             raise _Stop("attachment_too_large", attachment_bytes=len(mail.pdf))
         return mail
@@ -188,7 +213,12 @@ class Pipeline:
         tries = throttled = 0
         while True:
             try:
-                result = await self._smtp.send(message, sender=self._config.mail_from, recipient=recipient)
+                with _step("smtp send", kind=SpanKind.CLIENT) as span:
+                    result = await self._smtp.send(
+                        message, sender=self._config.mail_from, recipient=recipient
+                    )
+                    span.set_attribute(SMTP_CODE, result.code)
+                SEND_SECONDS.observe(result.send_ms / 1000)
                 return result, attempts + tries + 1
             except SendError as error:
                 action = action_for(error.reason)
@@ -235,6 +265,46 @@ class Pipeline:
             await self._publisher.publish_dead_letter(inbound, headers)
         offset = await self._publisher.publish_outcome(outcome, inbound.origin.partition)
         return Done(outcome, offset, dead_lettered=deferral is None and action is not Action.FAIL)
+
+
+SMTP_CODE = "ordermail.smtp.reply_code"
+
+
+@contextmanager
+def _step(name: str, kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span]:
+    """A child span of the event's; a classified failure is recorded by its reason only."""
+    with tracer().start_as_current_span(name, kind=kind, record_exception=False) as span:
+        try:
+            yield span
+        except (_Stop, SendError, RenderError, DecodeError, InvalidEvent) as error:
+            span.set_attribute(ERROR_TYPE, error.reason)
+            if isinstance(error, SendError) and error.code:
+                span.set_attribute(SMTP_CODE, error.code)
+            span.set_status(StatusCode.ERROR)
+            raise
+        except Exception as error:
+            span.set_attribute(ERROR_TYPE, type(error).__name__)
+            span.set_status(StatusCode.ERROR)
+            raise
+
+
+def _encrypt_span(encrypt_ms: float) -> None:
+    """Encryption ran in the worker process: its span is placed from the measured duration."""
+    end = time.time_ns()
+    span = tracer().start_span("encrypt", start_time=end - int(encrypt_ms * 1_000_000))
+    span.end(end_time=end)
+
+
+def _annotate(span: Span, done: Done | None) -> None:
+    if done is None:
+        span.set_attribute("ordermail.skipped", True)
+        return
+    outcome = done.outcome
+    span.set_attribute("ordermail.status", outcome["status"])
+    if outcome["reason"]:
+        span.set_attribute(ERROR_TYPE, outcome["reason"])
+        if outcome["status"] != "DEFERRED":
+            span.set_status(StatusCode.ERROR)
 
 
 def _log_unexpected(exc: Exception, inbound: Inbound) -> None:

@@ -21,6 +21,18 @@ from consumer.breaker import DeadLetterBreaker
 from consumer.health import HealthServer
 from consumer.kafka_clients import consumer_config, producer_config
 from consumer.ledger import Ledger
+from consumer.metrics import (
+    BREAKER_OPEN,
+    DEAD_LETTERS,
+    DEFERRALS,
+    EVENTS,
+    IN_FLIGHT,
+    RENDER_WORKERS,
+    RENDER_WORKERS_REPLACED,
+    SKIPPED,
+    SMTP_CONNECTIONS,
+    KafkaStatistics,
+)
 from consumer.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
 from consumer.outcomes import Inbound, OutcomePublisher
 from consumer.pipeline import Done, Pipeline, PipelineConfig
@@ -51,6 +63,7 @@ class Service:
             min_events=settings.dlq_breaker_min_events,
         )
         self._subscribed = False
+        self._kafka_statistics = KafkaStatistics()
         self._loop = asyncio.new_event_loop()
         self._worker = threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True)
         self.processed = 0
@@ -100,7 +113,19 @@ class Service:
                 inbound.topic == settings.input_topic and self._ledger.is_handled(inbound.partition, event_id)
             ),
         )
-        self._consumer = Consumer(consumer_config(settings))
+        self._consumer = Consumer(
+            consumer_config(
+                settings,
+                **{
+                    "statistics.interval.ms": 5000,
+                    "stats_cb": self._kafka_statistics,
+                    "error_cb": self._on_error,
+                },
+            )
+        )
+        RENDER_WORKERS.set_function(lambda: render_pool.size)
+        RENDER_WORKERS_REPLACED.set_function(lambda: render_pool.stats.recycled)
+        SMTP_CONNECTIONS.set_function(lambda: smtp.idle_connections)
         self._worker.start()
         self._health = HealthServer(settings.health_port, self.not_ready) if settings.health_port else None
         try:
@@ -164,13 +189,20 @@ class Service:
             log.info(
                 "already handled: skipped", extra={"partition": inbound.partition, "offset": inbound.offset}
             )
+            SKIPPED.inc()
             self._tracker.finish(tp, inbound.offset)
             return
         outcome = done.outcome
         self._breaker.record(done.dead_lettered)
+        EVENTS.labels(outcome["status"], outcome["reason"] or "").inc()
+        if done.dead_lettered:
+            DEAD_LETTERS.inc()
+        if outcome["status"] == "DEFERRED":
+            DEFERRALS.inc()
         log.info(
             "outcome",
             extra={
+                "trace_id": outcome.get("trace_id"),
                 "event_id": outcome["event_id"],
                 "order_id": outcome["order_id"],
                 "partition": inbound.partition,
@@ -185,6 +217,11 @@ class Service:
         # Only input partitions keep outcome positions: a retried event's outcome lies elsewhere.
         outcome_offset = done.outcome_offset if inbound.topic == self._settings.input_topic else None
         self._tracker.finish(tp, inbound.offset, outcome_offset)
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._kafka_statistics.brokers_up = 0  # not ready now, not at the next statistics report
+        log.warning("kafka: %s", error.name())
 
     def _check_crashed(self, future: Future[None]) -> None:
         # Only a failure to publish an outcome gets here: stop without committing past it, so
@@ -205,6 +242,8 @@ class Service:
             return "dead-letter breaker open: too many recent events dead-lettered"
         if self._stopping.is_set():
             return "shutting down"
+        if self._kafka_statistics.brokers_up == 0:
+            return "no connection to any Kafka broker"
         return None if self._subscribed else "starting"
 
     def _apply_backpressure(self) -> None:
@@ -213,6 +252,7 @@ class Service:
         so they never hold up new orders."""
         settings = self._settings
         if self._breaker.open:
+            BREAKER_OPEN.set(1)
             if len(self._paused) < 2:
                 log.error("dead-letter breaker open: consuming stopped until an operator intervenes")
                 self._pause({settings.input_topic, settings.retry_topic})
@@ -223,6 +263,7 @@ class Service:
         )
         for topic, limit in limits:
             in_flight = self._tracker.in_flight({tp for tp in self._assigned if tp[0] == topic})
+            IN_FLIGHT.labels(topic).set(in_flight)
             if topic not in self._paused and in_flight >= limit:
                 self._pause({topic})
             elif topic in self._paused and in_flight <= limit // 2:

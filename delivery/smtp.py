@@ -99,6 +99,10 @@ class SmtpPool:
             self._release(connection)
         return SendResult(code=code, send_ms=(time.perf_counter() - started) * 1000)
 
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
     async def cool_down(self) -> None:
         """The relay throttled us: every send waits a while (backpressure, not failure)."""
         self._next_slot = max(self._next_slot, time.monotonic() + self._config.throttle_pause_s)

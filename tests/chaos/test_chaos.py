@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.chaos.harness import EVENTS, OUTAGE_S, Chaos
+from tests.support import free_port, http_get
 
 if TYPE_CHECKING:
     from tests.conftest import Topics
@@ -90,12 +91,16 @@ def test_broker_restarted_mid_run(chaos: Chaos, kafka_bootstrap: str) -> None:
     if not pid_file.exists() or f"KAFKA_BOOTSTRAP_SERVERS={kafka_bootstrap}" not in stack_env.read_text():
         pytest.skip("needs the local stack's broker, which this test restarts")
     chaos.publish(EVENTS, first_seed=20_000)
-    chaos.start()
+    health = free_port()
+    chaos.start(ORDERMAIL_HEALTH_PORT=str(health))
     chaos.wait_for_outcomes(int(EVENTS * 0.3))
     broker = int(pid_file.read_text())
     subprocess.run(["kill", "-TERM", str(broker)], check=True)
     chaos.wait_for(lambda: not Path(f"/proc/{broker}").exists(), 60)
+    chaos.wait_for(lambda: http_get(health, "/readyz")[0] == 503, 30)  # readiness follows the broker
+    assert "Kafka" in http_get(health, "/readyz")[1]
     subprocess.run([str(ROOT / "deploy/local/stack"), "up"], check=True, capture_output=True, timeout=300)
+    chaos.wait_for(lambda: http_get(health, "/readyz")[0] == 200, 60)
     report = chaos.finish("broker restarted")
     assert report.lost == 0
     assert report.duplicates <= 1

@@ -1,0 +1,57 @@
+"""Prometheus metrics, served at ``/metrics`` beside the health probes.
+
+Labels carry statuses, reason codes, topics and partitions only: nothing about a customer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["KafkaStatistics"]
+
+log = logging.getLogger("ordermail.metrics")
+_SECONDS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+EVENTS = Counter("ordermail_events", "Outcomes published, by status and reason", ["status", "reason"])
+DEAD_LETTERS = Counter("ordermail_dead_letters", "Records written to the dead-letter topic")
+DEFERRALS = Counter("ordermail_deferrals", "Events deferred through the retry topic")
+SKIPPED = Counter("ordermail_redeliveries_skipped", "Redelivered events recognised as already handled")
+RENDER_SECONDS = Histogram("ordermail_render_seconds", "HTML to PDF, per document", buckets=_SECONDS)
+ENCRYPT_SECONDS = Histogram("ordermail_encrypt_seconds", "PDF encryption, per document", buckets=_SECONDS)
+SEND_SECONDS = Histogram("ordermail_smtp_send_seconds", "One SMTP transaction (accepted)", buckets=_SECONDS)
+IN_FLIGHT = Gauge("ordermail_in_flight_events", "Events being processed (or deferred, waiting)", ["topic"])
+CONSUMER_LAG = Gauge(
+    "ordermail_consumer_lag", "Records behind the log end, from librdkafka", ["topic", "partition"]
+)
+BROKERS_UP = Gauge("ordermail_kafka_brokers_up", "Brokers librdkafka holds a connection to")
+BREAKER_OPEN = Gauge("ordermail_dlq_breaker_open", "1 when consuming stopped: too much dead-lettered")
+RENDER_WORKERS = Gauge("ordermail_render_workers", "Render worker processes alive")
+RENDER_WORKERS_REPLACED = Gauge(
+    "ordermail_render_workers_replaced", "Workers replaced: recycled, crashed, stuck"
+)
+SMTP_CONNECTIONS = Gauge("ordermail_smtp_connections_idle", "Open SMTP connections waiting for a message")
+
+
+class KafkaStatistics:
+    """Reads librdkafka's periodic statistics (``stats_cb``) into lag and broker gauges."""
+
+    def __init__(self) -> None:
+        self.brokers_up: int | None = None  # None until the first report
+
+    def __call__(self, report: str) -> None:
+        try:
+            stats: dict[str, Any] = json.loads(report)
+        except ValueError:
+            return
+        brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
+        self.brokers_up = sum(1 for b in brokers if b.get("state") == "UP")
+        BROKERS_UP.set(self.brokers_up)
+        for topic, details in stats.get("topics", {}).items():
+            for partition, numbers in details.get("partitions", {}).items():
+                lag = numbers.get("consumer_lag", -1)
+                if partition != "-1" and lag >= 0:
+                    CONSUMER_LAG.labels(topic, partition).set(lag)

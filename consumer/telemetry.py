@@ -1,0 +1,104 @@
+"""OpenTelemetry tracing, configured only through the standard ``OTEL_*`` variables.
+
+``OTEL_TRACES_EXPORTER``: ``otlp`` (OTLP/HTTP; ``OTEL_EXPORTER_OTLP_*`` say where), ``console``
+(spans as JSON on stdout, for local use) or unset/``none`` (off: the API's no-op tracer).
+``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` name the service.
+
+Spans follow the messaging semantic conventions. The W3C context (``traceparent``,
+``tracestate``, ``baggage``) is read from each record's headers, so our spans join the
+producer's trace, and written into the outcome record's headers, so analytics can follow it on.
+Attributes carry identifiers and timings only, never personal data.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+
+if TYPE_CHECKING:
+    from consumer.outcomes import Headers, Inbound
+
+__all__ = ["configure_tracing", "consumer_span_attributes", "context_from", "inject_into", "tracer"]
+
+MESSAGING_SYSTEM = "messaging.system"
+DESTINATION = "messaging.destination.name"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+PARTITION = "messaging.destination.partition.id"
+OFFSET = "messaging.kafka.offset"
+MESSAGE_KEY = "messaging.kafka.message.key"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+ERROR_TYPE = "error.type"
+
+
+def configure_tracing() -> bool:
+    """Installs the exporter named by ``OTEL_TRACES_EXPORTER``; False when tracing stays off."""
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+    if exporter_name in {"", "none"}:
+        return False
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    exporter: SpanExporter
+    if exporter_name == "console":
+        exporter = ConsoleSpanExporter()
+    elif exporter_name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    else:
+        raise SystemExit(f"OTEL_TRACES_EXPORTER={exporter_name!r}: use otlp, console or none")
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "ordermail")})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return True
+
+
+def shutdown_tracing() -> None:
+    """Exports what is still buffered."""
+    shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("ordermail")
+
+
+class _HeaderGetter(Getter["Headers"]):
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        values = [v.decode("latin-1") for k, v in carrier if k.lower() == key.lower()]
+        return values or None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+def context_from(headers: Headers) -> Context:
+    return propagate.extract(headers, getter=_HeaderGetter())
+
+
+def inject_into(headers: Headers) -> Headers:
+    """The current trace context as record headers (``traceparent``, ``tracestate``, ``baggage``)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [*headers, *((k, v.encode()) for k, v in carrier.items())]
+
+
+def consumer_span_attributes(inbound: Inbound, group_id: str) -> dict[str, str | int]:
+    return {
+        MESSAGING_SYSTEM: "kafka",
+        DESTINATION: inbound.topic,
+        CONSUMER_GROUP: group_id,
+        PARTITION: str(inbound.partition),
+        OFFSET: inbound.offset,
+        MESSAGE_KEY: inbound.order_key,  # the order number: an identifier, not personal data
+        OPERATION_TYPE: "process",
+        OPERATION_NAME: "process",
+    }

@@ -1,0 +1,164 @@
+"""Spans of one event, checked with an in-memory exporter: they join the producer's trace,
+nest as consume → decode/render/encrypt/smtp send/produce, and the outcome carries the trace on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from consumer.outcomes import Inbound, OutcomePublisher
+from consumer.pipeline import Pipeline, PipelineConfig
+from delivery import SendError
+from schemas import Codec
+from schemas.codec import load_schema
+from schemas.samples import sample_order
+from tests.unit.test_pipeline import FakeRenderer, FakeSmtp
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_SPAN = "00f067aa0ba902b7"
+CODEC = Codec.from_directory()
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _provider() -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(provider)
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    EXPORTER.clear()
+
+
+@dataclass
+class _Message:
+    offset_value: int
+
+    def offset(self) -> int:
+        return self.offset_value
+
+
+@dataclass
+class FakeKafkaProducer:
+    """Acknowledges every record at once, keeping what was produced."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.records.append({"topic": topic, **kwargs})
+        kwargs["on_delivery"](None, _Message(len(self.records) - 1))
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(timeout)
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def _run(smtp: FakeSmtp, order_key: str = "k") -> FakeKafkaProducer:
+    producer = FakeKafkaProducer()
+    publisher = OutcomePublisher(
+        producer, CODEC, outcome_topic="outcomes", dlq_topic="dlq", retry_topic="retry"
+    )  # type: ignore[arg-type]
+    pipeline = Pipeline(
+        PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="ordermail"),
+        CODEC,
+        FakeRenderer(),  # type: ignore[arg-type]
+        smtp,  # type: ignore[arg-type]
+        publisher,
+    )
+    order = sample_order(5)
+    headers = [("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01".encode())]
+    inbound = Inbound(
+        "orders.order-completed.v1",
+        3,
+        42,
+        order["order_id"].encode(),
+        CODEC.encode(order, load_schema("order_completed.avsc")),
+        headers,
+        0,
+    )
+    asyncio.run(pipeline.process(inbound, lambda _inbound, _done: None))
+    publisher.close(timeout_s=1)
+    return producer
+
+
+def _by_name() -> dict[str, ReadableSpan]:
+    return {span.name: span for span in EXPORTER.get_finished_spans()}
+
+
+def test_an_event_yields_one_connected_trace_with_the_expected_structure() -> None:
+    producer = _run(FakeSmtp())
+    spans = _by_name()
+    assert set(spans) == {
+        "process orders.order-completed.v1",
+        "decode",
+        "render",
+        "encrypt",
+        "smtp send",
+        "send outcomes",
+    }
+    assert {format(s.context.trace_id, "032x") for s in spans.values()} == {TRACE_ID}
+
+    consume = spans["process orders.order-completed.v1"]
+    assert consume.kind is SpanKind.CONSUMER
+    assert consume.parent is not None
+    assert format(consume.parent.span_id, "016x") == PARENT_SPAN  # joined the producer's trace
+    for child in ("decode", "render", "smtp send", "send outcomes"):
+        assert spans[child].parent is not None
+        assert spans[child].parent.span_id == consume.context.span_id
+    assert spans["encrypt"].parent is not None
+    assert spans["encrypt"].parent.span_id == spans["render"].context.span_id
+    assert spans["smtp send"].kind is SpanKind.CLIENT
+    assert spans["send outcomes"].kind is SpanKind.PRODUCER
+    assert spans["smtp send"].attributes is not None
+    assert spans["smtp send"].attributes["ordermail.smtp.reply_code"] == 250
+
+    assert dict(consume.attributes or {}) == {
+        "messaging.system": "kafka",
+        "messaging.destination.name": "orders.order-completed.v1",
+        "messaging.consumer.group.name": "ordermail",
+        "messaging.destination.partition.id": "3",
+        "messaging.kafka.offset": 42,
+        "messaging.kafka.message.key": sample_order(5)["order_id"],
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "ordermail.status": "SENT",
+    }
+
+    (outcome_record,) = [r for r in producer.records if r["topic"] == "outcomes"]
+    traceparent = dict(outcome_record["headers"])["traceparent"].decode()
+    assert traceparent.split("-")[1] == TRACE_ID
+    assert traceparent.split("-")[2] == format(spans["send outcomes"].context.span_id, "016x")
+    outcome = CODEC.decode(outcome_record["value"], load_schema("delivery_outcome.avsc"))
+    assert outcome["trace_id"] == TRACE_ID
+
+
+def test_failures_are_recorded_by_type_without_personal_data() -> None:
+    _run(FakeSmtp(failures=[SendError("smtp_permanent", transient=False, code=550)]))
+    spans = _by_name()
+    send = spans["smtp send"]
+    assert send.attributes is not None
+    assert send.attributes["error.type"] == "smtp_permanent"
+    assert send.status.status_code.name == "ERROR"
+    assert not send.events  # no exception event: its text could quote an address
+    order = sample_order(5)
+    personal = [
+        order["customer"]["email"],
+        order["customer"]["last_name"],
+        order["customer"]["billing_address"]["line1"],
+    ]
+    everything = repr([(s.name, dict(s.attributes or {}), s.events) for s in spans.values()])
+    assert not [value for value in personal if value in everything]
