@@ -14,7 +14,7 @@ import random
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,7 @@ class Done:
     outcome: DeliveryOutcome
     outcome_offset: int
     dead_lettered: bool = False
+    span_id: str | None = None  # of the event's consumer span, for the log line
 
 
 class _Stop(Exception):
@@ -130,7 +131,10 @@ class Pipeline:
         ) as span:
             done = await self._handle(inbound, retry)
             _annotate(span, done)
-            return done
+            context = span.get_span_context()
+            return (
+                replace(done, span_id=format(context.span_id, "016x")) if done and context.is_valid else done
+            )
 
     async def _handle(self, inbound: Inbound, retry: RetryState | None) -> Done | None:
         order: OrderCompleted | None = None

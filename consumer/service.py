@@ -203,6 +203,7 @@ class Service:
             "outcome",
             extra={
                 "trace_id": outcome.get("trace_id"),
+                "span_id": done.span_id,
                 "event_id": outcome["event_id"],
                 "order_id": outcome["order_id"],
                 "partition": inbound.partition,

@@ -6,12 +6,16 @@ Safe to run twice: every run publishes new orders and reports only those.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from consumer.topic_reader import read_outcomes
 
@@ -33,6 +37,7 @@ def main() -> int:
     orders = sample_orders(COUNT, first_seed=first_seed)
     log_path = ROOT / ".local/demo-service.log"
     print(f"starting `ordermail run` (log: {log_path})")
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         service = subprocess.Popen([sys.executable, "-m", "consumer.cli", "run"], stdout=log, stderr=log)
     try:
@@ -69,8 +74,37 @@ def main() -> int:
     print(f"\ne-mails: {outbox} (one .eml per message, newest last)")
     password = PasswordPolicy().password_for(example)
     print(f"example: order {example['order_id']}, PDF password (demo data): {password}")
+    if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+        print_trace(log_path, log_start, outcomes[example["order_id"]].get("trace_id"))
     print("service stopped; the stack keeps running (deploy/local/stack down stops it)")
     return 0 if len(outcomes) == len(wanted) else 1
+
+
+def print_trace(log_path: Path, start: int, trace_id: str | None) -> None:
+    """The spans of one order's trace, as a tree, from the console exporter's output."""
+    with log_path.open("rb") as log:
+        log.seek(start)
+        text = log.read().decode("utf-8", errors="replace")
+    spans = [json.loads(b) for b in re.findall(r"^\{\n.*?^\}$", text, re.MULTILINE | re.DOTALL)]
+    mine = [s for s in spans if s["context"]["trace_id"].removeprefix("0x") == trace_id]
+    traces = {s["context"]["trace_id"] for s in spans}
+    print(f"\ntraces exported: {len(traces)} (one per event); trace {trace_id} of the example order:")
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    ids = {s["context"]["span_id"] for s in mine}
+    for span in mine:
+        parent = span["parent_id"] if span["parent_id"] in ids else None
+        children.setdefault(parent, []).append(span)
+
+    def show(parent: str | None, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s["start_time"]):
+            started = datetime.fromisoformat(span["start_time"].replace("Z", "+00:00"))
+            ended = datetime.fromisoformat(span["end_time"].replace("Z", "+00:00"))
+            kind = span["kind"].removeprefix("SpanKind.")
+            ms = (ended - started).total_seconds() * 1000
+            print(f"  {'  ' * depth}{span['name']} [{kind}] {ms:.1f} ms")
+            show(span["context"]["span_id"], depth + 1)
+
+    show(None, 0)
 
 
 def _stack_env() -> dict[str, str]:
