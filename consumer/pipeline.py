@@ -25,7 +25,16 @@ from consumer.outcomes import dead_letter_headers, outcome_for
 from consumer.policy import Action, action_for
 from consumer.retry import RetrySchedule, RetryState
 from consumer.telemetry import ERROR_TYPE, consumer_span_attributes, context_from, tracer
-from delivery import Attachment, SendError, SendResult, compose, message_id_for
+from delivery import (
+    Attachment,
+    DkimError,
+    DkimSigner,
+    SendError,
+    SendResult,
+    compose,
+    message_id_for,
+    to_bytes,
+)
 from rendering import RenderError
 from schemas import DecodeError, InvalidEvent, validate_order
 from schemas.codec import load_schema
@@ -55,6 +64,7 @@ class PipelineConfig:
     max_attachment_bytes: int = 7 * 1024 * 1024
     retry: RetrySchedule = field(default_factory=RetrySchedule)
     max_throttle_waits: int = 30  # then a throttled send counts as a transient failure
+    dkim: DkimSigner | None = None
 
 
 @dataclass(frozen=True)
@@ -214,13 +224,17 @@ class Pipeline:
             message_id=message_id_for(order["event_id"], self._config.message_domain),
             date=datetime.now(UTC),
         )
+        data = to_bytes(message)
+        if self._config.dkim is not None:
+            try:
+                data = self._config.dkim.sign(data)
+            except DkimError:
+                raise _Stop("dkim_failed") from None
         tries = throttled = 0
         while True:
             try:
                 with _step("smtp send", kind=SpanKind.CLIENT) as span:
-                    result = await self._smtp.send(
-                        message, sender=self._config.mail_from, recipient=recipient
-                    )
+                    result = await self._smtp.send(data, sender=self._config.mail_from, recipient=recipient)
                     span.set_attribute(SMTP_CODE, result.code)
                 SEND_SECONDS.observe(result.send_ms / 1000)
                 return result, attempts + tries + 1

@@ -43,6 +43,7 @@ POLICY: dict[str, Action] = {
     "encryption_failed": Action.REJECT,
     "attachment_too_large": Action.REJECT,
     "internal_error": Action.REJECT,
+    "dkim_failed": Action.REJECT,
     # sending
     "smtp_transient": Action.RETRY,
     "smtp_timeout": Action.RETRY,

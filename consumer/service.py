@@ -104,6 +104,7 @@ class Service:
                 retry_backoff_s=settings.retry_backoff_s,
                 max_attachment_bytes=settings.max_attachment_bytes,
                 retry=settings.retry_schedule(),
+                dkim=settings.dkim_signer(),
             ),
             codec,
             render_pool,

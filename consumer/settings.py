@@ -14,7 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.retry import RetrySchedule
-from delivery import SmtpConfig, TlsMode
+from delivery import DkimSigner, SmtpConfig, TlsMode
 
 __all__ = ["Settings", "kafka_passthrough"]
 
@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     message_id_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_MESSAGE_ID_DOMAIN"))] = (
         None
     )
+    dkim_key_file: Annotated[Path | None, Field(validation_alias=_env("ORDERMAIL_DKIM_KEY_FILE"))] = None
+    dkim_selector: Annotated[str, Field(validation_alias=_env("ORDERMAIL_DKIM_SELECTOR"))] = "ordermail"
+    dkim_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_DKIM_DOMAIN"))] = None
     password_template: Annotated[
         str | None, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_TEMPLATE"))
     ] = None
@@ -135,6 +138,12 @@ class Settings(BaseSettings):
     def retry_schedule(self) -> RetrySchedule:
         delays = tuple(float(d) for d in self.retry_delays_s.split(",") if d.strip())
         return RetrySchedule(delays_s=delays, max_age_s=self.max_event_age_s)
+
+    def dkim_signer(self) -> DkimSigner | None:
+        if self.dkim_key_file is None:
+            return None
+        domain = self.dkim_domain or self.mail_from.rpartition("@")[2]
+        return DkimSigner.from_file(self.dkim_key_file, selector=self.dkim_selector, domain=domain)
 
     def message_domain(self) -> str:
         return self.message_id_domain or self.mail_from.rpartition("@")[2] or "ordermail.invalid"

@@ -3,11 +3,14 @@
 Imports nothing else of ordermail's: it takes bodies, PDF bytes and addresses.
 """
 
-from delivery.message import Attachment, compose, message_id_for
+from delivery.dkim import DkimError, DkimSigner
+from delivery.message import Attachment, compose, message_id_for, to_bytes
 from delivery.smtp import SendError, SendResult, SmtpConfig, SmtpPool, TlsMode
 
 __all__ = [
     "Attachment",
+    "DkimError",
+    "DkimSigner",
     "SendError",
     "SendResult",
     "SmtpConfig",
@@ -15,4 +18,5 @@ __all__ = [
     "TlsMode",
     "compose",
     "message_id_for",
+    "to_bytes",
 ]

@@ -10,6 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-__all__ = ["Attachment", "compose", "message_id_for"]
+__all__ = ["Attachment", "compose", "message_id_for", "to_bytes"]
 
 MAX_SUBJECT = 200
 MAX_FILENAME = 100
@@ -67,6 +68,12 @@ def compose(
             filename=safe_filename(attachment.filename),
         )
     return message
+
+
+def to_bytes(message: EmailMessage) -> bytes:
+    """The wire form (CRLF line ends); SMTPUTF8 only when an address needs it."""
+    international = not all(str(message[header] or "").isascii() for header in ("From", "To"))
+    return message.as_bytes(policy=SMTPUTF8 if international else SMTP)
 
 
 def safe_filename(name: str) -> str:

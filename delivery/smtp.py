@@ -10,14 +10,9 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass, field
-from email.policy import SMTP, SMTPUTF8
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import aiosmtplib
-
-if TYPE_CHECKING:
-    from email.message import EmailMessage
 
 __all__ = ["SendError", "SendResult", "SmtpConfig", "SmtpPool", "TlsMode"]
 
@@ -73,7 +68,8 @@ class SmtpPool:
         self._tls_context = _tls_context(config) if config.tls is not TlsMode.NONE else None
         self._next_slot = 0.0
 
-    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> SendResult:
+    async def send(self, message: bytes, *, sender: str, recipient: str) -> SendResult:
+        """Sends the finished message (see :func:`delivery.message.to_bytes`)."""
         await self._pace()
         started = time.perf_counter()
         async with self._slots:
@@ -163,13 +159,13 @@ class SmtpPool:
         self._release(connection)
 
 
-async def _transaction(client: aiosmtplib.SMTP, message: EmailMessage, sender: str, recipient: str) -> int:
+async def _transaction(client: aiosmtplib.SMTP, message: bytes, sender: str, recipient: str) -> int:
     international = not (sender.isascii() and recipient.isascii())
     options = ["SMTPUTF8"] if international else []
     try:
         await client.mail(sender, options=options, encoding="utf-8" if international else "ascii")
         await client.rcpt(recipient, encoding="utf-8" if international else "ascii")
-        response = await client.data(message.as_bytes(policy=SMTPUTF8 if international else SMTP))
+        response = await client.data(message)
     except aiosmtplib.SMTPServerDisconnected:
         raise
     except aiosmtplib.SMTPResponseException as exc:

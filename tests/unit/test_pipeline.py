@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import email
 import random
 import time
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -50,8 +50,11 @@ class FakeSmtp:
     failures: list[SendError] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)  # Message-IDs in send order
     cool_downs: int = 0
+    messages: list[bytes] = field(default_factory=list)  # as sent, sent or refused
 
-    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> SendResult:
+    async def send(self, data: bytes, *, sender: str, recipient: str) -> SendResult:
+        self.messages.append(data)
+        message = email.message_from_bytes(data)
         await asyncio.sleep(random.uniform(0, self.delay_s))
         if self.failures:
             raise self.failures.pop(0)

@@ -16,7 +16,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from delivery import SendError, SmtpConfig, SmtpPool, TlsMode
+from delivery import SendError, SmtpConfig, SmtpPool, TlsMode, to_bytes
 from tests.support import free_port
 
 
@@ -109,7 +109,7 @@ async def _send_all(pool: SmtpPool, recipients: list[str]) -> list[Any]:
     try:
         return await asyncio.gather(
             *(
-                pool.send(_message(r, i), sender="orders@shop.example", recipient=r)
+                pool.send(to_bytes(_message(r, i)), sender="orders@shop.example", recipient=r)
                 for i, r in enumerate(recipients)
             ),
             return_exceptions=True,
