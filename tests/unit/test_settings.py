@@ -1,0 +1,53 @@
+import logging
+
+import pytest
+
+from consumer.settings import Settings, kafka_passthrough
+from consumer.startup import check_environment
+from delivery import TlsMode
+
+
+def test_contract_names_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "ORDERMAIL_INPUT_TOPIC", "ORDERMAIL_OUTCOME_TOPIC", "SMTP_TLS"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("ORDERMAIL_DLQ_TOPIC", "ORDERMAIL_RETRY_TOPIC"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.input_topic == "orders.order-completed.v1"
+    assert settings.outcome_topic == "orders.delivery-outcome.v1"
+    assert settings.dlq_topic == "orders.order-completed.v1.dlq"
+    assert settings.retry_topic == "orders.order-completed.v1.retry"
+    assert settings.smtp_tls is TlsMode.STARTTLS  # secure unless someone says otherwise
+
+
+def test_librdkafka_properties_pass_through() -> None:
+    assert kafka_passthrough(
+        {
+            "KAFKA_CONFIG_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_CONFIG_SASL_MECHANISM": "SCRAM-SHA-512",
+            "OTHER": "x",
+        }
+    ) == {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}
+
+
+def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMTP_PASSWORD", "hunter2-secret")
+    settings = Settings()
+    assert "hunter2-secret" not in repr(settings)
+    assert "hunter2-secret" not in repr(settings.smtp_config())
+    assert settings.smtp_config().password == "hunter2-secret"
+
+
+def test_plaintext_smtp_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SMTP_TLS", "none")
+    with caplog.at_level(logging.WARNING):
+        check_environment(Settings())
+    assert "SMTP_TLS=none" in caplog.text
+
+
+def test_retry_schedule_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERMAIL_RETRY_DELAYS_S", "1, 2.5,10")
+    assert Settings().retry_schedule().delays_s == (1.0, 2.5, 10.0)
