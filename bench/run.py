@@ -26,19 +26,20 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import confluent_kafka
 import pikepdf
 import weasyprint
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.kafka_clients import producer_config
 from consumer.producing import ORDER_SCHEMA, publish_orders
 from consumer.settings import Settings
-from consumer.topic_reader import read_outcomes
+from consumer.topic_reader import OUTCOME_SCHEMA, read_outcomes
 from rendering import Renderer
 from schemas import Codec, OrderCompleted
 from schemas.samples import sample_order
@@ -93,6 +94,11 @@ class RssSampler(threading.Thread):
             for child in _children(self.pid):
                 self.max_mb = max(self.max_mb, _rss_mb(child))
             time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    timestamp_ms: int
 
 
 def cpu_seconds(pid: int, *, with_children: bool = False) -> float:
@@ -258,13 +264,24 @@ def bench_service(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def await_outcomes(bootstrap: str, topic: str, count: int, timeout_s: float = 600) -> list[Any]:
-    deadline = time.monotonic() + timeout_s
+    """One pass over the outcome topic as outcomes arrive (re-reading it would steal CPU)."""
+    codec = Codec.from_directory()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}"})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     found: list[Any] = []
-    while len(found) < count:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"only {len(found)} of {count} outcomes after {timeout_s:.0f} s")
-        found = read_outcomes(bootstrap, topic, expected=count, timeout_s=5)
-        progress("e2e", len(found), count)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(found)} of {count} outcomes after {timeout_s:.0f} s")
+            for message in consumer.consume(500, timeout=1.0):
+                if message.error() is None:
+                    outcome = codec.decode(message.value(), OUTCOME_SCHEMA)
+                    found.append((Stamp(message.timestamp()[1]), outcome))
+            progress("e2e", len(found), count)
+    finally:
+        consumer.close()
     return found
 
 

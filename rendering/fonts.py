@@ -1,6 +1,7 @@
 """Font facts the renderer and the service's start-up checks rely on.
 
-The receipt uses "DejaVu Sans" (Debian: ``fonts-dejavu-core``) found through fontconfig.
+The receipt uses DejaVu Sans 2.37, shipped in ``templates/assets/fonts`` (with its licence), so the
+output does not depend on the fonts a machine has; fontconfig's "DejaVu Sans" is the fallback.
 WeasyPrint subsets embedded fonts with HarfBuzz when ``libharfbuzz-subset`` (>= 4.1) can be
 loaded; otherwise it silently falls back to fontTools, which makes every render ~5x slower.
 """
@@ -24,6 +25,7 @@ __all__ = [
 FONT_FAMILY = "DejaVu Sans"
 _SONAMES = ("libharfbuzz-subset.so.0", "libharfbuzz-subset.0.dylib", "libharfbuzz-subset-0.dll")
 _FALLBACK_FONT_FILES = (
+    Path(__file__).resolve().parent / "templates/assets/fonts/DejaVuSans.ttf",  # shipped with the templates
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     Path("/usr/share/fonts/dejavu/DejaVuSans.ttf"),
 )
@@ -67,6 +69,8 @@ def _codepoints() -> frozenset[int] | None:
 
 
 def _font_file() -> Path | None:
+    if _FALLBACK_FONT_FILES[0].is_file():
+        return _FALLBACK_FONT_FILES[0]
     fc_match = shutil.which("fc-match")
     if fc_match:
         result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
