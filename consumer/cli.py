@@ -75,13 +75,17 @@ def _produce_sample(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     from consumer.render_pool import RenderConfig
     from consumer.settings import Settings
-    from schemas import validate_order
+    from rendering import RenderError
+    from schemas import InvalidEvent, validate_order
 
     order = json.loads(args.event.read_text(encoding="utf-8"), object_hook=_parse_timestamps)
-    validate_order(order)
-    settings = Settings()
-    renderer = RenderConfig.from_settings(settings).build()
-    pdf = renderer.render_pdf(order) if args.no_encrypt else renderer.render_mail(order).pdf
+    try:
+        validate_order(order)
+        renderer = RenderConfig.from_settings(Settings()).build()
+        pdf = renderer.render_pdf(order) if args.no_encrypt else renderer.render_mail(order).pdf
+    except (InvalidEvent, RenderError) as error:
+        print(f"ordermail render: the event would be REJECTED: {error.reason}", file=sys.stderr)
+        return 2
     args.out.write_bytes(pdf)
     print(f"wrote {args.out} ({len(pdf)} bytes, {'not ' if args.no_encrypt else ''}encrypted)")
     return 0

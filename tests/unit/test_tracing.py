@@ -162,3 +162,31 @@ def test_failures_are_recorded_by_type_without_personal_data() -> None:
     ]
     everything = repr([(s.name, dict(s.attributes or {}), s.events) for s in spans.values()])
     assert not [value for value in personal if value in everything]
+
+
+def test_a_deferred_event_is_retried_in_the_same_trace() -> None:
+    producer = _run(FakeSmtp(failures=[SendError("smtp_transient", transient=True, code=451)] * 4))
+    (retry_record,) = [r for r in producer.records if r["topic"] == "retry"]
+    assert dict(retry_record["headers"])["traceparent"].decode().split("-")[1] == TRACE_ID
+    EXPORTER.clear()
+
+    # The retry record, consumed from the retry topic, continues the producer's trace.
+    publisher = OutcomePublisher(
+        FakeKafkaProducer(), CODEC, outcome_topic="outcomes", dlq_topic="dlq", retry_topic="retry"
+    )  # type: ignore[arg-type]
+    pipeline = Pipeline(
+        PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="ordermail"),
+        CODEC,
+        FakeRenderer(),  # type: ignore[arg-type]
+        FakeSmtp(),  # type: ignore[arg-type]
+        publisher,
+    )
+    headers = [(k, v) for k, v in retry_record["headers"] if k != "ordermail.retry.due"] + [
+        ("ordermail.retry.due", b"0")
+    ]
+    inbound = Inbound("retry", 0, 0, retry_record["key"], retry_record["value"], headers, 0)
+    asyncio.run(pipeline.process(inbound, lambda _inbound, _done: None))
+    publisher.close(timeout_s=1)
+    spans = _by_name()
+    assert "process retry" in spans
+    assert {format(s.context.trace_id, "032x") for s in spans.values()} == {TRACE_ID}
