@@ -30,6 +30,7 @@ demo: stack-up
 	@$(BIN)/python deploy/local/demo.py
 
 test: stack-up lint
+	$(BIN)/ordermail schemas check
 	$(BIN)/pytest
 
 unit: setup

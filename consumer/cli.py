@@ -35,8 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     sink.add_argument(
         "--faults", type=Path, help="JSON fault rules (delays, 4xx/5xx replies), see delivery/sink.py"
     )
+    schemas = commands.add_parser("schemas", help="schema tools")
+    schemas.add_argument(
+        "action", choices=["check"], help="validate, fingerprint, check BACKWARD compatibility"
+    )
     args = parser.parse_args(argv)
-    handler = {"run": _run, "produce-sample": _produce_sample, "render": _render, "smtp-sink": _smtp_sink}
+    handler = {
+        "run": _run,
+        "produce-sample": _produce_sample,
+        "render": _render,
+        "smtp-sink": _smtp_sink,
+        "schemas": _schemas,
+    }
     return handler[args.command](args)
 
 
@@ -99,6 +109,24 @@ def _parse_timestamps(obj: dict[str, Any]) -> dict[str, Any]:
     elif isinstance(value, str):
         obj["occurred_at"] = datetime.fromisoformat(value)
     return obj
+
+
+def _schemas(_args: argparse.Namespace) -> int:
+    from consumer.service import codec_for
+    from consumer.settings import Settings
+    from schemas.check import check_schemas
+    from schemas.codec import load_schema
+
+    settings = Settings()
+    subjects = {
+        load_schema("order_completed.avsc").name: f"{settings.input_topic}-value",
+        load_schema("delivery_outcome.avsc").name: f"{settings.outcome_topic}-value",
+    }
+    registry = codec_for(settings).registry
+    report = check_schemas(subjects=subjects, registry=registry)
+    print("\n".join(report.lines))
+    print("schemas: ok" if report.ok else f"schemas: {len(report.problems)} problem(s)")
+    return 0 if report.ok else 1
 
 
 def _smtp_sink(args: argparse.Namespace) -> int:

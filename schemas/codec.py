@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import fastavro
-from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from schemas.canonical import canonical_form, fingerprint64
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -53,14 +54,20 @@ class Schema:
     name: str
     parsed: Any = field(repr=False)
     source: str = field(repr=False)
-    fingerprint: bytes
+    fingerprint: bytes  # per the specification: what we write
+    python_avro_fingerprint: bytes  # what Apache avro's Python library computes: also accepted
 
     @classmethod
     def from_json(cls, source: str) -> Schema:
-        parsed: Any = fastavro.parse_schema(json.loads(source))
-        canonical = to_parsing_canonical_form(parsed)
-        # fastavro's hex is already the little-endian byte order used on the wire.
-        return cls(parsed["name"], parsed, source, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
+        document = json.loads(source)
+        parsed: Any = fastavro.parse_schema(document)
+        return cls(
+            parsed["name"],
+            parsed,
+            source,
+            fingerprint64(canonical_form(document)),
+            fingerprint64(canonical_form(document, python_avro_dialect=True)),
+        )
 
 
 def load_schema(name: str, directory: Path = SCHEMA_DIR) -> Schema:
@@ -75,7 +82,9 @@ class Codec:
         writers: Iterable[Schema] = (),
         registry: SchemaRegistryClient | None = None,
     ) -> None:
-        self._by_fingerprint = {schema.fingerprint: schema for schema in writers}
+        self._by_fingerprint = {
+            fp: schema for schema in writers for fp in (schema.python_avro_fingerprint, schema.fingerprint)
+        }
         self._registry = registry
         self._by_registry_id: dict[int, Any] = {}
         self._registered: dict[tuple[str, bytes], int] = {}
@@ -86,6 +95,10 @@ class Codec:
     ) -> Codec:
         writers = [Schema.from_json(p.read_text(encoding="utf-8")) for p in sorted(directory.rglob("*.avsc"))]
         return cls(writers, registry)
+
+    @property
+    def registry(self) -> SchemaRegistryClient | None:
+        return self._registry
 
     @property
     def framing(self) -> Framing:
