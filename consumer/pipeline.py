@@ -13,18 +13,25 @@ import logging
 import random
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import SpanKind
 
 from consumer.metrics import ENCRYPT_SECONDS, RENDER_SECONDS, SEND_SECONDS
 from consumer.outcomes import dead_letter_headers, outcome_for
 from consumer.policy import Action, action_for
 from consumer.retry import RetrySchedule, RetryState
-from consumer.telemetry import ERROR_TYPE, consumer_span_attributes, context_from, tracer
+from consumer.telemetry import (
+    SMTP_CODE,
+    annotate_outcome,
+    consumer_span_attributes,
+    context_from,
+    span_from_duration,
+    step,
+    tracer,
+)
 from delivery import (
     Attachment,
     DkimError,
@@ -40,7 +47,7 @@ from schemas import DecodeError, InvalidEvent, validate_order
 from schemas.codec import load_schema
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from consumer.outcomes import Inbound, OutcomePublisher
     from consumer.render_pool import RenderPool
@@ -140,7 +147,7 @@ class Pipeline:
             record_exception=False,  # exception texts may quote event data
         ) as span:
             done = await self._handle(inbound, retry)
-            _annotate(span, done)
+            annotate_outcome(span, done.outcome if done else None)
             context = span.get_span_context()
             return (
                 replace(done, span_id=format(context.span_id, "016x")) if done and context.is_valid else done
@@ -150,7 +157,7 @@ class Pipeline:
         order: OrderCompleted | None = None
         attempts = retry.attempts if retry else 0
         try:
-            with _step("decode"):
+            with step("decode"):
                 order = self._decode(inbound)
             if self._is_handled(inbound, order["event_id"]):
                 return None
@@ -197,12 +204,12 @@ class Pipeline:
 
     async def _render(self, order: OrderCompleted) -> RenderedMail:
         try:
-            with _step("render") as span:
+            with step("render") as span:
                 mail = await self._renderer.render(order)
                 span.set_attributes(
                     {"ordermail.pages": mail.pages, "ordermail.attachment.bytes": len(mail.pdf)}
                 )
-                _encrypt_span(mail.encrypt_ms)
+                span_from_duration("encrypt", mail.encrypt_ms)  # it ran in the worker process
         except RenderError as error:
             raise _Stop(error.reason) from None
         RENDER_SECONDS.observe(mail.render_ms / 1000)
@@ -233,7 +240,7 @@ class Pipeline:
         tries = throttled = 0
         while True:
             try:
-                with _step("smtp send", kind=SpanKind.CLIENT) as span:
+                with step("smtp send", kind=SpanKind.CLIENT) as span:
                     result = await self._smtp.send(data, sender=self._config.mail_from, recipient=recipient)
                     span.set_attribute(SMTP_CODE, result.code)
                 SEND_SECONDS.observe(result.send_ms / 1000)
@@ -283,46 +290,6 @@ class Pipeline:
             await self._publisher.publish_dead_letter(inbound, headers)
         offset = await self._publisher.publish_outcome(outcome, inbound.origin.partition)
         return Done(outcome, offset, dead_lettered=deferral is None and action is not Action.FAIL)
-
-
-SMTP_CODE = "ordermail.smtp.reply_code"
-
-
-@contextmanager
-def _step(name: str, kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span]:
-    """A child span of the event's; a classified failure is recorded by its reason only."""
-    with tracer().start_as_current_span(name, kind=kind, record_exception=False) as span:
-        try:
-            yield span
-        except (_Stop, SendError, RenderError, DecodeError, InvalidEvent) as error:
-            span.set_attribute(ERROR_TYPE, error.reason)
-            if isinstance(error, SendError) and error.code:
-                span.set_attribute(SMTP_CODE, error.code)
-            span.set_status(StatusCode.ERROR)
-            raise
-        except Exception as error:
-            span.set_attribute(ERROR_TYPE, type(error).__name__)
-            span.set_status(StatusCode.ERROR)
-            raise
-
-
-def _encrypt_span(encrypt_ms: float) -> None:
-    """Encryption ran in the worker process: its span is placed from the measured duration."""
-    end = time.time_ns()
-    span = tracer().start_span("encrypt", start_time=end - int(encrypt_ms * 1_000_000))
-    span.end(end_time=end)
-
-
-def _annotate(span: Span, done: Done | None) -> None:
-    if done is None:
-        span.set_attribute("ordermail.skipped", True)
-        return
-    outcome = done.outcome
-    span.set_attribute("ordermail.status", outcome["status"])
-    if outcome["reason"]:
-        span.set_attribute(ERROR_TYPE, outcome["reason"])
-        if outcome["status"] != "DEFERRED":
-            span.set_status(StatusCode.ERROR)
 
 
 def _log_unexpected(exc: Exception, inbound: Inbound) -> None:

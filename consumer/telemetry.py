@@ -13,14 +13,20 @@ Attributes carry identifiers and timings only, never personal data.
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from consumer.outcomes import Headers, Inbound
+    from schemas import DeliveryOutcome
 
 __all__ = ["configure_tracing", "consumer_span_attributes", "context_from", "inject_into", "tracer"]
 
@@ -89,6 +95,43 @@ def inject_into(headers: Headers) -> Headers:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return [*headers, *((k, v.encode()) for k, v in carrier.items())]
+
+
+SMTP_CODE = "ordermail.smtp.reply_code"
+
+
+@contextmanager
+def step(name: str, kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span]:
+    """A child span of the current one. A failure is recorded by its reason code (or type),
+    never by its text, which may quote event data."""
+    with tracer().start_as_current_span(name, kind=kind, record_exception=False) as span:
+        try:
+            yield span
+        except Exception as error:
+            span.set_attribute(ERROR_TYPE, str(getattr(error, "reason", type(error).__name__)))
+            code = getattr(error, "code", None)
+            if isinstance(code, int):
+                span.set_attribute(SMTP_CODE, code)
+            span.set_status(StatusCode.ERROR)
+            raise
+
+
+def span_from_duration(name: str, duration_ms: float) -> None:
+    """A child span for work measured elsewhere (another process), ending now."""
+    end = time.time_ns()
+    span = tracer().start_span(name, start_time=end - int(duration_ms * 1_000_000))
+    span.end(end_time=end)
+
+
+def annotate_outcome(span: Span, outcome: DeliveryOutcome | None) -> None:
+    if outcome is None:
+        span.set_attribute("ordermail.skipped", True)
+        return
+    span.set_attribute("ordermail.status", outcome["status"])
+    if outcome["reason"]:
+        span.set_attribute(ERROR_TYPE, outcome["reason"])
+        if outcome["status"] != "DEFERRED":
+            span.set_status(StatusCode.ERROR)
 
 
 def consumer_span_attributes(inbound: Inbound, group_id: str) -> dict[str, str | int]:
