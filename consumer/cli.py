@@ -70,8 +70,8 @@ def _run(_args: argparse.Namespace) -> int:
 
 
 def _produce_sample(args: argparse.Namespace) -> int:
+    from consumer.assembly import codec_for
     from consumer.producing import publish_orders
-    from consumer.service import codec_for
     from consumer.settings import Settings
     from schemas.samples import sample_orders
 
@@ -112,7 +112,7 @@ def _parse_timestamps(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _schemas(_args: argparse.Namespace) -> int:
-    from consumer.service import codec_for
+    from consumer.assembly import codec_for
     from consumer.settings import Settings
     from schemas.check import check_schemas
     from schemas.codec import load_schema

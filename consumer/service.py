@@ -15,12 +15,12 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from consumer.assembly import assemble
 from consumer.breaker import DeadLetterBreaker
 from consumer.health import HealthServer
-from consumer.kafka_clients import consumer_config, producer_config
-from consumer.ledger import Ledger
+from consumer.kafka_clients import consumer_config
 from consumer.metrics import (
     BREAKER_OPEN,
     DEAD_LETTERS,
@@ -34,11 +34,8 @@ from consumer.metrics import (
     KafkaStatistics,
 )
 from consumer.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
-from consumer.outcomes import Inbound, OutcomePublisher
-from consumer.pipeline import Done, Pipeline, PipelineConfig
-from consumer.render_pool import RenderConfig, RenderPool
-from delivery import SmtpPool
-from schemas import Codec
+from consumer.outcomes import Inbound
+from consumer.pipeline import Done
 
 if TYPE_CHECKING:
     from consumer.settings import Settings
@@ -74,46 +71,8 @@ class Service:
     def run(self) -> int:
         """Runs until :meth:`stop` (or SIGTERM/SIGINT when installed); returns an exit code."""
         settings = self._settings
-        codec = codec_for(settings)
-        render_pool = RenderPool(
-            RenderConfig.from_settings(settings),
-            workers=settings.render_workers,
-            max_documents_per_worker=settings.worker_max_documents,
-            max_rss_mb=settings.worker_max_rss_mb,
-            timeout_s=settings.render_timeout_s,
-        )
-        publisher = OutcomePublisher(
-            Producer(producer_config(settings)),
-            codec,
-            outcome_topic=settings.outcome_topic,
-            dlq_topic=settings.dlq_topic,
-            retry_topic=settings.retry_topic,
-        )
-        smtp = SmtpPool(settings.smtp_config())
-        self._ledger = Ledger(
-            consumer_config(settings, **{"group.id": f"{settings.group_id}.ledger"}),
-            settings.outcome_topic,
-            codec,
-        )
-        self._pipeline = Pipeline(
-            PipelineConfig(
-                mail_from=settings.mail_from,
-                message_domain=settings.message_domain(),
-                group_id=settings.group_id,
-                send_attempts=settings.send_attempts,
-                retry_backoff_s=settings.retry_backoff_s,
-                max_attachment_bytes=settings.max_attachment_bytes,
-                retry=settings.retry_schedule(),
-                dkim=settings.dkim_signer(),
-            ),
-            codec,
-            render_pool,
-            smtp,
-            publisher,
-            is_handled=lambda inbound, event_id: (
-                inbound.topic == settings.input_topic and self._ledger.is_handled(inbound.partition, event_id)
-            ),
-        )
+        parts = assemble(settings)
+        self._ledger, self._pipeline = parts.ledger, parts.pipeline
         self._consumer = Consumer(
             consumer_config(
                 settings,
@@ -124,9 +83,9 @@ class Service:
                 },
             )
         )
-        RENDER_WORKERS.set_function(lambda: render_pool.size)
-        RENDER_WORKERS_REPLACED.set_function(lambda: render_pool.stats.recycled)
-        SMTP_CONNECTIONS.set_function(lambda: smtp.idle_connections)
+        RENDER_WORKERS.set_function(lambda: parts.render_pool.size)
+        RENDER_WORKERS_REPLACED.set_function(lambda: parts.render_pool.stats.recycled)
+        SMTP_CONNECTIONS.set_function(lambda: parts.smtp.idle_connections)
         self._worker.start()
         self._health = HealthServer(settings.health_port, self.not_ready) if settings.health_port else None
         try:
@@ -142,11 +101,11 @@ class Service:
             self._poll_until_stopped()
             self._drain()
         finally:
-            asyncio.run_coroutine_threadsafe(smtp.close(), self._loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(parts.smtp.close(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._worker.join(timeout=5)
-            unacknowledged = publisher.close()
-            render_pool.close()
+            unacknowledged = parts.publisher.close()
+            parts.render_pool.close()
             self._ledger.close()
             if self._health:
                 self._health.close()
@@ -376,17 +335,6 @@ class Service:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-
-
-def codec_for(settings: Settings) -> Codec:
-    if not settings.schema_registry_url:
-        return Codec.from_directory()
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    # new_client understands mock:// URLs (an in-memory registry) as well as real ones.
-    return Codec.from_directory(
-        registry=SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
-    )
 
 
 def _close_with_timeout(consumer: Consumer, *, timeout_s: float) -> None:

@@ -25,8 +25,8 @@ COUNT = 8
 
 def main() -> int:
     os.environ.update(_stack_env())
+    from consumer.assembly import codec_for
     from consumer.producing import publish_orders, publish_raw
-    from consumer.service import codec_for
     from consumer.settings import Settings
     from rendering import PasswordPolicy
     from schemas.samples import sample_orders

@@ -1,0 +1,95 @@
+"""Builds the service's parts from the settings: codec, render pool, SMTP pool, outcome
+publisher, redelivery ledger and the pipeline that joins them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from confluent_kafka import Producer
+
+from consumer.kafka_clients import consumer_config, producer_config
+from consumer.ledger import Ledger
+from consumer.outcomes import Inbound, OutcomePublisher
+from consumer.pipeline import Pipeline, PipelineConfig
+from consumer.render_pool import RenderConfig, RenderPool
+from delivery import SmtpPool
+from schemas import Codec
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
+
+__all__ = ["Parts", "assemble", "codec_for"]
+
+
+@dataclass(frozen=True)
+class Parts:
+    codec: Codec
+    render_pool: RenderPool
+    smtp: SmtpPool
+    publisher: OutcomePublisher
+    ledger: Ledger
+    pipeline: Pipeline
+
+
+def codec_for(settings: Settings) -> Codec:
+    if not settings.schema_registry_url:
+        return Codec.from_directory()
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    # new_client understands mock:// URLs (an in-memory registry) as well as real ones.
+    return Codec.from_directory(
+        registry=SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+    )
+
+
+def assemble(settings: Settings) -> Parts:
+    codec = codec_for(settings)
+    render_pool = RenderPool(
+        RenderConfig.from_settings(settings),
+        workers=settings.render_workers,
+        max_documents_per_worker=settings.worker_max_documents,
+        max_rss_mb=settings.worker_max_rss_mb,
+        timeout_s=settings.render_timeout_s,
+    )
+    publisher = OutcomePublisher(
+        Producer(producer_config(settings)),
+        codec,
+        outcome_topic=settings.outcome_topic,
+        dlq_topic=settings.dlq_topic,
+        retry_topic=settings.retry_topic,
+    )
+    smtp = SmtpPool(settings.smtp_config())
+    ledger = Ledger(
+        consumer_config(settings, **{"group.id": f"{settings.group_id}.ledger"}),
+        settings.outcome_topic,
+        codec,
+    )
+    pipeline = Pipeline(
+        PipelineConfig(
+            mail_from=settings.mail_from,
+            message_domain=settings.message_domain(),
+            group_id=settings.group_id,
+            send_attempts=settings.send_attempts,
+            retry_backoff_s=settings.retry_backoff_s,
+            max_attachment_bytes=settings.max_attachment_bytes,
+            retry=settings.retry_schedule(),
+            dkim=settings.dkim_signer(),
+        ),
+        codec,
+        render_pool,
+        smtp,
+        publisher,
+        is_handled=_handled_by(ledger, settings.input_topic),
+    )
+    return Parts(codec, render_pool, smtp, publisher, ledger, pipeline)
+
+
+def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], bool]:
+    """Only records of the input topic are checked: the ledger knows its partitions' outcomes."""
+
+    def handled(inbound: Inbound, event_id: str) -> bool:
+        return inbound.topic == input_topic and ledger.is_handled(inbound.partition, event_id)
+
+    return handled
