@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STACK := deploy/local/stack
 
-.PHONY: setup system-deps demo test unit integration chaos bench lint format stack-up stack-down clean
+.PHONY: setup system-deps demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
 
 setup: system-deps $(STAMP)
 
@@ -46,6 +46,10 @@ chaos: stack-up
 # Figures in bench/results/latest.json; `make bench ARGS="--events 5000"` to scale.
 bench: stack-up
 	$(BIN)/python -m bench.run $(ARGS)
+
+# Render, schema-check and policy-scan the Kubernetes manifests and the Dockerfile, offline.
+k8s-validate: setup
+	@deploy/k8s/validate
 
 lint: setup
 	$(BIN)/ruff check .

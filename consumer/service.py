@@ -320,7 +320,8 @@ class Service:
         self._ledger.forget({p for t, p in tps if t == self._settings.input_topic})
 
     def _check_topics(self) -> None:
-        """Outcomes go to the input's partition number, so the outcome topic needs as many."""
+        """Outcomes and deferred events go to the input's partition number: those topics need as
+        many partitions as the input (or the first deferral would fail, long after start-up)."""
         metadata = self._consumer.list_topics(timeout=30)
         counts = {}
         settings = self._settings
@@ -329,8 +330,9 @@ class Service:
             if topic is None or topic.error is not None:
                 raise SystemExit(f"topic {name} does not exist")
             counts[name] = len(topic.partitions)
-        if counts[self._settings.outcome_topic] < counts[self._settings.input_topic]:
-            raise SystemExit(f"outcome topic needs as many partitions as the input topic: {counts}")
+        for co_partitioned in (settings.outcome_topic, settings.retry_topic):
+            if counts[co_partitioned] < counts[settings.input_topic]:
+                raise SystemExit(f"{co_partitioned} needs as many partitions as the input topic: {counts}")
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)

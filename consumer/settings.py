@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     template_dir: Annotated[Path | None, Field(validation_alias=_env("ORDERMAIL_TEMPLATE_DIR"))] = None
 
     render_workers: Annotated[int, Field(validation_alias=_env("ORDERMAIL_RENDER_WORKERS"), ge=1)] = (
-        os.cpu_count() or 1
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
     worker_max_documents: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_DOCUMENTS"), ge=1)
