@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STACK := deploy/local/stack
 
-.PHONY: setup system-deps demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
+.PHONY: setup system-deps stack-up-registry demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
 
 setup: system-deps $(STAMP)
 
@@ -23,20 +23,24 @@ $(STAMP): pyproject.toml
 stack-up: setup
 	@$(STACK) up
 
+# The tests also need a real Schema Registry (Apicurio, from Maven Central).
+stack-up-registry: setup
+	@$(STACK) up --registry
+
 stack-down:
 	@$(STACK) down
 
 demo: stack-up
 	@$(BIN)/python deploy/local/demo.py
 
-test: stack-up lint
+test: stack-up-registry lint
 	$(BIN)/ordermail schemas check
 	$(BIN)/pytest
 
 unit: setup
 	$(BIN)/pytest tests/unit
 
-integration: stack-up
+integration: stack-up-registry
 	$(BIN)/pytest tests/integration
 
 # Full-size chaos (600 events a scenario, 30 s relay outage); `make test` runs a reduced one.
