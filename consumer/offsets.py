@@ -55,6 +55,9 @@ class _Partition:
 class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[TopicPartitionKey, _Partition] = {}
+        # Offsets still in flight when their partition was revoked or lost: never committed by
+        # us, but waited for before the partition is taken on again (see Service._on_assign).
+        self._orphans: dict[TopicPartitionKey, set[int]] = {}
         self._changed = threading.Condition()
 
     def start(self, tp: TopicPartitionKey, offset: int) -> None:
@@ -65,8 +68,15 @@ class OffsetTracker:
 
     def finish(self, tp: TopicPartitionKey, offset: int, outcome_offset: int | None = None) -> None:
         with self._changed:
+            orphans = self._orphans.get(tp)
+            if orphans is not None and offset in orphans:
+                orphans.discard(offset)
+                if not orphans:
+                    del self._orphans[tp]
+                self._changed.notify_all()
+                return
             partition = self._partitions.get(tp)
-            if partition is not None:  # absent when the partition was revoked meanwhile
+            if partition is not None:
                 partition.pending.discard(offset)
                 if outcome_offset is not None:
                     partition.outcome_offsets[offset] = outcome_offset
@@ -83,13 +93,17 @@ class OffsetTracker:
 
     def in_flight(self, tps: set[TopicPartitionKey] | None = None) -> int:
         with self._changed:
-            return sum(len(p.pending) for tp, p in self._partitions.items() if tps is None or tp in tps)
+            pending = sum(len(p.pending) for tp, p in self._partitions.items() if tps is None or tp in tps)
+            return pending + sum(len(o) for tp, o in self._orphans.items() if tps is None or tp in tps)
 
     def wait_idle(self, tps: set[TopicPartitionKey] | None, timeout_s: float) -> bool:
         """Blocks until nothing in ``tps`` (all when None) is in flight; False on timeout."""
         with self._changed:
             return self._changed.wait_for(
-                lambda: all(not p.pending for tp, p in self._partitions.items() if tps is None or tp in tps),
+                lambda: (
+                    all(not p.pending for tp, p in self._partitions.items() if tps is None or tp in tps)
+                    and not any(tps is None or tp in tps for tp in self._orphans)
+                ),
                 timeout=timeout_s,
             )
 
@@ -120,5 +134,7 @@ class OffsetTracker:
     def forget(self, tps: set[TopicPartitionKey]) -> None:
         with self._changed:
             for tp in tps:
-                self._partitions.pop(tp, None)
+                partition = self._partitions.pop(tp, None)
+                if partition is not None and partition.pending:
+                    self._orphans.setdefault(tp, set()).update(partition.pending)
             self._changed.notify_all()

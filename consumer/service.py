@@ -281,6 +281,12 @@ class Service:
         if running:
             consumer.resume(running)
         inputs = [tp for tp in partitions if tp.topic == self._settings.input_topic]
+        # Events of these partitions still in flight from before (a lost assignment) must have
+        # their outcomes on the broker before the ledger is read, or they would be sent again.
+        if not self._tracker.wait_idle(
+            {(tp.topic, tp.partition) for tp in inputs}, self._settings.drain_timeout_s
+        ):
+            log.warning("earlier events of reassigned partitions still in flight; they may be sent twice")
         for committed in consumer.committed(inputs, timeout=30) if inputs else []:
             self._load_ledger(committed)
         log.info("assigned %s", sorted(tp.partition for tp in partitions))

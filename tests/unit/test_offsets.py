@@ -92,3 +92,17 @@ def test_metadata_round_trip_and_foreign_values() -> None:
     assert parse_metadata("") is None
     assert parse_metadata("something else") is None
     assert parse_metadata("ordermail/1 outcome-offset=x") is None
+
+
+def test_events_of_a_lost_partition_are_waited_for_and_never_confused_with_redeliveries() -> None:
+    tracker = OffsetTracker()
+    tracker.start(TP, 7)
+    tracker.forget({TP})  # lost while offset 7 was still being processed
+    assert not tracker.wait_idle({TP}, timeout_s=0.01)  # the old work still counts
+    tracker.start(TP, 7)  # taken on again and redelivered
+    tracker.finish(TP, 7)  # the *old* one finishes first...
+    assert tracker.in_flight({TP}) == 1  # ...the redelivered one is still in flight
+    assert positions(tracker) == {TP: 7}
+    tracker.finish(TP, 7)
+    assert positions(tracker) == {TP: 8}
+    assert tracker.wait_idle({TP}, timeout_s=0.01)
