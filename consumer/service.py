@@ -182,7 +182,8 @@ class Service:
     def _on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self._kafka_statistics.brokers_up = 0  # not ready now, not at the next statistics report
-        log.warning("kafka: %s", error.name())
+        if error.code() != KafkaError._TRANSPORT:  # connection churn: librdkafka reconnects by itself
+            log.warning("kafka: %s", error.name())
 
     def _check_crashed(self, future: Future[None]) -> None:
         # Only a failure to publish an outcome gets here: stop without committing past it, so
