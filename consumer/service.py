@@ -63,7 +63,6 @@ class Service:
         self._kafka_statistics = KafkaStatistics()
         self._loop = asyncio.new_event_loop()
         self._worker = threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True)
-        self.processed = 0
 
     def stop(self, *_: object) -> None:
         self._stopping.set()

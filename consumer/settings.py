@@ -19,7 +19,6 @@ from delivery import DkimSigner, SmtpConfig, TlsMode
 __all__ = ["Settings", "kafka_passthrough"]
 
 KAFKA_CONFIG_PREFIX = "KAFKA_CONFIG_"
-_SECRET_HINTS = ("password", "secret", "key", "token", "jaas")
 
 
 def _env(name: str) -> AliasChoices:
@@ -157,8 +156,3 @@ def kafka_passthrough(environ: dict[str, str] | None = None) -> dict[str, str]:
         for key, value in environ.items()
         if key.startswith(KAFKA_CONFIG_PREFIX)
     }
-
-
-def redact_kafka_config(config: dict[str, str]) -> dict[str, str]:
-    """For logging: hides the values of properties whose names suggest a secret."""
-    return {k: ("***" if any(h in k for h in _SECRET_HINTS) else v) for k, v in config.items()}

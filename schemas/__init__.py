@@ -3,7 +3,7 @@
 Imports nothing else of ordermail's, so producers and consumers in other projects can reuse it.
 """
 
-from schemas.codec import SCHEMA_DIR, Codec, DecodeError, Framing
+from schemas.codec import SCHEMA_DIR, Codec, DecodeError
 from schemas.model import DeliveryOutcome, DeliveryStatus, OrderCompleted
 from schemas.validation import InvalidEvent, validate_order
 
@@ -13,7 +13,6 @@ __all__ = [
     "DecodeError",
     "DeliveryOutcome",
     "DeliveryStatus",
-    "Framing",
     "InvalidEvent",
     "OrderCompleted",
     "validate_order",

@@ -16,7 +16,6 @@ import io
 import json
 import struct
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,16 +28,11 @@ if TYPE_CHECKING:
 
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-__all__ = ["SCHEMA_DIR", "Codec", "DecodeError", "Framing", "Schema", "load_schema"]
+__all__ = ["SCHEMA_DIR", "Codec", "DecodeError", "Schema", "load_schema"]
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
-
-
-class Framing(StrEnum):
-    SINGLE_OBJECT = "single-object"
-    CONFLUENT = "confluent"
 
 
 class DecodeError(Exception):
@@ -99,13 +93,6 @@ class Codec:
     @property
     def registry(self) -> SchemaRegistryClient | None:
         return self._registry
-
-    @property
-    def framing(self) -> Framing:
-        return Framing.CONFLUENT if self._registry is not None else Framing.SINGLE_OBJECT
-
-    def known_fingerprints(self) -> Mapping[bytes, Schema]:
-        return self._by_fingerprint
 
     def decode(self, data: bytes, reader: Schema) -> dict[str, Any]:
         if data.startswith(SINGLE_OBJECT_MAGIC) and len(data) >= 10:
