@@ -5,6 +5,10 @@ outcome partition from the position recorded in the last commit's metadata (see
 ``offsets.py``) up to its end, and remembers the ``event_id`` of every outcome found. An event
 redelivered from that partition whose ``event_id`` is among them is not e-mailed again.
 
+A partition taken on with no such commit (a new group, offsets reset by hand) is anchored
+before any of its events is consumed: its position is committed with the outcome partition's
+current end (see ``handover.py``), so a later owner always has a place to read from.
+
 What remains: an e-mail the relay accepted whose outcome never reached the broker (the process
 died in between, a window of milliseconds) is sent once more; the deterministic ``Message-ID``
 lets receiving systems drop it.
@@ -39,31 +43,36 @@ class Ledger:
     def is_handled(self, partition: int, event_id: str) -> bool:
         return event_id in self._handled.get(partition, ())
 
-    def end_offset(self, partition: int) -> int:
-        return int(self._reader.get_watermark_offsets(TopicPartition(self._topic, partition), timeout=10)[1])
+    def end_offsets(self, partitions: set[int]) -> dict[int, int]:
+        return {
+            p: int(self._reader.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10)[1])
+            for p in partitions
+        }
 
-    def load(self, partition: int, from_offset: int, timeout_s: float = 15.0) -> int:
-        """Reads outcomes ``[from_offset, end)`` of a partition; returns how many were found."""
-        end = self.end_offset(partition)
-        handled: set[str] = set()
-        if from_offset < end:
-            self._reader.assign([TopicPartition(self._topic, partition, from_offset)])
+    def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
+        """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""
+        handled: dict[int, set[str]] = {p: set() for p in starts}
+        positions = {p: start for p, start in starts.items() if start < ends[p]}
+        if positions:
+            self._reader.assign([TopicPartition(self._topic, p, o) for p, o in positions.items()])
             deadline = time.monotonic() + timeout_s
-            position = from_offset
-            while position < end and time.monotonic() < deadline:
+            while any(positions[p] < ends[p] for p in positions) and time.monotonic() < deadline:
                 message = self._reader.poll(0.2)
                 if message is None or message.error():
                     continue
-                position = (message.offset() or 0) + 1
+                partition = int(message.partition() or 0)
+                positions[partition] = (message.offset() or 0) + 1
                 try:
-                    handled.add(self._codec.decode(message.value() or b"", OUTCOME_SCHEMA)["event_id"])
+                    outcome = self._codec.decode(message.value() or b"", OUTCOME_SCHEMA)
                 except DecodeError:
                     continue
+                handled[partition].add(outcome["event_id"])
             self._reader.unassign()
-            if position < end:
-                log.warning("outcome partition %d read incompletely; redeliveries may be re-sent", partition)
-        self._handled[partition] = handled
-        return len(handled)
+            incomplete = sorted(p for p in positions if positions[p] < ends[p])
+            if incomplete:
+                log.warning("outcome partitions %s read in part: redeliveries may be re-sent", incomplete)
+        self._handled.update(handled)
+        return {p: len(ids) for p, ids in handled.items()}
 
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:

@@ -41,6 +41,8 @@ class _Partition:
     # Finished but not yet committed: input offset -> offset of its outcome.
     outcome_offsets: dict[int, int] = field(default_factory=dict)
     next_outcome_offset: int | None = None  # nothing of ours in the outcome partition lies below
+    # From an earlier owner: outcomes from this offset on may belong to events before that one.
+    inherited: tuple[int, int] | None = None
 
     def position(self) -> int | None:
         return min(self.pending) if self.pending else self.next_offset
@@ -49,6 +51,8 @@ class _Partition:
         later = [o for offset, o in self.outcome_offsets.items() if offset >= position]
         if self.next_outcome_offset is not None:
             later.append(self.next_outcome_offset)
+        if self.inherited is not None and position < self.inherited[1]:
+            later.append(self.inherited[0])
         return min(later) if later else None
 
 
@@ -90,6 +94,20 @@ class OffsetTracker:
         with self._changed:
             partition = self._partitions.setdefault(tp, _Partition())
             partition.next_outcome_offset = max(end_offset, partition.next_outcome_offset or 0)
+
+    def inherit(self, tp: TopicPartitionKey, outcome_offset: int, input_end: int) -> None:
+        """An earlier owner's outcomes from ``outcome_offset`` on belong to events before
+        ``input_end``: until the commit passes them, the next owner must read them too."""
+        with self._changed:
+            self._partitions.setdefault(tp, _Partition()).inherited = (outcome_offset, input_end)
+
+    def anchor(self, tp: TopicPartitionKey, position: int) -> None:
+        """A partition taken on without a commit of ours: ``position`` is offered for commit, with
+        the outcome position noted by :meth:`note_outcome_end`, before any of its events runs."""
+        with self._changed:
+            partition = self._partitions.setdefault(tp, _Partition())
+            if partition.next_offset is None:
+                partition.next_offset = position
 
     def in_flight(self, tps: set[TopicPartitionKey] | None = None) -> int:
         with self._changed:

@@ -2,7 +2,9 @@
 
 One thread polls Kafka and never blocks on work; events run on a worker event loop in a
 second thread (SMTP I/O) with rendering in worker processes. An offset is committed only when
-every earlier offset of its partition has an acknowledged outcome.
+every earlier offset of its partition has an acknowledged outcome. Commits are asynchronous
+(a broker that is away must not stall the loop), except the last one before a partition is
+given up.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumer.assembly import assemble
 from consumer.breaker import DeadLetterBreaker
+from consumer.handover import Handover
 from consumer.health import HealthServer
 from consumer.kafka_clients import consumer_config
 from consumer.metrics import (
@@ -33,7 +36,7 @@ from consumer.metrics import (
     SMTP_CONNECTIONS,
     KafkaStatistics,
 )
-from consumer.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
+from consumer.offsets import OffsetTracker, TopicPartitionKey
 from consumer.outcomes import Inbound
 from consumer.pipeline import Done
 
@@ -44,6 +47,7 @@ __all__ = ["Service"]
 
 log = logging.getLogger("ordermail.service")
 POLL_TIMEOUT_S = 0.1
+COMMIT_ANSWER_S = 90.0
 
 
 class Service:
@@ -60,6 +64,8 @@ class Service:
             min_events=settings.dlq_breaker_min_events,
         )
         self._subscribed = False
+        self._commit_sent: float | None = None  # when the asynchronous commit awaiting its answer left
+        self._next_takeover = 0.0
         self._kafka_statistics = KafkaStatistics()
         self._loop = asyncio.new_event_loop()
         self._worker = threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True)
@@ -72,6 +78,7 @@ class Service:
         settings = self._settings
         parts = assemble(settings)
         self._ledger, self._pipeline = parts.ledger, parts.pipeline
+        self._handover = Handover(parts.ledger, self._tracker, settings.drain_timeout_s)
         self._consumer = Consumer(
             consumer_config(
                 settings,
@@ -79,6 +86,7 @@ class Service:
                     "statistics.interval.ms": 5000,
                     "stats_cb": self._kafka_statistics,
                     "error_cb": self._on_error,
+                    "on_commit": self._on_commit,
                 },
             )
         )
@@ -125,7 +133,9 @@ class Service:
             if self._health:
                 self._health.beat()
             self._apply_backpressure()
-            if time.monotonic() >= next_commit:
+            if self._handover.waiting and time.monotonic() >= self._next_takeover:
+                self._take_over()
+            if time.monotonic() >= next_commit and not self._commit_awaited():
                 self._commit()
                 next_commit = time.monotonic() + self._settings.commit_interval_s
 
@@ -238,13 +248,32 @@ class Service:
         log.info("paused", extra={"topics": sorted(topics), "in_flight": self._tracker.in_flight()})
 
     def _resume(self, topics: set[str]) -> None:
-        partitions = [TopicPartition(t, p) for t, p in self._assigned if t in topics]
-        if partitions:
-            self._consumer.resume(partitions)
         self._paused -= topics
+        self._set_paused({tp for tp in self._assigned if tp[0] in topics})
         log.info("resumed", extra={"topics": sorted(topics), "in_flight": self._tracker.in_flight()})
 
-    def _commit(self, tps: set[TopicPartitionKey] | None = None) -> None:
+    def _set_paused(self, tps: set[TopicPartitionKey]) -> None:
+        """Pauses each partition whose topic is paused or whose handover is not done, resumes the rest.
+        Set explicitly either way: librdkafka keeps a pause flag across assignments."""
+        held = self._handover.held
+        stop = [TopicPartition(t, p) for t, p in tps if t in self._paused or (t, p) in held]
+        run = [TopicPartition(t, p) for t, p in tps if t not in self._paused and (t, p) not in held]
+        if stop:
+            self._consumer.pause(stop)
+        if run:
+            self._consumer.resume(run)
+
+    def _take_over(self) -> None:
+        try:
+            ready, anchors = self._handover.prepare(self._consumer)
+        except KafkaException as exc:  # nothing consumed yet from those partitions: try again soon
+            log.warning("taking over partitions failed: %s", exc)
+            self._next_takeover = time.monotonic() + 1.0
+            return
+        self._set_paused(ready)
+        self._commit(anchors)
+
+    def _commit(self, tps: set[TopicPartitionKey] | None = None, *, wait: bool = False) -> None:
         positions = self._tracker.committable(tps)
         if not positions:
             return
@@ -252,11 +281,31 @@ class Service:
             TopicPartition(t, p, offset, metadata=meta) for (t, p), (offset, meta) in positions.items()
         ]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            if wait:
+                self._committed(self._consumer.commit(offsets=offsets, asynchronous=False))
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+                self._commit_sent = time.monotonic()
         except KafkaException as exc:  # the next commit retries; nothing is lost
             log.warning("commit failed: %s", exc)
+
+    def _commit_awaited(self) -> bool:
+        # librdkafka answers every commit, if only with a timeout; the limit is a safety net.
+        return self._commit_sent is not None and time.monotonic() - self._commit_sent < COMMIT_ANSWER_S
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The answer to an asynchronous commit (served by ``poll``)."""
+        self._commit_sent = None
+        if error is not None:
+            log.warning("commit failed: %s", error.name())
             return
-        self._tracker.mark_committed({tp: offset for tp, (offset, _) in positions.items()})
+        self._committed(partitions)
+
+    def _committed(self, offsets: list[TopicPartition]) -> None:
+        offsets = [tp for tp in offsets if tp.error is None]
+        self._tracker.mark_committed({(tp.topic, tp.partition): tp.offset for tp in offsets})
+        released = self._handover.anchored({(tp.topic, tp.partition) for tp in offsets})
+        self._set_paused(released & self._assigned)
 
     def _drain(self) -> None:
         """Stop fetching, let in-flight events finish (bounded), commit."""
@@ -268,44 +317,23 @@ class Service:
         left = self._tracker.in_flight()
         if left:
             log.warning("shutdown deadline reached with %d events in flight; they will be redelivered", left)
-        self._commit()
+        self._commit(wait=True)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
-        # librdkafka keeps a partition's pause flag across assignments (a partition lost while
-        # paused comes back paused), so set it explicitly either way.
-        paused = [tp for tp in partitions if tp.topic in self._paused]
-        running = [tp for tp in partitions if tp.topic not in self._paused]
-        if paused:
-            consumer.pause(paused)
-        if running:
-            consumer.resume(running)
-        inputs = [tp for tp in partitions if tp.topic == self._settings.input_topic]
-        # Events of these partitions still in flight from before (a lost assignment) must have
-        # their outcomes on the broker before the ledger is read, or they would be sent again.
-        if not self._tracker.wait_idle(
-            {(tp.topic, tp.partition) for tp in inputs}, self._settings.drain_timeout_s
-        ):
-            log.warning("earlier events of reassigned partitions still in flight; they may be sent twice")
-        for committed in consumer.committed(inputs, timeout=30) if inputs else []:
-            self._load_ledger(committed)
+        consumer.incremental_assign(partitions)  # now, so the pauses below apply to it
+        assigned = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned |= assigned
+        self._handover.receive({tp for tp in assigned if tp[0] == self._settings.input_topic})
+        self._next_takeover = 0.0
+        self._set_paused(assigned)
         log.info("assigned %s", sorted(tp.partition for tp in partitions))
-
-    def _load_ledger(self, committed: TopicPartition) -> None:
-        """Learns which events after the committed offset already have outcomes (redelivery)."""
-        end = self._ledger.end_offset(committed.partition)
-        self._tracker.note_outcome_end((committed.topic, committed.partition), end)
-        start = parse_metadata(committed.metadata)
-        if start is not None and start < end:
-            found = self._ledger.load(committed.partition, start)
-            log.info("outcomes since last commit", extra={"partition": committed.partition, "handled": found})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._release(revoked)
         if not self._tracker.wait_idle(revoked, self._settings.drain_timeout_s):
             log.warning("revoked partitions still had work in flight; it will be redelivered")
-        self._commit(revoked)
+        self._commit(revoked, wait=True)
         self._forget(revoked)
         log.info("revoked %s", sorted(p for _, p in revoked))
 
@@ -322,6 +350,7 @@ class Service:
 
     def _forget(self, tps: set[TopicPartitionKey]) -> None:
         self._assigned -= tps
+        self._handover.drop(tps)
         self._tracker.forget(tps)
         self._ledger.forget({p for t, p in tps if t == self._settings.input_topic})
 

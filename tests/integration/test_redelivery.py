@@ -67,3 +67,34 @@ def test_events_handled_before_a_crash_are_not_mailed_again(
     outcomes = read_outcomes(kafka_bootstrap, topics.outcome, expected=31, timeout_s=5)
     assert len(outcomes) == 30
     assert (tmp_path / "service-2.log").read_text().count("already handled: skipped") == 20
+
+
+def test_a_new_group_killed_before_its_first_commit_mails_nobody_twice(
+    kafka_bootstrap: str,
+    topics: Topics,
+    smtp_sink: Sink,
+    start_service: ServiceFactory,
+    wait_until: Callable[[Callable[[], bool], float], None],
+    tmp_path: Path,
+) -> None:
+    settings = Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input)
+    publish_orders(settings, Codec.from_directory(), [sample_order(s, lines=1) for s in range(740, 760)])
+
+    # The group's first member handles all 20 but never commits them (no periodic commit).
+    service = start_service(ORDERMAIL_COMMIT_INTERVAL_S="3600", KAFKA_CONFIG_SESSION_TIMEOUT_MS="6000")
+    assert len(read_outcomes(kafka_bootstrap, topics.outcome, expected=20, timeout_s=60)) == 20
+    service.send_signal(signal.SIGKILL)
+    service.wait(30)
+    committed, _ = committed_and_end(kafka_bootstrap, topics.group, topics.input)
+    assert set(committed.values()) == {0}  # only the anchors: every partition taken on at its start
+
+    # The next member reads the outcomes from the anchors and recognises every event.
+    start_service()
+
+    def all_committed() -> bool:
+        committed, ends = committed_and_end(kafka_bootstrap, topics.group, topics.input)
+        return all(committed[p] == end for p, end in ends.items())
+
+    wait_until(all_committed, 60)
+    assert len(smtp_sink.messages()) == 20
+    assert (tmp_path / "service-1.log").read_text().count("already handled: skipped") == 20

@@ -164,7 +164,8 @@ def test_hostile_values_are_inert(
     # Template syntax is shown, never evaluated.
     for value in chosen.values():
         if value in {"{{ 7*7 }}", "<script>alert(1)</script>"}:
-            assert value in text
+            # A narrow column may wrap it anywhere: compare without whitespace.
+            assert re.sub(r"\s", "", value) in re.sub(r"\s", "", text)
     assert "LOOPLOOP" not in text
 
     # The e-mail: exactly our headers, whatever the values held.

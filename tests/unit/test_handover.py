@@ -1,0 +1,134 @@
+"""Taking partitions over: held until earlier work is done, the ledger is read, and a partition
+with no commit of ours is anchored before anything of it runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, TopicPartition
+
+from consumer.handover import Handover
+from consumer.offsets import OffsetTracker, format_metadata, parse_metadata
+
+INPUT = "orders"
+
+
+Committed = dict[int, tuple[int, str]]  # partition -> (offset, metadata)
+
+
+class FakeConsumer:
+    def __init__(self, committed: Committed, watermarks: dict[int, tuple[int, int]]) -> None:
+        self._committed, self._watermarks = committed, watermarks
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [
+            TopicPartition(tp.topic, tp.partition, *self._committed.get(tp.partition, (OFFSET_INVALID, "")))
+            for tp in partitions
+        ]
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        return self._watermarks[tp.partition]
+
+
+class FakeLedger:
+    def __init__(self, outcome_ends: dict[int, int]) -> None:
+        self.outcome_ends = outcome_ends
+        self.loaded: dict[int, int] = {}
+
+    def end_offsets(self, partitions: set[int]) -> dict[int, int]:
+        return {p: self.outcome_ends[p] for p in partitions}
+
+    def load(self, starts: dict[int, int], ends: dict[int, int]) -> dict[int, int]:
+        self.loaded = dict(starts)
+        return {p: ends[p] - start for p, start in starts.items()}  # every outcome is a handled event
+
+
+def handover_for(ledger: FakeLedger, tracker: OffsetTracker, wait_limit_s: float = 30) -> Handover:
+    fake: Any = ledger
+    return Handover(fake, tracker, wait_limit_s)
+
+
+def test_a_partition_never_committed_is_anchored_at_its_start_before_it_runs() -> None:
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0)})
+    consumer: Any = FakeConsumer({}, {0: (5, 90)})
+    ready, anchors = handover.prepare(consumer)
+    assert (ready, anchors) == (set(), {(INPUT, 0)})
+    assert handover.held == {(INPUT, 0)}  # not consumed until the anchor commit is confirmed
+    ((position, metadata),) = tracker.committable().values()
+    assert (position, parse_metadata(metadata)) == (5, 40)  # low watermark, outcome end
+    assert handover.anchored({(INPUT, 0)}) == {(INPUT, 0)}
+    assert handover.held == set()
+
+
+def test_a_commit_without_our_metadata_is_anchored_where_it_stands() -> None:
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0)})
+    consumer: Any = FakeConsumer({0: (17, "set by a reset tool")}, {0: (5, 90)})
+    assert handover.prepare(consumer) == (set(), {(INPUT, 0)})
+    ((position, metadata),) = tracker.committable().values()
+    assert (position, parse_metadata(metadata)) == (17, 40)
+
+
+def test_an_anchored_partition_is_released_at_once_with_the_ledger_read() -> None:
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 40, 1: 12})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0), (INPUT, 1)})
+    consumer: Any = FakeConsumer({0: (30, format_metadata(25)), 1: (8, format_metadata(12))}, {0: (0, 60)})
+    assert handover.prepare(consumer) == ({(INPUT, 0), (INPUT, 1)}, set())
+    assert ledger.loaded == {0: 25, 1: 12}
+    assert tracker.committable() == {}  # nothing to commit before anything runs
+    assert handover.held == set()
+
+
+def test_outcomes_of_an_earlier_owner_stay_in_reach_until_the_commit_passes_its_events() -> None:
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0)})
+    consumer: Any = FakeConsumer({0: (30, format_metadata(25))}, {0: (0, 60)})
+    handover.prepare(consumer)  # outcomes 25..39 belong to events the earlier owner handled
+    tp = (INPUT, 0)
+    for offset in range(30, 62):
+        tracker.start(tp, offset)
+    for offset in range(30, 45):
+        tracker.finish(tp, offset)  # recognised as handled: no outcome of ours
+    ((position, metadata),) = tracker.committable().values()
+    assert (position, parse_metadata(metadata)) == (45, 25)  # events up to 59 may still be among them
+    for offset in range(45, 62):
+        tracker.finish(tp, offset, outcome_offset=40 + offset - 45)
+    ((position, metadata),) = tracker.committable().values()
+    assert (position, parse_metadata(metadata)) == (62, 57)  # past them all: read from our own end
+
+
+def test_earlier_work_of_the_partition_is_waited_for_then_given_up_on() -> None:
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
+    tracker.start((INPUT, 0), 3)
+    tracker.forget({(INPUT, 0)})  # lost while offset 3 was being processed
+    consumer: Any = FakeConsumer({0: (0, format_metadata(0))}, {0: (0, 10)})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0)})
+    assert handover.prepare(consumer) == (set(), set())
+    assert handover.held == {(INPUT, 0)}
+    tracker.finish((INPUT, 0), 3)
+    assert handover.prepare(consumer) == ({(INPUT, 0)}, set())
+
+    tracker.start((INPUT, 1), 3)
+    tracker.forget({(INPUT, 1)})
+    impatient = handover_for(FakeLedger({1: 0}), tracker, wait_limit_s=0)
+    impatient.receive({(INPUT, 1)})
+    consumer = FakeConsumer({1: (0, format_metadata(0))}, {})
+    assert impatient.prepare(consumer) == ({(INPUT, 1)}, set())  # still in flight: may be sent twice
+
+
+def test_dropped_partitions_are_no_longer_held() -> None:
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 1})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0), (INPUT, 1)})
+    consumer: Any = FakeConsumer({}, {0: (0, 1)})
+    handover.drop({(INPUT, 1)})
+    assert handover.prepare(consumer) == (set(), {(INPUT, 0)})
+    handover.drop({(INPUT, 0)})
+    assert handover.held == set()
+    assert not handover.waiting
