@@ -3,6 +3,7 @@ publisher, redelivery ledger and the pipeline that joins them."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,10 +16,13 @@ from consumer.outcomes import Inbound, OutcomePublisher
 from consumer.pipeline import Pipeline, PipelineConfig
 from consumer.render_pool import RenderConfig, RenderPool
 from delivery import SmtpPool
+from rendering import RenderError
 from schemas import Codec
 
 if TYPE_CHECKING:
     from consumer.settings import Settings
+
+log = logging.getLogger("ordermail.assembly")
 
 __all__ = ["Parts", "assemble", "codec_for"]
 
@@ -46,8 +50,10 @@ def codec_for(settings: Settings) -> Codec:
 
 def assemble(settings: Settings) -> Parts:
     codec = codec_for(settings)
+    render_config = RenderConfig.from_settings(settings)
+    validate_templates(render_config)
     render_pool = RenderPool(
-        RenderConfig.from_settings(settings),
+        render_config,
         workers=settings.render_workers,
         max_documents_per_worker=settings.worker_max_documents,
         max_rss_mb=settings.worker_max_rss_mb,
@@ -93,3 +99,13 @@ def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], bo
         return inbound.topic == input_topic and ledger.is_handled(inbound.partition, event_id)
 
     return handled
+
+
+def validate_templates(config: RenderConfig) -> None:
+    """Every template set renders in every language before anything is consumed: a broken
+    template stops the deploy (the pod never gets ready) instead of dead-lettering live events."""
+    try:
+        report = config.build().validate()
+    except RenderError as error:
+        raise SystemExit(f"templates are broken: {error}") from None
+    log.info("templates valid", extra={"renderings": len(report)})

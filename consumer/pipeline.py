@@ -207,15 +207,20 @@ class Pipeline:
             with step("render") as span:
                 mail = await self._renderer.render(order)
                 span.set_attributes(
-                    {"ordermail.pages": mail.pages, "ordermail.attachment.bytes": len(mail.pdf)}
+                    {
+                        "ordermail.template_set": mail.template_set,
+                        "ordermail.attachments": len(mail.attachments),
+                        "ordermail.pages": mail.pages,
+                        "ordermail.attachment.bytes": _total_bytes(mail),
+                    }
                 )
                 span_from_duration("encrypt", mail.encrypt_ms)  # it ran in the worker process
         except RenderError as error:
             raise _Stop(error.reason) from None
         RENDER_SECONDS.observe(mail.render_ms / 1000)
         ENCRYPT_SECONDS.observe(mail.encrypt_ms / 1000)
-        if len(mail.pdf) > self._config.max_attachment_bytes:
-            raise _Stop("attachment_too_large", attachment_bytes=len(mail.pdf))
+        if _total_bytes(mail) > self._config.max_attachment_bytes:
+            raise _Stop("attachment_too_large", attachment_bytes=_total_bytes(mail))
         return mail
 
     async def _send(self, order: OrderCompleted, mail: RenderedMail, attempts: int) -> tuple[SendResult, int]:
@@ -227,7 +232,7 @@ class Pipeline:
             subject=mail.subject,
             text=mail.text_body,
             html=mail.html_body,
-            attachments=[Attachment(mail.attachment_filename, mail.pdf)],
+            attachments=[Attachment(a.filename, a.data) for a in mail.attachments],
             message_id=message_id_for(order["event_id"], self._config.message_domain),
             date=datetime.now(UTC),
         )
@@ -303,10 +308,15 @@ def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str) -> dict[
     return {
         "message_id": message_id_for(order["event_id"], domain),
         "recipient_domain": order["customer"]["email"].rpartition("@")[2].lower(),
-        "attachment_sha256": hashlib.sha256(mail.pdf).hexdigest(),
-        "attachment_bytes": len(mail.pdf),
+        "attachment_sha256": hashlib.sha256(mail.pdf).hexdigest(),  # the main document
+        "attachment_bytes": _total_bytes(mail),
+        "attachment_count": len(mail.attachments),
         "render_ms": round(mail.render_ms + mail.encrypt_ms),
     }
+
+
+def _total_bytes(mail: RenderedMail) -> int:
+    return sum(len(attachment.data) for attachment in mail.attachments)
 
 
 def _backoff(base_s: float, attempt: int) -> float:

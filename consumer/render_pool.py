@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rendering import TEMPLATE_DIR, PasswordPolicy, RenderedMail, Renderer, RenderError, encrypt_pdf
+from rendering import (
+    DEFAULT_SET,
+    TEMPLATE_DIR,
+    PasswordPolicy,
+    RenderedMail,
+    Renderer,
+    RenderError,
+    encrypt_pdf,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -38,6 +46,7 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 @dataclass(frozen=True)
 class RenderConfig:
     template_dir: Path = TEMPLATE_DIR
+    template_set: str = DEFAULT_SET
     password_template: str | None = None
     password_min_length: int = 8
     password_hint: str | None = None
@@ -46,6 +55,7 @@ class RenderConfig:
     def from_settings(cls, settings: Settings) -> RenderConfig:
         return cls(
             template_dir=settings.template_dir or TEMPLATE_DIR,
+            template_set=settings.template_set,
             password_template=settings.password_template,
             password_min_length=settings.password_min_length,
             password_hint=settings.password_hint,
@@ -57,7 +67,12 @@ class RenderConfig:
             if self.password_template
             else PasswordPolicy(min_length=self.password_min_length)
         )
-        return Renderer(self.template_dir, password_policy=policy, password_hint=self.password_hint)
+        return Renderer(
+            self.template_dir,
+            password_policy=policy,
+            password_hint=self.password_hint,
+            default_set=self.template_set,
+        )
 
 
 @dataclass

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         int, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_MIN_LENGTH"), ge=4)
     ] = 8
     template_dir: Annotated[Path | None, Field(validation_alias=_env("ORDERMAIL_TEMPLATE_DIR"))] = None
+    # The set for events whose brand names no set of its own.
+    template_set: Annotated[str, Field(validation_alias=_env("ORDERMAIL_TEMPLATE_SET"), min_length=1)] = (
+        "default"
+    )
 
     render_workers: Annotated[int, Field(validation_alias=_env("ORDERMAIL_RENDER_WORKERS"), ge=1)] = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -3,25 +3,31 @@
 Public surface (what ``consumer`` uses)::
 
     renderer = Renderer(password_policy=PasswordPolicy(template), password_hint=None)
-    mail = renderer.render_mail(order)        # RenderedMail: subject, bodies, encrypted pdf, timings
-    renderer.render_pdf(order)                # unencrypted PDF bytes
+    mail = renderer.render_mail(order)        # RenderedMail: subject, bodies, attachments, timings
+    renderer.render_pdf(order)                # the main document as unencrypted PDF bytes
+    renderer.validate()                       # every set, language and sample renders (start-up)
     encrypt_pdf(pdf_bytes, user_password)     # AES-256 (R6), verified, fail closed
 
+Templates come in sets (``templates/sets/<name>/``, see ``template_sets.py``); an order's
+``brand`` picks its set, else the default one.
+
 Every failure is a :class:`RenderError` with a machine-readable ``reason``. Imports ``schemas``
-for types only; never ``consumer`` or ``delivery``.
+for types and sample orders only; never ``consumer`` or ``delivery``.
 """
 
 from rendering.encrypt import encrypt_pdf
 from rendering.errors import RenderError
 from rendering.fonts import harfbuzz_subset_available, weasyprint_uses_harfbuzz_subset
 from rendering.password import DEFAULT_PASSWORD_TEMPLATE, PasswordPolicy
-from rendering.renderer import TEMPLATE_DIR, RenderedMail, Renderer
+from rendering.renderer import DEFAULT_SET, TEMPLATE_DIR, RenderedAttachment, RenderedMail, Renderer
 
 __all__ = [
     "DEFAULT_PASSWORD_TEMPLATE",
+    "DEFAULT_SET",
     "TEMPLATE_DIR",
     "PasswordPolicy",
     "RenderError",
+    "RenderedAttachment",
     "RenderedMail",
     "Renderer",
     "encrypt_pdf",

@@ -1,8 +1,9 @@
 """What the templates see: an order turned into display-ready, locale-formatted strings.
 
-The receipt gets the whole order (the PDF is encrypted). The mail templates get only
-:func:`mail_context`: the order number, the shop name, the file name and the password
-explanation, so no template change can leak personal data into the e-mail body.
+An encrypted attachment gets the whole order (:func:`document_context`). An unencrypted one gets
+only :func:`public_context`, and the mail templates only :func:`mail_context`: texts, the shop
+name, the order number, the file names and the password explanation, so no template change can
+leak personal data into an unencrypted file or the e-mail body.
 """
 
 from __future__ import annotations
@@ -11,31 +12,45 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from rendering.locales import Formatter
-from rendering.messages import LABELS, label_for
+from rendering.messages import label_for
 
 if TYPE_CHECKING:
+    from rendering.template_sets import Texts
     from schemas.model import Address, OrderCompleted
 
-__all__ = ["DEFAULT_SHOP_NAME", "attachment_filename", "mail_context", "receipt_context", "shop_name"]
+__all__ = ["document_context", "filename_context", "mail_context", "public_context", "safe_order_id"]
 
-DEFAULT_SHOP_NAME = "ordermail demo shop"
 _POSTAL_CODE_AFTER_REGION = frozenset({"US", "CA", "AU"})
 _POSTAL_CODE_OWN_LINE = frozenset({"GB", "IE"})
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9-]+")
 
 
-def shop_name(order: OrderCompleted) -> str:
-    brand = (order.get("brand") or "").strip()
-    return brand or DEFAULT_SHOP_NAME
+def safe_order_id(order_id: str) -> str:
+    """The order id as file names may carry it: letters, digits, ``-`` and ``_`` only."""
+    return _UNSAFE_FILENAME_CHARS.sub("_", order_id).strip("_")[:64] or "order"
 
 
-def attachment_filename(order_id: str, language: str) -> str:
-    """``receipt-ORD-123.pdf`` / ``recibo-ORD-123.pdf``: letters, digits, ``-`` and ``_`` only."""
-    safe = _UNSAFE_FILENAME_CHARS.sub("_", order_id).strip("_")[:64] or "order"
-    return f"{LABELS[language]['file_prefix']}-{safe}.pdf"
+def public_context(
+    order: OrderCompleted, language: str, texts: Texts, *, shop: str, logo: bool
+) -> dict[str, Any]:
+    """No personal data: texts, the shop and the order number."""
+    return {
+        "language": language,
+        "t": texts.labels,
+        "shop_name": shop,
+        "show_logo": logo,
+        "order_id": order["order_id"],
+    }
 
 
-def receipt_context(order: OrderCompleted, language: str) -> dict[str, Any]:
+def filename_context(order: OrderCompleted, language: str, texts: Texts) -> dict[str, Any]:
+    return {"language": language, "t": texts.labels, "order_id": safe_order_id(order["order_id"])}
+
+
+def document_context(
+    order: OrderCompleted, language: str, texts: Texts, *, shop: str, logo: bool
+) -> dict[str, Any]:
+    """The whole order, formatted for its locale: only for encrypted attachments."""
     fmt = Formatter(order["locale"], language)
     currency = order["currency"]
 
@@ -46,7 +61,7 @@ def receipt_context(order: OrderCompleted, language: str) -> dict[str, Any]:
     totals = order["totals"]
     subtotal, shipping, tax = totals["subtotal_minor"], totals["shipping_minor"], totals["tax_minor"]
     discount = totals.get("discount_minor", 0)
-    labels = LABELS[language]
+    labels = texts.labels
     rows: list[tuple[str, str]] = [
         (labels["subtotal"], money(subtotal)),
         (labels["shipping"], money(shipping) if shipping else labels["free"]),
@@ -59,15 +74,11 @@ def receipt_context(order: OrderCompleted, language: str) -> dict[str, Any]:
         rows.append((labels["tax_included" if tax_included else "tax"], money(tax)))
     shipping_address = order.get("shipping_address")
     return {
-        "language": language,
-        "t": labels,
-        "shop_name": shop_name(order),
-        "show_logo": not (order.get("brand") or "").strip(),
-        "order_id": order["order_id"],
+        **public_context(order, language, texts, shop=shop, logo=logo),
         "date": fmt.date(order["occurred_at"]),
         "time": fmt.time(order["occurred_at"]),
-        "payment_method": label_for(language, order.get("payment_method")),
-        "shipping_method": label_for(language, order.get("shipping_method")),
+        "payment_method": label_for(texts.codes, order.get("payment_method")),
+        "shipping_method": label_for(texts.codes, order.get("shipping_method")),
         "billing": {
             "name": f"{customer['first_name']} {customer['last_name']}".strip(),
             "lines": _address_lines(customer["billing_address"], fmt),
@@ -95,12 +106,14 @@ def receipt_context(order: OrderCompleted, language: str) -> dict[str, Any]:
 
 
 def mail_context(
-    order: OrderCompleted, *, filename: str, password_explanation: str, encrypted: bool
+    order: OrderCompleted, *, shop: str, filenames: list[str], password_explanation: str, encrypted: bool
 ) -> dict[str, Any]:
+    """``attachment_filename`` is the first attachment's (the main document); ``attachments`` all."""
     return {
-        "shop_name": shop_name(order),
+        "shop_name": shop,
         "order_id": order["order_id"],
-        "attachment_filename": filename,
+        "attachment_filename": filenames[0],
+        "attachments": filenames,
         "password_explanation": password_explanation,
         "encrypted": encrypted,
     }

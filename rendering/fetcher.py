@@ -1,9 +1,11 @@
-"""The only way the receipt's HTML and CSS reach resources: the template's assets, or ``data:``.
+"""The only way the documents' HTML and CSS reach resources: the template files, or ``data:``.
 
 WeasyPrint's default fetcher follows http, https, ftp and file URLs, redirects included: a value
 that ever reached a URL could read local files or probe internal services. This fetcher serves
 
-- ``file:`` URLs that resolve (symlinks and ``..`` followed) to a file inside ``assets_dir``;
+- ``file:`` URLs that resolve (symlinks and ``..`` followed) to a file inside one of its
+  folders: a template set's folder, then ``shared/`` (a file missing from the set is looked up
+  at the same place in ``shared/``, so a set inherits shared assets);
 - ``data:`` URLs;
 
 and refuses everything else by raising :class:`FetchRefusedError`, which WeasyPrint logs and skips.
@@ -35,12 +37,12 @@ class FetchRefusedError(ValueError):
 
 
 class AssetFetcher(URLFetcher):  # type: ignore[misc] # WeasyPrint ships no type hints
-    """Serves ``file:`` URLs inside ``assets_dir`` and ``data:`` URLs; refuses the rest."""
+    """Serves ``file:`` URLs inside ``folders`` (first match wins) and ``data:`` URLs; refuses the rest."""
 
-    def __init__(self, assets_dir: Path) -> None:
+    def __init__(self, folders: list[Path]) -> None:
         # Belt and braces: even the parent's opener would only speak data:, without redirects.
         super().__init__(allowed_protocols=("data",), allow_redirects=False, timeout=1)
-        self.assets_dir = assets_dir.resolve()
+        self.folders = [folder.resolve() for folder in folders]
 
     def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
         match = _SCHEME.match(url)
@@ -48,7 +50,7 @@ class AssetFetcher(URLFetcher):  # type: ignore[misc] # WeasyPrint ships no type
         if scheme == "data":
             return self._fetch_data(url)
         if scheme == "file":
-            return self._fetch_asset(url)
+            return self._fetch_file(url)
         raise FetchRefusedError(f"scheme {scheme or '(none)'!r} is not allowed")
 
     def _fetch_data(self, url: str) -> URLFetcherResponse:
@@ -56,17 +58,26 @@ class AssetFetcher(URLFetcher):  # type: ignore[misc] # WeasyPrint ships no type
         body = response.read()
         return URLFetcherResponse(url, body, {"Content-Type": response.headers.get("Content-Type", "")})
 
-    def _fetch_asset(self, url: str) -> URLFetcherResponse:
+    def _fetch_file(self, url: str) -> URLFetcherResponse:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise FetchRefusedError("remote file URLs are not allowed")
-        path = Path(url2pathname(unquote(parts.path))).resolve()
-        if not path.is_relative_to(self.assets_dir) or not path.is_file():
-            raise FetchRefusedError("only files inside the template assets are served")
+        path = self._locate(Path(url2pathname(unquote(parts.path))).resolve())
         if path.stat().st_size > _MAX_ASSET_BYTES:
             raise FetchRefusedError("asset too large")
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return URLFetcherResponse(path.as_uri(), path.read_bytes(), {"Content-Type": content_type})
+
+    def _locate(self, path: Path) -> Path:
+        inside = next((folder for folder in self.folders if path.is_relative_to(folder)), None)
+        if inside is None:
+            raise FetchRefusedError("only files of the template set and shared/ are served")
+        relative = path.relative_to(inside)
+        for folder in self.folders:
+            candidate = (folder / relative).resolve()
+            if candidate.is_relative_to(folder) and candidate.is_file():
+                return candidate
+        raise FetchRefusedError("no such template file")
 
 
 class _RedactURLs(logging.Filter):

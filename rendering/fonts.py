@@ -1,6 +1,6 @@
 """Font facts the renderer and the service's start-up checks rely on.
 
-The receipt uses DejaVu Sans 2.37, shipped in ``templates/assets/fonts`` (with its licence), so the
+The receipt uses DejaVu Sans 2.37, shipped in ``templates/shared/assets/fonts`` (with its licence), so the
 output does not depend on the fonts a machine has; fontconfig's "DejaVu Sans" is the fallback.
 WeasyPrint subsets embedded fonts with HarfBuzz when ``libharfbuzz-subset`` (>= 4.1) can be
 loaded; otherwise it silently falls back to fontTools, which makes every render ~5x slower.
@@ -25,7 +25,8 @@ __all__ = [
 FONT_FAMILY = "DejaVu Sans"
 _SONAMES = ("libharfbuzz-subset.so.0", "libharfbuzz-subset.0.dylib", "libharfbuzz-subset-0.dll")
 _FALLBACK_FONT_FILES = (
-    Path(__file__).resolve().parent / "templates/assets/fonts/DejaVuSans.ttf",  # shipped with the templates
+    Path(__file__).resolve().parent
+    / "templates/shared/assets/fonts/DejaVuSans.ttf",  # shipped with the templates
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     Path("/usr/share/fonts/dejavu/DejaVuSans.ttf"),
 )

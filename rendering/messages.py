@@ -1,7 +1,8 @@
-"""Texts of the receipt, per shipped language, and the explanations of the PDF password.
+"""Built-in texts, per shipped language: the receipt's labels, the names of payment and shipping
+codes, and the explanations of the PDF password.
 
-The mail subject and bodies are templates (``templates/mail/<language>/``); the short labels the
-receipt needs live here so one receipt template serves every language.
+A template set's ``<language>/labels.toml`` overrides or adds to them (see ``template_sets.py``);
+the mail subject and bodies are the set's own templates.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["DEFAULT_PASSWORD_EXPLANATION", "GENERIC_PASSWORD_EXPLANATION", "LABELS", "label_for"]
+__all__ = ["CODES", "DEFAULT_PASSWORD_EXPLANATION", "GENERIC_PASSWORD_EXPLANATION", "LABELS", "label_for"]
 
 _EN = {
     "file_prefix": "receipt",
@@ -92,7 +93,7 @@ LABELS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {"en": MappingProxyType(_EN), "es": MappingProxyType(_ES)}
 )
 # Names of the payment and shipping method codes the platform sends.
-_CODES: Mapping[str, Mapping[str, str]] = MappingProxyType(
+CODES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {"en": MappingProxyType(_EN_CODES), "es": MappingProxyType(_ES_CODES)}
 )
 
@@ -124,9 +125,9 @@ GENERIC_PASSWORD_EXPLANATION: Mapping[str, str] = MappingProxyType(
 )
 
 
-def label_for(language: str, value: str | None) -> str | None:
-    """A known code (``card``, ``express``) in the language; unknown codes as given, tidied."""
+def label_for(codes: Mapping[str, str], value: str | None) -> str | None:
+    """A known code (``card``, ``express``) by its name in ``codes``; unknown codes as given, tidied."""
     if not value:
         return None
-    known = _CODES[language].get(value)
+    known = codes.get(value)
     return known if known is not None else value.replace("_", " ")

@@ -1,64 +1,81 @@
-"""Order -> receipt HTML -> PDF -> encrypted PDF plus the e-mail's subject and bodies.
+"""Order -> documents (HTML -> PDF -> encrypted PDF) plus the e-mail's subject and bodies.
 
-One :class:`Renderer` per process (or worker): building it warms the Jinja2 sandbox, the
-templates, WeasyPrint's ``FontConfiguration`` and the pre-parsed receipt CSS, and lays out a
-tiny document so fontconfig and Pango are loaded before the first order. It is not meant to be
-shared between threads.
+One :class:`Renderer` per process (or worker): building it loads and compiles every template
+set (see ``template_sets.py``), WeasyPrint's ``FontConfiguration`` and the pre-parsed
+stylesheets, and lays out a tiny document so fontconfig and Pango are loaded before the first
+order. It is not meant to be shared between threads.
 
-Templates are trusted files from ``template_dir``; event values only ever reach them as data, in
-a :class:`~jinja2.sandbox.SandboxedEnvironment` with ``StrictUndefined``. HTML templates
+Templates are trusted files; event values only ever reach them as data, in a
+:class:`~jinja2.sandbox.SandboxedEnvironment` with ``StrictUndefined``. HTML templates
 autoescape; the plain-text ones (``*.txt``) do not. Resources are fetched only through
-:class:`~rendering.fetcher.AssetFetcher` (``assets/`` inside ``template_dir`` and ``data:``).
+:class:`~rendering.fetcher.AssetFetcher` (the set's and ``shared/`` files, and ``data:``).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
-from jinja2.sandbox import SandboxedEnvironment
 from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 
-from rendering.context import attachment_filename, mail_context, receipt_context
+from rendering.context import document_context, filename_context, mail_context, public_context
 from rendering.encrypt import encrypt_pdf
 from rendering.errors import RenderError
-from rendering.fetcher import AssetFetcher, install_log_redaction
+from rendering.fetcher import install_log_redaction
 from rendering.fonts import displayable
-from rendering.locales import SUPPORTED_LANGUAGES, choose_language
-from rendering.messages import DEFAULT_PASSWORD_EXPLANATION, GENERIC_PASSWORD_EXPLANATION
 from rendering.password import PasswordPolicy
+from rendering.template_sets import TemplateSet, load_sets, safe_filename
 
 if TYPE_CHECKING:
+    from rendering.template_sets import AttachmentTemplate
     from schemas.model import OrderCompleted
 
-__all__ = ["TEMPLATE_DIR", "RenderedMail", "Renderer"]
+__all__ = ["DEFAULT_SET", "TEMPLATE_DIR", "RenderedAttachment", "RenderedMail", "Renderer"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+DEFAULT_SET = "default"
 _WARM_UP_HTML = "<p>Warm-up 0123456789 <b>€ $ £ ¥ áéíóúñ</b></p>"
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class RenderedAttachment:
+    filename: str
+    data: bytes = field(repr=False)  # encrypted when ``encrypted``
+    pages: int
+    encrypted: bool
+    plain: bytes | None = field(default=None, repr=False)  # the unencrypted PDF, only when asked for
 
 
 @dataclass(frozen=True)
 class RenderedMail:
-    """Everything the e-mail needs. The bodies carry no personal data; the PDF does."""
+    """Everything the e-mail needs. The bodies carry no personal data; the attachments do."""
 
     subject: str
     text_body: str = field(repr=False)
     html_body: str = field(repr=False)
-    attachment_filename: str
-    pdf: bytes = field(repr=False)
-    pages: int
+    attachments: tuple[RenderedAttachment, ...]
     render_ms: float
     encrypt_ms: float
+    template_set: str
+    language: str
 
+    # The first attachment is the main document (the receipt).
+    @property
+    def pdf(self) -> bytes:
+        return self.attachments[0].data
 
-class _MailTemplates(NamedTuple):
-    subject: Template
-    text: Template
-    html: Template
+    @property
+    def attachment_filename(self) -> str:
+        return self.attachments[0].filename
+
+    @property
+    def pages(self) -> int:
+        return sum(attachment.pages for attachment in self.attachments)
 
 
 class _Pdf(NamedTuple):
@@ -75,80 +92,82 @@ class Renderer:
         template_dir: Path = TEMPLATE_DIR,
         password_policy: PasswordPolicy | None = None,
         password_hint: str | None = None,
+        default_set: str = DEFAULT_SET,
     ) -> None:
         self.template_dir = Path(template_dir).resolve()
         self.password_policy = password_policy or PasswordPolicy()
         self.password_hint = password_hint.strip() if password_hint and password_hint.strip() else None
         install_log_redaction()
-        self._fetcher = AssetFetcher(self.template_dir / "assets")
-        self._base_url = self.template_dir.as_uri() + "/"
-        environment = SandboxedEnvironment(
-            loader=FileSystemLoader(self.template_dir),
-            autoescape=select_autoescape(
-                enabled_extensions=("html",),
-                disabled_extensions=("txt",),
-                default=True,
-                default_for_string=True,
-            ),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
-        try:
-            self._receipt = environment.get_template("receipt.html")
-            self._mail = {
-                language: _MailTemplates(
-                    environment.get_template(f"mail/{language}/subject.txt"),
-                    environment.get_template(f"mail/{language}/body.txt"),
-                    environment.get_template(f"mail/{language}/body.html"),
-                )
-                for language in SUPPORTED_LANGUAGES
-            }
-        except (TemplateError, OSError) as exc:
-            raise RenderError("template_error", f"cannot load templates ({type(exc).__name__})") from exc
         self._fonts = FontConfiguration()
-        try:
-            self._css = CSS(
-                filename=self.template_dir / "receipt.css", font_config=self._fonts, url_fetcher=self._fetcher
-            )
-        except OSError as exc:
-            raise RenderError("template_error", "cannot load receipt.css") from exc
+        self._sets = load_sets(self.template_dir, self._fonts)
+        if default_set not in self._sets:
+            raise RenderError("template_error", f"no template set named {default_set!r}")
+        self.default_set = default_set
         self._warm_up()
+
+    @property
+    def set_names(self) -> tuple[str, ...]:
+        return tuple(self._sets)
+
+    def languages(self, set_name: str) -> tuple[str, ...]:
+        return self._sets[set_name].languages
+
+    def set_for(self, order: OrderCompleted) -> str:
+        """The set named like the order's brand (``Nordic Living`` -> ``nordic-living``), else the default."""
+        slug = _SLUG.sub("-", (order.get("brand") or "").lower()).strip("-")
+        return slug if slug in self._sets else self.default_set
 
     def _warm_up(self) -> None:
         displayable("")  # reads the font's character map once
-        self._pdf(_WARM_UP_HTML)
+        self._pdf(_WARM_UP_HTML, self._sets[self.default_set], ())
 
-    def render_html(self, order: OrderCompleted) -> str:
-        """The receipt as HTML (with personal data: it goes only into the encrypted PDF)."""
-        try:
-            return self._receipt.render(receipt_context(order, choose_language(order["locale"])))
-        except Exception as exc:
-            raise RenderError("template_error", f"receipt template failed ({type(exc).__name__})") from exc
+    def render_html(self, order: OrderCompleted, *, template_set: str | None = None, index: int = 0) -> str:
+        """One attachment's HTML (the first, the receipt, by default)."""
+        chosen = self._sets[template_set or self.set_for(order)]
+        language = chosen.language_for(order["locale"])
+        return self._html(order, chosen, chosen.attachments[index], language)
 
-    def render_pdf(self, order: OrderCompleted) -> bytes:
-        """The receipt as an unencrypted PDF."""
-        return self._pdf(self.render_html(order)).data
+    def render_pdf(self, order: OrderCompleted, *, template_set: str | None = None) -> bytes:
+        """The main document (the receipt) as an unencrypted PDF."""
+        chosen = self._sets[template_set or self.set_for(order)]
+        html = self.render_html(order, template_set=chosen.name)
+        return self._pdf(html, chosen, chosen.attachments[0].stylesheets).data
 
-    def render_mail(self, order: OrderCompleted, *, encrypt: bool = True) -> RenderedMail:
-        """Receipt PDF (encrypted unless ``encrypt=False``), subject, text and HTML bodies."""
+    def render_mail(
+        self,
+        order: OrderCompleted,
+        *,
+        encrypt: bool = True,
+        template_set: str | None = None,
+        keep_plain: bool = False,
+    ) -> RenderedMail:
+        """Every attachment of the set (encrypted where the set says so, unless ``encrypt=False``),
+        the subject and both bodies. ``keep_plain`` also returns the unencrypted PDFs (previews)."""
         password = self.password_policy.password_for(order) if encrypt else None  # fail before rendering
-        language = choose_language(order["locale"])
-        pdf = self._pdf(self.render_html(order))
-        data, encrypt_ms = pdf.data, 0.0
-        if password is not None:
-            started = time.perf_counter()
-            data = encrypt_pdf(pdf.data, password)
-            encrypt_ms = (time.perf_counter() - started) * 1000
-        filename = attachment_filename(order["order_id"], language)
+        chosen = self._sets[template_set or self.set_for(order)]
+        language = chosen.language_for(order["locale"])
+        texts = chosen.texts[language]
+        attachments: list[RenderedAttachment] = []
+        render_ms = encrypt_ms = 0.0
+        for spec in chosen.attachments:
+            pdf = self._pdf(self._html(order, chosen, spec, language), chosen, spec.stylesheets)
+            render_ms += pdf.render_ms
+            data, encrypted = pdf.data, password is not None and spec.encrypted
+            if encrypted:
+                started = time.perf_counter()
+                data = encrypt_pdf(pdf.data, password or "")
+                encrypt_ms += (time.perf_counter() - started) * 1000
+            filename = self._filename(order, spec, language, texts)
+            plain = pdf.data if keep_plain or not encrypted else None
+            attachments.append(RenderedAttachment(filename, data, pdf.pages, encrypted, plain))
         context = mail_context(
             order,
-            filename=filename,
-            password_explanation=self._password_explanation(language),
-            encrypted=password is not None,
+            shop=self._shop(order, chosen),
+            filenames=[attachment.filename for attachment in attachments],
+            password_explanation=self._password_explanation(texts.password_default, texts.password_generic),
+            encrypted=any(attachment.encrypted for attachment in attachments),
         )
-        templates = self._mail[language]
+        templates = chosen.mail[language]
         try:
             subject = " ".join(templates.subject.render(context).split())  # one line: no CR/LF
             text_body = templates.text.render(context).strip() + "\n"
@@ -159,25 +178,70 @@ class Renderer:
             subject=subject,
             text_body=text_body,
             html_body=html_body,
-            attachment_filename=filename,
-            pdf=data,
-            pages=pdf.pages,
-            render_ms=pdf.render_ms,
+            attachments=tuple(attachments),
+            render_ms=render_ms,
             encrypt_ms=encrypt_ms,
+            template_set=chosen.name,
+            language=language,
         )
 
-    def _password_explanation(self, language: str) -> str:
+    def validate(self) -> list[str]:
+        """Renders every set in every language with built-in sample orders (one page and several),
+        so a broken template stops a deploy instead of dead-lettering live events. Returns one
+        line per rendering; raises :class:`RenderError` naming the set, language and sample."""
+        from schemas.samples import sample_order
+
+        report = []
+        for name, chosen in self._sets.items():
+            for language in chosen.languages:
+                for sample, lines in (("one page", 2), ("several pages", 40)):
+                    order = sample_order(7, lines=lines)
+                    order["locale"] = language
+                    try:
+                        mail = self.render_mail(order, template_set=name)
+                    except RenderError as error:
+                        where = f"set {name!r}, {language}, {sample}"
+                        raise RenderError(error.reason, f"{where}: {error}") from error
+                    pages = ", ".join(f"{a.filename} {a.pages} p." for a in mail.attachments)
+                    report.append(f"{name} {language} {sample}: {pages}")
+        return report
+
+    def _html(
+        self, order: OrderCompleted, chosen: TemplateSet, spec: AttachmentTemplate, language: str
+    ) -> str:
+        texts = chosen.texts[language]
+        shop, logo = self._shop(order, chosen), self._logo(order, chosen)
+        build = document_context if spec.encrypted else public_context
+        try:
+            return spec.template[language].render(build(order, language, texts, shop=shop, logo=logo))
+        except Exception as exc:
+            raise RenderError("template_error", f"document template failed ({type(exc).__name__})") from exc
+
+    @staticmethod
+    def _filename(order: OrderCompleted, spec: AttachmentTemplate, language: str, texts: Any) -> str:
+        try:
+            return safe_filename(spec.filename.render(filename_context(order, language, texts)))
+        except Exception as exc:
+            raise RenderError("template_error", f"file name pattern failed ({type(exc).__name__})") from exc
+
+    def _shop(self, order: OrderCompleted, chosen: TemplateSet) -> str:
+        return (order.get("brand") or "").strip() or chosen.shop_name
+
+    def _logo(self, order: OrderCompleted, chosen: TemplateSet) -> bool:
+        """The set's logo, unless the event names a brand the set does not stand for."""
+        brand = (order.get("brand") or "").strip()
+        return chosen.has_logo and (not brand or self.set_for(order) == chosen.name != self.default_set)
+
+    def _password_explanation(self, default: str, generic: str) -> str:
         if self.password_hint:
             return self.password_hint
-        if self.password_policy.is_default:
-            return DEFAULT_PASSWORD_EXPLANATION[language]
-        return GENERIC_PASSWORD_EXPLANATION[language]
+        return default if self.password_policy.is_default else generic
 
-    def _pdf(self, html: str) -> _Pdf:
+    def _pdf(self, html: str, chosen: TemplateSet, stylesheets: tuple[CSS, ...]) -> _Pdf:
         started = time.perf_counter()
         try:
-            document = HTML(string=html, base_url=self._base_url, url_fetcher=self._fetcher).render(
-                font_config=self._fonts, stylesheets=[self._css]
+            document = HTML(string=html, base_url=chosen.base_url, url_fetcher=chosen.fetcher).render(
+                font_config=self._fonts, stylesheets=list(stylesheets)
             )
             data = document.write_pdf()
         except Exception as exc:

@@ -86,6 +86,7 @@ class DeliveryOutcome(TypedDict):
     recipient_domain: NotRequired[str | None]
     attachment_sha256: NotRequired[str | None]
     attachment_bytes: NotRequired[int | None]
+    attachment_count: NotRequired[int | None]
     render_ms: NotRequired[int | None]
     send_ms: NotRequired[int | None]
     trace_id: NotRequired[str | None]

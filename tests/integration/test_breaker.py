@@ -31,9 +31,10 @@ def test_dead_letter_breaker_stops_a_bad_deploy_and_reports_not_ready(
     settings = Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input)
     publish_orders(settings, Codec.from_directory(), [sample_order(s, lines=1) for s in range(800, 1000)])
     port = free_port()
-    # The "bad deploy": a password template that yields nothing usable for any order.
+    # The "bad deploy": an attachment limit no receipt fits in (a broken template would not even
+    # start: templates are validated first, see test_template_sets.py).
     service = start_service(
-        ORDERMAIL_PDF_PASSWORD_TEMPLATE="{{ order_id[:2] }}",
+        ORDERMAIL_MAX_ATTACHMENT_BYTES="1024",
         ORDERMAIL_DLQ_BREAKER_WINDOW="20",
         ORDERMAIL_DLQ_BREAKER_MIN_EVENTS="20",
         ORDERMAIL_MAX_IN_FLIGHT="8",

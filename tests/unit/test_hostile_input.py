@@ -162,8 +162,10 @@ def test_hostile_values_are_inert(
     with pikepdf.open(BytesIO(plain)) as document:
         assert len(document.attachments) == 0  # <link rel=attachment> had no effect
     # Template syntax is shown, never evaluated.
+    # A bidi override in another value reorders the extracted text: then only check it is inert.
+    reordered = any(re.search("[\u202a-\u202e\u2066-\u2069]", v) for v in chosen.values())
     for value in chosen.values():
-        if value in {"{{ 7*7 }}", "<script>alert(1)</script>"}:
+        if value in {"{{ 7*7 }}", "<script>alert(1)</script>"} and not reordered:
             # A narrow column may wrap it anywhere: compare without whitespace.
             assert re.sub(r"\s", "", value) in re.sub(r"\s", "", text)
     assert "LOOPLOOP" not in text

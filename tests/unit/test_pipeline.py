@@ -15,7 +15,7 @@ from consumer.outcomes import Inbound
 from consumer.pipeline import Pipeline, PipelineConfig
 from consumer.retry import RetrySchedule, RetryState
 from delivery import SendError, SendResult
-from rendering import RenderedMail, RenderError
+from rendering import RenderedAttachment, RenderedMail, RenderError
 from schemas import Codec, OrderCompleted
 from schemas.codec import load_schema
 from schemas.samples import sample_order
@@ -39,9 +39,8 @@ class FakeRenderer:
         self.active -= 1
         if self.error:
             raise RenderError(self.error)  # type: ignore[arg-type]
-        return RenderedMail(
-            "subject", "text", "<p>html</p>", "r.pdf", b"%PDF" + b"x" * self.pdf_size, 1, 5.0, 1.0
-        )
+        pdf = RenderedAttachment("r.pdf", b"%PDF" + b"x" * self.pdf_size, pages=1, encrypted=True)
+        return RenderedMail("subject", "text", "<p>html</p>", (pdf,), 5.0, 1.0, "default", "en")
 
 
 @dataclass

@@ -22,7 +22,7 @@ RUNAWAY = (
 def _runaway_templates(tmp_path: Path) -> Path:
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATE_DIR, templates)
-    receipt = templates / "receipt.html"
+    receipt = templates / "sets/default/receipt.html"
     receipt.write_text(RUNAWAY + receipt.read_text())
     return templates
 

@@ -26,7 +26,7 @@ from rendering import (
     harfbuzz_subset_available,
     weasyprint_uses_harfbuzz_subset,
 )
-from rendering.context import attachment_filename
+from rendering.context import safe_order_id
 from rendering.fetcher import AssetFetcher, FetchRefusedError, install_log_redaction
 from rendering.locales import Formatter, choose_language, minor_to_decimal
 from schemas.samples import sample_order
@@ -371,8 +371,8 @@ def test_subject_is_one_line_and_filename_is_safe(renderer: Renderer) -> None:
     assert "\r" not in mail.subject
     assert "\n" not in mail.subject
     assert mail.attachment_filename == "receipt-ORD-1_Bcc_evil_example_com.pdf"
-    assert attachment_filename("../../etc/passwd", "en") == "receipt-etc_passwd.pdf"
-    assert attachment_filename("ÓRDEN 7", "es") == "recibo-RDEN_7.pdf"
+    assert safe_order_id("../../etc/passwd") == "etc_passwd"
+    assert safe_order_id("ÓRDEN 7") == "RDEN_7"
 
 
 def test_rendered_mail_repr_hides_the_pdf_and_bodies(renderer: Renderer) -> None:
@@ -427,13 +427,13 @@ def assets(tmp_path: Path) -> Path:
 )
 def test_fetcher_refuses_everything_outside_the_assets(assets: Path, url: str) -> None:
     with pytest.raises(FetchRefusedError) as caught:
-        AssetFetcher(assets).fetch(url)
+        AssetFetcher([assets]).fetch(url)
     assert "etc" not in str(caught.value)
     assert "127.0.0.1" not in str(caught.value)
 
 
 def test_fetcher_refuses_path_traversal_and_remote_hosts(assets: Path) -> None:
-    fetcher = AssetFetcher(assets)
+    fetcher = AssetFetcher([assets])
     with pytest.raises(FetchRefusedError):
         fetcher.fetch(f"{assets.as_uri()}/../secret.txt")
     with pytest.raises(FetchRefusedError):
@@ -446,7 +446,7 @@ def test_fetcher_refuses_path_traversal_and_remote_hosts(assets: Path) -> None:
 
 
 def test_fetcher_serves_assets_and_data_urls(assets: Path) -> None:
-    fetcher = AssetFetcher(assets)
+    fetcher = AssetFetcher([assets])
     asset = fetcher.fetch(f"{assets.as_uri()}/logo.svg")
     assert asset.read().startswith(b"<svg")
     assert asset.content_type == "image/svg+xml"
@@ -470,7 +470,7 @@ def test_weasyprint_never_connects_and_logs_no_urls(assets: Path, caplog: pytest
         )
         with caplog.at_level(logging.DEBUG, logger="weasyprint"):
             pdf = HTML(
-                string=html, base_url=assets.parent.as_uri() + "/", url_fetcher=AssetFetcher(assets)
+                string=html, base_url=assets.parent.as_uri() + "/", url_fetcher=AssetFetcher([assets])
             ).write_pdf()
         with pytest.raises(TimeoutError):
             server.accept()
@@ -483,7 +483,17 @@ def test_weasyprint_never_connects_and_logs_no_urls(assets: Path, caplog: pytest
 
 
 def test_template_dir_is_packaged_with_its_assets() -> None:
-    for name in ("receipt.html", "receipt.css", "assets/logo.svg", "mail/en/body.txt", "mail/es/body.html"):
+    for name in (
+        "shared/base.css",
+        "shared/layouts/document.html",
+        "shared/assets/fonts/DejaVuSans.ttf",
+        "sets/default/set.toml",
+        "sets/default/receipt.html",
+        "sets/default/assets/logo.svg",
+        "sets/default/en/body.txt",
+        "sets/default/es/body.html",
+        "sets/nordic/returns.html",
+    ):
         assert (TEMPLATE_DIR / name).is_file(), name
 
 

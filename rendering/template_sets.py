@@ -1,0 +1,197 @@
+"""Template sets: one folder per brand (or event type), all sharing one folder of common parts.
+
+::
+
+    templates/
+      shared/              layouts/, partials/, base.css, assets/fonts/: used by every set
+      sets/<name>/
+        set.toml           default language, shop name, the attachments (template, file name, encrypted)
+        receipt.html ...   attachment templates, style.css, assets/
+        <language>/        subject.txt, body.txt, body.html, labels.toml (optional texts)
+
+Every file (template, stylesheet, asset) is looked up in the set first, then in ``shared/``: a
+set overrides what it needs and inherits the rest. An attachment template may also be given per
+language (``es/receipt.html`` before ``receipt.html``). The set's languages are its language
+folders; an event's locale picks one by truncation (``es-MX`` -> ``es``), else the set's
+default language. Texts: the built-in labels of ``messages.py`` for that language, then the
+language folder's ``labels.toml`` (keys, plus ``[codes]`` and ``[password]`` tables); a language
+without built-in labels must define them all (start-up validation finds any that are missing).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+from weasyprint import CSS
+
+from rendering.errors import RenderError
+from rendering.fetcher import AssetFetcher
+from rendering.messages import CODES, DEFAULT_PASSWORD_EXPLANATION, GENERIC_PASSWORD_EXPLANATION, LABELS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from weasyprint.text.fonts import FontConfiguration
+
+__all__ = ["AttachmentTemplate", "MailTemplates", "TemplateSet", "Texts", "load_sets", "safe_filename"]
+
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Texts:
+    labels: Mapping[str, str]
+    codes: Mapping[str, str]  # payment and shipping method codes -> names
+    password_default: str  # how the default password template forms the password
+    password_generic: str  # said when the operator's own template has no hint
+
+
+@dataclass(frozen=True)
+class MailTemplates:
+    subject: Template
+    text: Template
+    html: Template
+
+
+@dataclass(frozen=True)
+class AttachmentTemplate:
+    template: Mapping[str, Template]  # language -> template
+    filename: Template
+    encrypted: bool
+    stylesheets: tuple[CSS, ...]
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    name: str
+    default_language: str
+    shop_name: str
+    has_logo: bool
+    texts: Mapping[str, Texts]
+    mail: Mapping[str, MailTemplates]
+    attachments: tuple[AttachmentTemplate, ...]
+    fetcher: AssetFetcher
+    base_url: str
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(sorted(self.mail))
+
+    def language_for(self, tag: str) -> str:
+        """``es-MX`` -> ``es`` when the set has Spanish; its default language otherwise."""
+        parts = tag.replace("_", "-").lower().split("-")
+        while parts:
+            if "-".join(parts) in self.mail:
+                return "-".join(parts)
+            parts.pop()
+        return self.default_language
+
+
+def safe_filename(name: str) -> str:
+    """Letters, digits, ``.``, ``-`` and ``_`` only, ending in ``.pdf``."""
+    stem = _UNSAFE_FILENAME.sub("_", name.removesuffix(".pdf")).strip("._")[:80] or "document"
+    return f"{stem}.pdf"
+
+
+def load_sets(template_dir: Path, fonts: FontConfiguration) -> dict[str, TemplateSet]:
+    shared = template_dir / "shared"
+    folders = sorted(p for p in (template_dir / "sets").glob("*") if (p / "set.toml").is_file())
+    if not folders:
+        raise RenderError("template_error", f"no template sets in {template_dir / 'sets'}")
+    return {folder.name: _load_set(folder, shared, fonts) for folder in folders}
+
+
+def _load_set(folder: Path, shared: Path, fonts: FontConfiguration) -> TemplateSet:
+    where = f"template set {folder.name!r}"
+    try:
+        config = tomllib.loads((folder / "set.toml").read_text(encoding="utf-8"))
+        environment = _environment([folder, shared])
+        languages = sorted(p.name for p in folder.iterdir() if p.is_dir() and _LANGUAGE.match(p.name))
+        mail = {
+            language: MailTemplates(
+                environment.get_template(f"{language}/subject.txt"),
+                environment.get_template(f"{language}/body.txt"),
+                environment.get_template(f"{language}/body.html"),
+            )
+            for language in languages
+        }
+        texts = {language: _texts(folder / language / "labels.toml", language) for language in languages}
+        fetcher = AssetFetcher([folder, shared])
+        names = environment.overlay(autoescape=False)  # file names are not HTML
+        attachments = tuple(
+            AttachmentTemplate(
+                template={
+                    language: environment.select_template(
+                        [f"{language}/{spec['template']}", spec["template"]]
+                    )
+                    for language in languages
+                },
+                filename=names.from_string(spec["filename"]),
+                encrypted=bool(spec.get("encrypted", True)),
+                stylesheets=tuple(
+                    CSS(filename=_find(name, folder, shared), font_config=fonts, url_fetcher=fetcher)
+                    for name in spec.get("stylesheets", ["base.css", "style.css"])
+                ),
+            )
+            for spec in config["attachments"]
+        )
+        default_language = str(config.get("default_language", "en"))
+    except (OSError, KeyError, TypeError, ValueError, TemplateError, tomllib.TOMLDecodeError) as exc:
+        raise RenderError("template_error", f"{where}: {type(exc).__name__}: {exc}") from exc
+    if default_language not in mail:
+        raise RenderError(
+            "template_error", f"{where}: no folder for its default language {default_language!r}"
+        )
+    if not attachments:
+        raise RenderError("template_error", f"{where}: no attachments")
+    return TemplateSet(
+        name=folder.name,
+        default_language=default_language,
+        shop_name=str(config.get("shop_name", folder.name)),
+        has_logo=(folder / "assets/logo.svg").is_file() or (shared / "assets/logo.svg").is_file(),
+        texts=MappingProxyType(texts),
+        mail=MappingProxyType(mail),
+        attachments=attachments,
+        fetcher=fetcher,
+        base_url=folder.resolve().as_uri() + "/",
+    )
+
+
+def _environment(search_path: list[Path]) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(search_path),
+        autoescape=select_autoescape(
+            enabled_extensions=("html",), disabled_extensions=("txt",), default=True, default_for_string=True
+        ),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+def _find(name: str, *folders: Path) -> Path:
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"stylesheet {name!r} is neither in the set nor in shared/")
+
+
+def _texts(path: Path, language: str) -> Texts:
+    extra: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    codes = {**CODES.get(language, {}), **extra.pop("codes", {})}
+    password = extra.pop("password", {})
+    labels = {**LABELS.get(language, {}), **{k: str(v) for k, v in extra.items()}}
+    default = password.get("default", DEFAULT_PASSWORD_EXPLANATION.get(language))
+    generic = password.get("generic", GENERIC_PASSWORD_EXPLANATION.get(language))
+    if not default or not generic:
+        raise ValueError(f"{language}/labels.toml needs a [password] table with 'default' and 'generic'")
+    return Texts(MappingProxyType(labels), MappingProxyType(codes), str(default), str(generic))

@@ -1,0 +1,150 @@
+"""Template sets: selection by brand, locale fallback, shared parts, several attachments,
+unencrypted attachments without personal data, and start-up validation."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
+
+import pikepdf
+import pytest
+
+from consumer.assembly import validate_templates
+from consumer.render_pool import RenderConfig
+from rendering import TEMPLATE_DIR, Renderer, RenderError
+from rendering.messages import LABELS
+from schemas.samples import sample_order
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer()
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATE_DIR, copy)
+    return copy
+
+
+def _text(pdf: bytes, tmp_path: Path) -> str:
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def _order(locale: str, brand: str | None = None, lines: int = 2) -> Any:
+    order: Any = sample_order(11, lines=lines)
+    order["locale"], order["brand"] = locale, brand
+    return order
+
+
+def test_both_sets_render_multi_page_orders_in_both_languages(renderer: Renderer, tmp_path: Path) -> None:
+    for brand, documents in ((None, 1), ("Nordic", 2)):
+        for locale, word in (("en-GB", "Total"), ("es-MX", "Importe")):
+            order = _order(locale, brand, lines=40)
+            mail = renderer.render_mail(order, keep_plain=True)
+            assert len(mail.attachments) == documents
+            for attachment in mail.attachments:
+                assert attachment.pages >= 2
+                assert attachment.encrypted
+                with pytest.raises(pikepdf.PasswordError):
+                    pikepdf.open(BytesIO(attachment.data))
+                assert attachment.plain is not None
+                text = _text(attachment.plain, tmp_path)
+                assert mail.attachments[0].filename.split("-")[0] in {"receipt", "recibo"}
+                assert order["order_id"] in text
+            squashed = "".join(_text(mail.attachments[0].plain or b"", tmp_path).split()).lower()
+            assert word.lower() in squashed  # letter-spaced headings come out of pdftotext spaced
+
+
+def test_the_brand_picks_the_set_and_unknown_brands_get_the_default(renderer: Renderer) -> None:
+    assert renderer.set_for(_order("en", "Nordic")) == "nordic"
+    assert renderer.set_for(_order("en", "  NORDIC ")) == "nordic"
+    assert renderer.set_for(_order("en", "Acme Outdoor")) == "default"
+    assert renderer.set_for(_order("en")) == "default"
+    mail = renderer.render_mail(_order("es-ES", "Nordic"))
+    assert (mail.template_set, mail.language) == ("nordic", "es")
+    assert [a.filename.split("-")[0] for a in mail.attachments] == ["recibo", "devolucion"]
+    assert "recibo-" in mail.text_body
+    assert "devolucion-" in mail.text_body
+
+
+def test_locale_falls_back_to_the_language_then_the_sets_default(renderer: Renderer) -> None:
+    assert renderer.render_mail(_order("es-MX")).language == "es"
+    assert renderer.render_mail(_order("fr-FR")).language == "en"
+    assert renderer.render_mail(_order("ES")).language == "es"
+
+
+def test_a_new_language_needs_only_a_folder_with_its_texts(templates: Path) -> None:
+    german = templates / "sets/default/de"
+    shutil.copytree(templates / "sets/default/en", german)
+    (german / "subject.txt").write_text("{{ shop_name }}: Ihre Quittung für Bestellung {{ order_id }}\n")
+    labels = {"receipt": "Quittung", "total": "Gesamt", "file_prefix": "quittung"}
+    lines = [f'{key} = "{labels.get(key, value)}"' for key, value in LABELS["en"].items()]
+    lines += ["[password]", 'default = "Das Passwort ist ..."', 'generic = "Das Passwort ..."']
+    (german / "labels.toml").write_text("\n".join(lines) + "\n")
+    renderer = Renderer(templates)
+    mail = renderer.render_mail(_order("de-AT"))
+    assert mail.language == "de"
+    assert mail.subject.endswith(f"Ihre Quittung für Bestellung {_order('de')['order_id']}")
+    assert mail.attachment_filename.startswith("quittung-")
+    assert any("de " in line for line in renderer.validate())
+
+    (german / "labels.toml").write_text('receipt = "Quittung"\n')  # no built-in German texts to fall back on
+    with pytest.raises(RenderError) as caught:
+        Renderer(templates)
+    assert "password" in str(caught.value)
+
+
+def test_a_set_file_overrides_the_shared_one(templates: Path, tmp_path: Path) -> None:
+    layout = templates / "sets/default/layouts/document.html"
+    layout.parent.mkdir()
+    shared = (templates / "shared/layouts/document.html").read_text()
+    layout.write_text(shared.replace("{% block content %}", "OVERRIDDEN-LAYOUT {% block content %}"))
+    text = _text(Renderer(templates).render_pdf(_order("en")), tmp_path)
+    assert "OVERRIDDEN-LAYOUT" in text
+    assert "OVERRIDDEN-LAYOUT" not in _text(Renderer(templates).render_pdf(_order("en", "Nordic")), tmp_path)
+
+
+def test_an_unencrypted_attachment_never_sees_personal_data(templates: Path, tmp_path: Path) -> None:
+    folder = templates / "sets/default"
+    (folder / "leaflet.html").write_text(
+        '{% extends "layouts/document.html" %}{% block content %}<p>Care guide for {{ order_id }}</p>'
+        "{% endblock %}"
+    )
+    with (folder / "set.toml").open("a") as config:
+        config.write('\n[[attachments]]\ntemplate = "leaflet.html"\nfilename = "care-{{ order_id }}.pdf"\n')
+        config.write("encrypted = false\n")
+    order = _order("en")
+    mail = Renderer(templates).render_mail(order)
+    leaflet = mail.attachments[1]
+    assert (leaflet.filename, leaflet.encrypted) == (f"care-{order['order_id']}.pdf", False)
+    text = _text(leaflet.data, tmp_path)  # opens without a password
+    assert f"Care guide for {order['order_id']}" in text
+    assert order["customer"]["last_name"] not in text
+
+    (folder / "leaflet.html").write_text("<p>{{ billing.name }}</p>")  # tries to reach personal data
+    with pytest.raises(RenderError) as caught:
+        Renderer(templates).render_mail(order)
+    assert caught.value.reason == "template_error"
+
+
+def test_a_broken_template_stops_the_start_not_a_live_event(templates: Path) -> None:
+    subject = templates / "sets/nordic/es/subject.txt"
+    subject.write_text("{{ order_id }} {{ no_such_variable }}\n")
+    with pytest.raises(RenderError) as caught:
+        Renderer(templates).validate()
+    assert "'nordic', es" in str(caught.value)
+    with pytest.raises(SystemExit) as stopped:
+        validate_templates(RenderConfig(template_dir=templates))
+    assert "templates are broken" in str(stopped.value)
+    subject.write_text("{% if %}\n")  # does not even compile
+    with pytest.raises(RenderError):
+        Renderer(templates)
