@@ -82,6 +82,8 @@ def assemble(settings: Settings) -> Parts:
             max_attachment_bytes=settings.max_attachment_bytes,
             retry=settings.retry_schedule(),
             dkim=settings.dkim_signer(),
+            fetch_policy=settings.fetch_policy(),
+            password_for=render_config.password_policy().password_for,
         ),
         codec,
         render_pool,

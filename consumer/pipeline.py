@@ -15,8 +15,10 @@ import time
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
+import pikepdf
 from opentelemetry.trace import SpanKind
 
 from consumer.metrics import ENCRYPT_SECONDS, RENDER_SECONDS, SEND_SECONDS
@@ -42,7 +44,9 @@ from delivery import (
     message_id_for,
     to_bytes,
 )
-from rendering import RenderError
+from delivery.remote import FetchError, FetchPolicy, fetch_attachment
+from rendering import RenderedAttachment, RenderError, encrypt_pdf
+from rendering.template_sets import safe_filename
 from schemas import DecodeError, InvalidEvent, validate_order
 from schemas.codec import load_schema
 
@@ -72,6 +76,8 @@ class PipelineConfig:
     retry: RetrySchedule = field(default_factory=RetrySchedule)
     max_throttle_waits: int = 30  # then a throttled send counts as a transient failure
     dkim: DkimSigner | None = None
+    fetch_policy: FetchPolicy | None = None  # None: events may not carry remote attachments
+    password_for: Callable[[OrderCompleted], str] | None = None  # for fetched attachments
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,7 @@ class Pipeline:
                 order = self._decode(inbound)
             if self._is_handled(inbound, order["event_id"]):
                 return None
-            mail = await self._render(order)
+            mail = await self._with_fetched(order, await self._render(order))
             result, attempts = await self._send(order, mail, attempts)
         except _Stop as stop:
             if order is None and self._is_handled(inbound, inbound.surrogate_event_id()):
@@ -219,6 +225,32 @@ class Pipeline:
             raise _Stop(error.reason) from None
         RENDER_SECONDS.observe(mail.render_ms / 1000)
         ENCRYPT_SECONDS.observe(mail.encrypt_ms / 1000)
+        if _total_bytes(mail) > self._config.max_attachment_bytes:
+            raise _Stop("attachment_too_large", attachment_bytes=_total_bytes(mail))
+        return mail
+
+    async def _with_fetched(self, order: OrderCompleted, mail: RenderedMail) -> RenderedMail:
+        """Adds the event's remote attachments, fetched now (see ``delivery/remote.py``) and
+        encrypted with the customer's password like the rendered ones."""
+        remote = order.get("attachments") or []
+        if not remote:
+            return mail
+        policy, password_for = self._config.fetch_policy, self._config.password_for
+        if policy is None or password_for is None:
+            raise _Stop("attachment_forbidden")  # no host is allowed: nothing may be fetched
+        fetched = []
+        with step("fetch attachments") as span:
+            span.set_attribute("ordermail.attachments.fetched", len(remote))
+            try:
+                password = password_for(order)
+                for number, item in enumerate(remote, start=1):
+                    data = await fetch_attachment(item["url"], policy)
+                    encrypted, pages = await asyncio.to_thread(_encrypt_fetched, data, password)
+                    name = safe_filename(item.get("filename") or f"document-{number}.pdf")
+                    fetched.append(RenderedAttachment(name, encrypted, pages, encrypted=True))
+            except (FetchError, RenderError) as error:
+                raise _Stop(error.reason) from None
+        mail = replace(mail, attachments=(*mail.attachments, *fetched))
         if _total_bytes(mail) > self._config.max_attachment_bytes:
             raise _Stop("attachment_too_large", attachment_bytes=_total_bytes(mail))
         return mail
@@ -313,6 +345,15 @@ def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str) -> dict[
         "attachment_count": len(mail.attachments),
         "render_ms": round(mail.render_ms + mail.encrypt_ms),
     }
+
+
+def _encrypt_fetched(data: bytes, password: str) -> tuple[bytes, int]:
+    try:
+        with pikepdf.open(BytesIO(data)) as document:
+            pages = len(document.pages)
+    except pikepdf.PdfError:
+        raise FetchError("attachment_type", transient=False) from None
+    return encrypt_pdf(data, password), pages
 
 
 def _total_bytes(mail: RenderedMail) -> int:

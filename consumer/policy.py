@@ -42,6 +42,12 @@ POLICY: dict[str, Action] = {
     "weak_password": Action.REJECT,
     "encryption_failed": Action.REJECT,
     "attachment_too_large": Action.REJECT,
+    # attachments fetched from another system (delivery/remote.py): a bad URL or document is the
+    # event's fault (dead-lettered, replayable); an unreachable server may come back
+    "attachment_forbidden": Action.REJECT,
+    "attachment_type": Action.REJECT,
+    "attachment_unavailable": Action.REJECT,
+    "attachment_unreachable": Action.RETRY,
     "internal_error": Action.REJECT,
     "dkim_failed": Action.REJECT,
     # sending

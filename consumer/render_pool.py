@@ -61,15 +61,15 @@ class RenderConfig:
             password_hint=settings.password_hint,
         )
 
+    def password_policy(self) -> PasswordPolicy:
+        if self.password_template:
+            return PasswordPolicy(self.password_template, min_length=self.password_min_length)
+        return PasswordPolicy(min_length=self.password_min_length)
+
     def build(self) -> Renderer:
-        policy = (
-            PasswordPolicy(self.password_template, min_length=self.password_min_length)
-            if self.password_template
-            else PasswordPolicy(min_length=self.password_min_length)
-        )
         return Renderer(
             self.template_dir,
-            password_policy=policy,
+            password_policy=self.password_policy(),
             password_hint=self.password_hint,
             default_set=self.template_set,
         )

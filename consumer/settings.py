@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.retry import RetrySchedule
 from delivery import DkimSigner, SmtpConfig, TlsMode
+from delivery.remote import FetchPolicy
 
 __all__ = ["Settings", "kafka_passthrough"]
 
@@ -122,6 +123,29 @@ class Settings(BaseSettings):
     max_attachment_bytes: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_MAX_ATTACHMENT_BYTES"), ge=1024)
     ] = 7 * 1024 * 1024
+    # Attachments fetched from URLs in the event: none unless their hosts are listed here.
+    attachment_hosts: Annotated[str, Field(validation_alias=_env("ORDERMAIL_ATTACHMENT_HOSTS"))] = ""
+    attachment_timeout_s: Annotated[
+        float, Field(validation_alias=_env("ORDERMAIL_ATTACHMENT_TIMEOUT_S"), gt=0)
+    ] = 10.0
+    attachment_ca_file: Annotated[
+        Path | None, Field(validation_alias=_env("ORDERMAIL_ATTACHMENT_CA_FILE"))
+    ] = None
+    attachment_allow_private_addresses: Annotated[
+        bool, Field(validation_alias=_env("ORDERMAIL_ATTACHMENT_ALLOW_PRIVATE_ADDRESSES"))
+    ] = False
+
+    def fetch_policy(self) -> FetchPolicy | None:
+        hosts = frozenset(h.strip().lower() for h in self.attachment_hosts.split(",") if h.strip())
+        if not hosts:
+            return None
+        return FetchPolicy(
+            allowed_hosts=hosts,
+            max_bytes=self.max_attachment_bytes,
+            timeout_s=self.attachment_timeout_s,
+            ca_file=self.attachment_ca_file,
+            allow_private_addresses=self.attachment_allow_private_addresses,
+        )
 
     def smtp_config(self) -> SmtpConfig:
         return SmtpConfig(

@@ -54,6 +54,11 @@ class Totals(TypedDict):
     total_minor: int
 
 
+class RemoteAttachment(TypedDict):
+    url: str
+    filename: NotRequired[str | None]
+
+
 class OrderCompleted(TypedDict):
     event_id: str
     occurred_at: datetime
@@ -68,6 +73,7 @@ class OrderCompleted(TypedDict):
     payment_method: NotRequired[str | None]
     gift_message: NotRequired[str | None]
     brand: NotRequired[str | None]
+    attachments: NotRequired[list[RemoteAttachment] | None]
     channel: NotRequired[str | None]
 
 

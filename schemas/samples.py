@@ -133,6 +133,7 @@ def sample_order(seed: int, *, lines: int | None = None) -> OrderCompleted:
         "gift_message": rng.choice(_GIFT),
         "brand": None,
         "channel": rng.choice(["web", "app", "store"]),
+        "attachments": None,
     }
 
 
