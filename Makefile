@@ -35,6 +35,7 @@ demo: stack-up
 
 test: stack-up-registry lint
 	$(BIN)/ordermail schemas check
+	$(BIN)/ordermail templates check
 	$(BIN)/pytest
 
 unit: setup

@@ -1,4 +1,5 @@
-"""The ``ordermail`` command: ``run``, ``produce-sample``, ``render``, ``smtp-sink``."""
+"""The ``ordermail`` command: ``run``, ``produce-sample``, ``render``, ``preview``, ``smtp-sink``,
+``schemas check``, ``templates check``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,35 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("event", type=Path)
     render.add_argument("--out", type=Path, required=True)
     render.add_argument("--no-encrypt", action="store_true")
+    preview = commands.add_parser(
+        "preview", help="template authors: render a sample order to files, or a live page (--serve)"
+    )
+    preview.add_argument(
+        "--set", dest="template_set", metavar="NAME", help="template set (default: by the event's brand)"
+    )
+    preview.add_argument(
+        "--locale", metavar="TAG", help="locale tag replacing the event's, e.g. es-MX, en-GB"
+    )
+    source = preview.add_mutually_exclusive_group()
+    source.add_argument(
+        "--sample", default="0", type=_sample_name, metavar="N", help="sample seed, or 'long' (several pages)"
+    )
+    source.add_argument(
+        "--event", type=Path, metavar="FILE.json", help="an OrderCompleted event as JSON instead of a sample"
+    )
+    preview.add_argument(
+        "--out", type=Path, default=Path(".local/preview"), metavar="DIR", help="default: .local/preview"
+    )
+    preview.add_argument(
+        "--template-dir", type=Path, metavar="DIR", help="default: ORDERMAIL_TEMPLATE_DIR or the built-in"
+    )
+    preview.add_argument(
+        "--serve", action="store_true", help="a local page that re-renders on template edits"
+    )
+    preview.add_argument(
+        "--port", type=int, default=8040, metavar="P", help="with --serve (0: any free port)"
+    )
+    preview.add_argument("--host", default="127.0.0.1", help="with --serve")
     sink = commands.add_parser("smtp-sink", help="development SMTP server storing messages as .eml files")
     sink.add_argument("--port", type=int, default=2525)
     sink.add_argument("--host", default="127.0.0.1")
@@ -39,13 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     schemas.add_argument(
         "action", choices=["check"], help="validate, fingerprint, check BACKWARD compatibility"
     )
+    templates = commands.add_parser("templates", help="template tools")
+    templates.add_argument(
+        "action", choices=["check"], help="render every set in every language with sample orders"
+    )
+    templates.add_argument("--template-dir", type=Path, metavar="DIR", help="default: ORDERMAIL_TEMPLATE_DIR")
     args = parser.parse_args(argv)
     handler = {
         "run": _run,
         "produce-sample": _produce_sample,
         "render": _render,
+        "preview": _preview,
         "smtp-sink": _smtp_sink,
         "schemas": _schemas,
+        "templates": _templates,
     }
     return handler[args.command](args)
 
@@ -101,6 +139,34 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_name(value: str) -> str:
+    if value != "long" and not value.isdecimal():
+        raise argparse.ArgumentTypeError("a sample seed number, or 'long'")
+    return value
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from consumer.preview import preview_command
+    from consumer.render_pool import RenderConfig
+    from consumer.settings import Settings
+
+    config = RenderConfig.from_settings(Settings())  # the service's password template, hint, default set
+    return preview_command(
+        build_renderer=lambda folder: replace(config, template_dir=folder).build(),
+        template_dir=args.template_dir or config.template_dir,
+        sample_name=args.sample,
+        event=args.event,
+        template_set=args.template_set,
+        locale=args.locale,
+        out=args.out,
+        serve=args.serve,
+        host=args.host,
+        port=args.port,
+    )
+
+
 def _parse_timestamps(obj: dict[str, Any]) -> dict[str, Any]:
     """``occurred_at`` may be epoch milliseconds (as on the wire) or ISO 8601 text."""
     value = obj.get("occurred_at")
@@ -109,6 +175,24 @@ def _parse_timestamps(obj: dict[str, Any]) -> dict[str, Any]:
     elif isinstance(value, str):
         obj["occurred_at"] = datetime.fromisoformat(value)
     return obj
+
+
+def _templates(args: argparse.Namespace) -> int:
+    from consumer.render_pool import RenderConfig
+    from consumer.settings import Settings
+    from rendering import RenderError
+
+    config = RenderConfig.from_settings(Settings())
+    if args.template_dir:
+        config = replace(config, template_dir=args.template_dir)
+    try:
+        report = config.build().validate()
+    except RenderError as error:
+        print(f"templates: broken: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(report))
+    print(f"templates: ok ({len(report)} renderings)")
+    return 0
 
 
 def _schemas(_args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import pikepdf
 import pytest
 
 from consumer.assembly import validate_templates
+from consumer.cli import main
 from consumer.render_pool import RenderConfig
 from rendering import TEMPLATE_DIR, Renderer, RenderError
 from rendering.messages import LABELS
@@ -148,3 +149,11 @@ def test_a_broken_template_stops_the_start_not_a_live_event(templates: Path) -> 
     subject.write_text("{% if %}\n")  # does not even compile
     with pytest.raises(RenderError):
         Renderer(templates)
+
+
+def test_templates_check_names_what_is_broken(templates: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["templates", "check", "--template-dir", str(templates)]) == 0
+    assert "templates: ok (8 renderings)" in capsys.readouterr().out
+    (templates / "sets/default/receipt.html").write_text("{{ lines | no_such_filter }}")
+    assert main(["templates", "check", "--template-dir", str(templates)]) == 1
+    assert "templates: broken" in capsys.readouterr().err
