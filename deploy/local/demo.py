@@ -35,6 +35,7 @@ def main() -> int:
     codec = codec_for(settings)
     first_seed = int(time.time()) % 1_000_000 * 10  # new orders on every run
     orders = sample_orders(COUNT, first_seed=first_seed)
+    orders[1]["brand"] = "Nordic"  # the second brand's template set: receipt and returns form
     log_path = ROOT / ".local/demo-service.log"
     print(f"starting `ordermail run` (log: {log_path})")
     log_start = log_path.stat().st_size if log_path.exists() else 0
@@ -57,17 +58,19 @@ def main() -> int:
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(60)
-    header = ("order", "locale", "status", "reason", "pdf bytes", "render ms", "send ms")
-    print("\n{:<24} {:<6} {:<9} {:<14} {:>9} {:>9} {:>7}".format(*header))
+    header = ("order", "locale", "status", "reason", "pdfs", "pdf bytes", "render ms", "send ms")
+    print("\n{:<24} {:<6} {:<9} {:<14} {:>4} {:>9} {:>9} {:>7}".format(*header))
     locales = {order["order_id"]: order["locale"] for order in orders}
     for order_id in sorted(wanted):
         o = outcomes.get(order_id)
         if o is None:
             print(f"{order_id:<24} {'':<6} (no outcome yet)")
             continue
+        columns = (o.get("attachment_count"), o.get("attachment_bytes"), o.get("render_ms"), o.get("send_ms"))
+        count, size, render_ms, send_ms = (value or "" for value in columns)
         print(
             f"{order_id:<24} {locales.get(order_id, ''):<6} {o['status']:<9} {o['reason'] or '':<14} "
-            f"{o.get('attachment_bytes') or '':>9} {o.get('render_ms') or '':>9} {o.get('send_ms') or '':>7}"
+            f"{count:>4} {size:>9} {render_ms:>9} {send_ms:>7}"
         )
     outbox = os.environ["OUTBOX_DIR"]
     example = orders[0]
