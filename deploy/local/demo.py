@@ -23,6 +23,25 @@ ROOT = Path(__file__).resolve().parents[2]
 COUNT = 8
 
 
+def _final_outcomes(settings: Any, codec: Any, wanted: set[str], timeout_s: float) -> dict[str, Any]:
+    """The last outcome of each wanted order, once each has a final one (DEFERRED is not final)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = read_outcomes(
+            settings.bootstrap_servers,
+            settings.outcome_topic,
+            expected=None,
+            timeout_s=30,
+            codec=codec,
+            order_ids=wanted,
+        )
+        outcomes = {outcome["order_id"]: outcome for _, outcome in found}
+        final = {order_id for order_id, outcome in outcomes.items() if outcome["status"] != "DEFERRED"}
+        if final >= wanted or time.monotonic() > deadline:
+            return outcomes
+        time.sleep(0.5)  # the service is still working: look again shortly
+
+
 def main() -> int:
     os.environ.update(_stack_env())
     from consumer.assembly import codec_for
@@ -46,15 +65,7 @@ def main() -> int:
         publish_raw(settings, [(b"ORD-DEMO-POISON", b"this is not an Avro event")])
         print(f"published {COUNT} sample orders and 1 undecodable record to {settings.input_topic}")
         wanted = {order["order_id"] for order in orders} | {"ORD-DEMO-POISON"}
-        found = read_outcomes(
-            settings.bootstrap_servers,
-            settings.outcome_topic,
-            expected=len(wanted),
-            timeout_s=120,
-            codec=codec,
-            order_ids=wanted,
-        )
-        outcomes = {outcome["order_id"]: outcome for _, outcome in found}
+        outcomes = _final_outcomes(settings, codec, wanted, timeout_s=120)
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(60)
