@@ -157,3 +157,15 @@ def test_templates_check_names_what_is_broken(templates: Path, capsys: pytest.Ca
     (templates / "sets/default/receipt.html").write_text("{{ lines | no_such_filter }}")
     assert main(["templates", "check", "--template-dir", str(templates)]) == 1
     assert "templates: broken" in capsys.readouterr().err
+
+
+def test_the_trimmed_user_agent_stylesheet_is_in_use(renderer: Renderer, tmp_path: Path) -> None:
+    # The speed-up overrides a private WeasyPrint hook: an upgrade that drops it must be noticed.
+    from weasyprint import HTML
+
+    from rendering.renderer import _UA_STYLESHEET, _DocumentHTML
+
+    assert callable(getattr(HTML, "_ua_stylesheets", None))
+    assert _DocumentHTML(string="<p>x</p>")._ua_stylesheets() == [_UA_STYLESHEET]
+    text = _text(renderer.render_pdf(_order("en")), tmp_path)  # still a whole receipt
+    assert "Total" in text
