@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,14 +52,21 @@ def codec_for(settings: Settings) -> Codec:
 def assemble(settings: Settings) -> Parts:
     codec = codec_for(settings)
     render_config = RenderConfig.from_settings(settings)
-    validate_templates(render_config)
-    render_pool = RenderPool(
-        render_config,
-        workers=settings.render_workers,
-        max_documents_per_worker=settings.worker_max_documents,
-        max_rss_mb=settings.worker_max_rss_mb,
-        timeout_s=settings.render_timeout_s,
-    )
+    # The templates are checked while the render workers warm up (it waits on their pipes).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="template-check") as checker:
+        checked = checker.submit(validate_templates, render_config)
+        render_pool = RenderPool(
+            render_config,
+            workers=settings.render_workers,
+            max_documents_per_worker=settings.worker_max_documents,
+            max_rss_mb=settings.worker_max_rss_mb,
+            timeout_s=settings.render_timeout_s,
+        )
+        try:
+            checked.result()
+        except SystemExit:
+            render_pool.close()
+            raise
     publisher = OutcomePublisher(
         Producer(producer_config(settings)),
         codec,

@@ -225,7 +225,7 @@ class Renderer:
         report = []
         for name, chosen in self._sets.items():
             for language in chosen.languages:
-                for sample, lines in (("one page", 2), ("several pages", 40)):
+                for sample, lines in (("one page", 2), ("several pages", 15)):
                     order = sample_order(7, lines=lines)
                     order["locale"] = language
                     try:
