@@ -22,7 +22,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
 from consumer.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
 
@@ -69,28 +69,30 @@ class Handover:
         committed = consumer.committed([TopicPartition(t, p) for t, p in sorted(due)], timeout=10)
         ends = self._ledger.end_offsets({p for _, p in due})
         starts: dict[int, int] = {}
-        anchors: set[TopicPartitionKey] = set()
+        anchors: dict[TopicPartitionKey, int] = {}
         for tp in committed:
             key = (tp.topic, tp.partition)
             self._tracker.note_outcome_end(key, ends[tp.partition])  # our outcomes come after it
             start = parse_metadata(tp.metadata) if tp.offset >= 0 else None
             if start is not None:
                 starts[tp.partition] = start
-                continue
-            position = tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(tp, timeout=10)[0]
-            self._tracker.anchor(key, position)
-            anchors.add(key)
+            else:
+                anchors[key] = tp.offset  # negative: never committed, starts at the beginning
+        beginnings = _offsets(
+            consumer, [key for key, offset in anchors.items() if offset < 0], OFFSET_BEGINNING
+        )
+        for key, offset in anchors.items():
+            self._tracker.anchor(key, offset if offset >= 0 else beginnings[key])
         handled = self._ledger.load(starts, ends)
-        for partition in (p for p, n in handled.items() if n):
-            key = next(tp for tp in due if tp[1] == partition)
-            input_end = consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)[1]
-            self._tracker.inherit(key, starts[partition], input_end)
+        inherited = [key for key in due if handled.get(key[1])]
+        for key, input_end in _offsets(consumer, inherited, OFFSET_END).items():
+            self._tracker.inherit(key, starts[key[1]], input_end)
         for key in due:
             del self._waiting[key]
-        self._anchoring |= anchors
+        self._anchoring |= set(anchors)
         found = {p: n for p, n in handled.items() if n}
         log.info("taking over", extra={"handled": found, "anchored": sorted(p for _, p in anchors)})
-        return due - anchors, anchors
+        return due - set(anchors), set(anchors)
 
     def anchored(self, tps: set[TopicPartitionKey]) -> set[TopicPartitionKey]:
         """Commits of these partitions were confirmed: returns those now free to consume."""
@@ -102,3 +104,11 @@ class Handover:
         for tp in tps:
             self._waiting.pop(tp, None)
         self._anchoring -= tps
+
+
+def _offsets(consumer: Consumer, keys: list[TopicPartitionKey], which: int) -> dict[TopicPartitionKey, int]:
+    """First (``OFFSET_BEGINNING``) or end (``OFFSET_END``) offsets, in one request."""
+    if not keys:
+        return {}
+    answer = consumer.offsets_for_times([TopicPartition(t, p, which) for t, p in keys], timeout=10)
+    return {(tp.topic, tp.partition): tp.offset for tp in answer}

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from consumer.outcomes import OUTCOME_SCHEMA
 from schemas import DecodeError
@@ -44,10 +44,9 @@ class Ledger:
         return event_id in self._handled.get(partition, ())
 
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
-        return {
-            p: int(self._reader.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10)[1])
-            for p in partitions
-        }
+        """One request for all partitions (``OFFSET_END`` asks for the end)."""
+        wanted = [TopicPartition(self._topic, p, OFFSET_END) for p in sorted(partitions)]
+        return {tp.partition: tp.offset for tp in self._reader.offsets_for_times(wanted, timeout=10)}
 
     def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
         """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""

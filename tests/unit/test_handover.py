@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, TopicPartition
 
 from consumer.handover import Handover
 from consumer.offsets import OffsetTracker, format_metadata, parse_metadata
@@ -26,8 +26,13 @@ class FakeConsumer:
             for tp in partitions
         ]
 
-    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
-        return self._watermarks[tp.partition]
+    def offsets_for_times(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        """Only the logical offsets: OFFSET_BEGINNING (-2) and OFFSET_END (-1)."""
+        low_or_high = {OFFSET_BEGINNING: 0, OFFSET_END: 1}
+        return [
+            TopicPartition(tp.topic, tp.partition, self._watermarks[tp.partition][low_or_high[tp.offset]])
+            for tp in partitions
+        ]
 
 
 class FakeLedger:
