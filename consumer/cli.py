@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 __all__ = ["main"]
 
@@ -121,12 +118,17 @@ def _produce_sample(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from consumer.preview import PreviewError, load_event
     from consumer.render_pool import RenderConfig
     from consumer.settings import Settings
     from rendering import RenderError
     from schemas import InvalidEvent, validate_order
 
-    order = json.loads(args.event.read_text(encoding="utf-8"), object_hook=_parse_timestamps)
+    try:
+        order = load_event(args.event)
+    except PreviewError as error:
+        print(f"ordermail render: {error}", file=sys.stderr)
+        return 2
     try:
         validate_order(order)
         renderer = RenderConfig.from_settings(Settings()).build()
@@ -165,16 +167,6 @@ def _preview(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
     )
-
-
-def _parse_timestamps(obj: dict[str, Any]) -> dict[str, Any]:
-    """``occurred_at`` may be epoch milliseconds (as on the wire) or ISO 8601 text."""
-    value = obj.get("occurred_at")
-    if isinstance(value, int):
-        obj["occurred_at"] = datetime.fromtimestamp(value / 1000).astimezone()
-    elif isinstance(value, str):
-        obj["occurred_at"] = datetime.fromisoformat(value)
-    return obj
 
 
 def _templates(args: argparse.Namespace) -> int:

@@ -167,7 +167,7 @@ class Pipeline:
                 order = self._decode(inbound)
             if self._is_handled(inbound, order["event_id"]):
                 return None
-            mail = await self._with_fetched(order, await self._render(order))
+            mail = self._within_size(await self._with_fetched(order, await self._render(order)))
             result, attempts = await self._send(order, mail, attempts)
         except _Stop as stop:
             if order is None and self._is_handled(inbound, inbound.surrogate_event_id()):
@@ -225,8 +225,6 @@ class Pipeline:
             raise _Stop(error.reason) from None
         RENDER_SECONDS.observe(mail.render_ms / 1000)
         ENCRYPT_SECONDS.observe(mail.encrypt_ms / 1000)
-        if _total_bytes(mail) > self._config.max_attachment_bytes:
-            raise _Stop("attachment_too_large", attachment_bytes=_total_bytes(mail))
         return mail
 
     async def _with_fetched(self, order: OrderCompleted, mail: RenderedMail) -> RenderedMail:
@@ -250,7 +248,10 @@ class Pipeline:
                     fetched.append(RenderedAttachment(name, encrypted, pages, encrypted=True))
             except (FetchError, RenderError) as error:
                 raise _Stop(error.reason) from None
-        mail = replace(mail, attachments=(*mail.attachments, *fetched))
+        return replace(mail, attachments=(*mail.attachments, *fetched))
+
+    def _within_size(self, mail: RenderedMail) -> RenderedMail:
+        """All attachments together, rendered and fetched, must fit the relay's message limit."""
         if _total_bytes(mail) > self._config.max_attachment_bytes:
             raise _Stop("attachment_too_large", attachment_bytes=_total_bytes(mail))
         return mail

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from jinja2 import Environment
@@ -114,13 +115,21 @@ def sample(name: str) -> OrderCompleted:
 
 def load_event(path: Path) -> OrderCompleted:
     """An ``OrderCompleted`` event from JSON (``occurred_at`` in epoch milliseconds or ISO 8601)."""
-    from consumer.cli import _parse_timestamps
-
     try:
         order: OrderCompleted = json.loads(path.read_text(encoding="utf-8"), object_hook=_parse_timestamps)
     except (OSError, ValueError) as exc:
         raise PreviewError("invalid_event_file", f"{path.name}: {type(exc).__name__}: {exc}") from None
     return order
+
+
+def _parse_timestamps(obj: dict[str, Any]) -> dict[str, Any]:
+    """``occurred_at`` may be epoch milliseconds (as on the wire) or ISO 8601 text."""
+    value = obj.get("occurred_at")
+    if isinstance(value, int):
+        obj["occurred_at"] = datetime.fromtimestamp(value / 1000).astimezone()
+    elif isinstance(value, str):
+        obj["occurred_at"] = datetime.fromisoformat(value)
+    return obj
 
 
 def render_preview(

@@ -152,11 +152,11 @@ class Renderer:
         displayable("")  # reads the font's character map once
         self._pdf(_WARM_UP_HTML, self._sets[self.default_set], ())
 
-    def render_html(self, order: OrderCompleted, *, template_set: str | None = None, index: int = 0) -> str:
-        """One attachment's HTML (the first, the receipt, by default)."""
+    def render_html(self, order: OrderCompleted, *, template_set: str | None = None) -> str:
+        """The main document's (the receipt's) HTML."""
         chosen = self._sets[template_set or self.set_for(order)]
         language = chosen.language_for(order["locale"])
-        return self._html(order, chosen, chosen.attachments[index], language)
+        return self._html(order, chosen, chosen.attachments[0], language)
 
     def render_pdf(self, order: OrderCompleted, *, template_set: str | None = None) -> bytes:
         """The main document (the receipt) as an unencrypted PDF."""

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
+def _all_committed(bootstrap: str, topics: Topics) -> bool:
+    committed, ends = committed_and_end(bootstrap, topics.group, topics.input)
+    return all(committed[p] == end for p, end in ends.items())
+
+
 def test_events_handled_before_a_crash_are_not_mailed_again(
     kafka_bootstrap: str,
     topics: Topics,
@@ -57,12 +62,7 @@ def test_events_handled_before_a_crash_are_not_mailed_again(
 
     # Run 3 receives the 20 again and recognises every one of them.
     start_service()
-
-    def all_committed() -> bool:
-        committed, ends = committed_and_end(kafka_bootstrap, topics.group, topics.input)
-        return all(committed[p] == end for p, end in ends.items())
-
-    wait_until(all_committed, 60)
+    wait_until(lambda: _all_committed(kafka_bootstrap, topics), 60)
     assert len(smtp_sink.messages()) == 30  # one e-mail per order, none twice
     outcomes = read_outcomes(kafka_bootstrap, topics.outcome, expected=31, timeout_s=5)
     assert len(outcomes) == 30
@@ -90,11 +90,6 @@ def test_a_new_group_killed_before_its_first_commit_mails_nobody_twice(
 
     # The next member reads the outcomes from the anchors and recognises every event.
     start_service()
-
-    def all_committed() -> bool:
-        committed, ends = committed_and_end(kafka_bootstrap, topics.group, topics.input)
-        return all(committed[p] == end for p, end in ends.items())
-
-    wait_until(all_committed, 60)
+    wait_until(lambda: _all_committed(kafka_bootstrap, topics), 60)
     assert len(smtp_sink.messages()) == 20
     assert (tmp_path / "service-1.log").read_text().count("already handled: skipped") == 20
