@@ -6,7 +6,7 @@
       "template_error"     a template (receipt, mail or password) failed to load or render
       "render_error"       WeasyPrint failed to turn the HTML into a PDF
       "weak_password"      the PDF password for this order breaks the password policy
-      "encryption_failed"  pikepdf failed, or the encrypted PDF did not pass its re-open check
+      "encryption_failed"  qpdf failed, or the encrypted PDF did not pass its check
 
 Messages never carry event values (names, addresses, the password): they may end up in logs.
 """

@@ -495,31 +495,3 @@ def test_template_dir_is_packaged_with_its_assets() -> None:
         "sets/nordic/returns.html",
     ):
         assert (TEMPLATE_DIR / name).is_file(), name
-
-
-@pytest.mark.parametrize(
-    ("encryption", "problem"),
-    [
-        (None, "no encryption dictionary"),
-        ({"R": 4, "aes": True}, "not security handler revision 6"),
-        ({"R": 6, "aes": True, "user": ""}, "the PDF opens without a password"),
-    ],
-)
-def test_the_fail_closed_check_catches_weaker_output(
-    encryption: dict[str, object] | None, problem: str
-) -> None:
-    from io import BytesIO
-
-    import pikepdf
-
-    from rendering.encrypt import _check
-
-    plain = Renderer().render_pdf(sample_order(2))
-    with pikepdf.open(BytesIO(plain)) as document:
-        output = BytesIO()
-        if encryption is None:
-            document.save(output)
-        else:
-            settings = {"owner": "owner-secret", "user": "12345-6789", **encryption}
-            document.save(output, encryption=pikepdf.Encryption(**settings))  # type: ignore[arg-type]
-    assert _check(output.getvalue()) == problem
