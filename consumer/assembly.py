@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ordermail.assembly")
 
-__all__ = ["Parts", "assemble", "codec_for"]
+__all__ = ["Parts", "assemble", "codec_for", "start_render_pool"]
 
 
 @dataclass(frozen=True)
@@ -52,21 +51,7 @@ def codec_for(settings: Settings) -> Codec:
 def assemble(settings: Settings) -> Parts:
     codec = codec_for(settings)
     render_config = RenderConfig.from_settings(settings)
-    # The templates are checked while the render workers warm up (it waits on their pipes).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="template-check") as checker:
-        checked = checker.submit(validate_templates, render_config)
-        render_pool = RenderPool(
-            render_config,
-            workers=settings.render_workers,
-            max_documents_per_worker=settings.worker_max_documents,
-            max_rss_mb=settings.worker_max_rss_mb,
-            timeout_s=settings.render_timeout_s,
-        )
-        try:
-            checked.result()
-        except SystemExit:
-            render_pool.close()
-            raise
+    render_pool = start_render_pool(render_config, settings)
     publisher = OutcomePublisher(
         Producer(producer_config(settings)),
         codec,
@@ -111,11 +96,20 @@ def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], bo
     return handled
 
 
-def validate_templates(config: RenderConfig) -> None:
-    """Every template set renders in every language before anything is consumed: a broken
-    template stops the deploy (the pod never gets ready) instead of dead-lettering live events."""
+def start_render_pool(config: RenderConfig, settings: Settings) -> RenderPool:
+    """The render workers, warm, having rendered every template set in every language between
+    them before anything is consumed: a broken template stops the deploy (the pod never gets
+    ready) instead of dead-lettering live events."""
     try:
-        report = config.build().validate()
+        pool = RenderPool(
+            config,
+            workers=settings.render_workers,
+            max_documents_per_worker=settings.worker_max_documents,
+            max_rss_mb=settings.worker_max_rss_mb,
+            timeout_s=settings.render_timeout_s,
+            check_templates=True,
+        )
     except RenderError as error:
         raise SystemExit(f"templates are broken: {error}") from None
-    log.info("templates valid", extra={"renderings": len(report)})
+    log.info("templates valid", extra={"renderings": len(pool.template_report)})
+    return pool

@@ -46,7 +46,7 @@ from delivery import (
 )
 from delivery.remote import FetchError, FetchPolicy, fetch_attachment
 from rendering import RenderedAttachment, RenderError, encrypt_pdf
-from rendering.template_sets import safe_filename
+from rendering.documents import safe_filename
 from schemas import DecodeError, InvalidEvent, validate_order
 from schemas.codec import load_schema
 

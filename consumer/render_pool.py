@@ -2,7 +2,9 @@
 
 PDF rendering is CPU work that holds the GIL, so it runs in processes (one per core by
 default). Each worker is spawned (not forked: the parent runs librdkafka threads), warms up
-once (fonts, templates, CSS, one sample receipt) and then renders one order at a time. A worker
+once (fonts, templates, CSS, one sample receipt) and then renders one order at a time. With
+``check_templates``, the first workers also share out the start-up template check
+(:meth:`Renderer.validate`) while warming up, so the main process never loads WeasyPrint. A worker
 is replaced when it has rendered ``max_documents``, when its resident memory passes
 ``max_rss_mb``, when it crashes, or when one render takes longer than ``timeout_s`` (it is
 killed: a runaway render must not hang the service). A pool of our own instead of
@@ -20,20 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rendering import (
-    DEFAULT_SET,
-    TEMPLATE_DIR,
-    PasswordPolicy,
-    RenderedMail,
-    Renderer,
-    RenderError,
-    encrypt_pdf,
-)
+from rendering import DEFAULT_SET, TEMPLATE_DIR, PasswordPolicy, RenderedMail, RenderError, encrypt_pdf
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from consumer.settings import Settings
+    from rendering import Renderer
     from schemas import OrderCompleted
 
 __all__ = ["PoolStats", "RenderConfig", "RenderPool"]
@@ -67,6 +62,8 @@ class RenderConfig:
         return PasswordPolicy(min_length=self.password_min_length)
 
     def build(self) -> Renderer:
+        from rendering import Renderer  # loads WeasyPrint: only where documents are rendered
+
         return Renderer(
             self.template_dir,
             password_policy=self.password_policy(),
@@ -88,15 +85,21 @@ class _Timeout(Exception):
     pass
 
 
-def _worker_main(connection: Connection, config: RenderConfig) -> None:
-    """Runs in the worker process: warm up, then render orders until told to stop (None)."""
+def _worker_main(connection: Connection, config: RenderConfig, share: tuple[int, int] | None) -> None:
+    """Runs in the worker process: warm up (and check its ``share`` of the templates), then
+    render orders until told to stop (None)."""
     from schemas.samples import sample_order
 
-    renderer = config.build()
+    try:
+        renderer = config.build()
+        report = renderer.validate(share) if share else []
+    except RenderError as error:
+        connection.send(("broken", str(error), _rss_mb()))
+        return
     # A first real layout and encryption load the remaining fonts, glyphs and crypto code. The
     # password policy is left out: a misconfigured one is reported per event, not here.
     encrypt_pdf(renderer.render_mail(sample_order(0), encrypt=False).pdf, "warm-up-password")
-    connection.send(("ready", None, _rss_mb()))
+    connection.send(("ready", report, _rss_mb()))
     while (order := connection.recv()) is not None:
         try:
             reply: tuple[str, Any, float] = ("ok", renderer.render_mail(order), 0.0)
@@ -118,22 +121,34 @@ def _rss_mb() -> float:
 
 
 class _Worker:
-    def __init__(self, config: RenderConfig) -> None:
+    def __init__(self, config: RenderConfig, share: tuple[int, int] | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_worker_main, args=(child, config), name="render-worker", daemon=True
+            target=_worker_main, args=(child, config, share), name="render-worker", daemon=True
         )
         self.process.start()
         child.close()
         self.documents = 0
         self.rss_mb = 0.0
 
-    def wait_ready(self) -> None:
-        if not self.connection.poll(START_TIMEOUT_S):
+    def wait_ready(self) -> list[str]:
+        """The worker's template check report; raises RenderError when its templates are broken."""
+        try:
+            if not self.connection.poll(START_TIMEOUT_S):
+                raise RuntimeError("render worker did not start")
+            status, payload, self.rss_mb = self.connection.recv()
+        except (EOFError, OSError):
             self.kill()
-            raise RuntimeError("render worker did not start")
-        _, _, self.rss_mb = self.connection.recv()
+            raise RuntimeError("render worker died while starting") from None
+        except RuntimeError:
+            self.kill()
+            raise
+        if status == "broken":
+            self.kill()
+            raise RenderError("template_error", payload)
+        report: list[str] = payload
+        return report
 
     def call(self, order: OrderCompleted, timeout_s: float) -> tuple[str, Any]:
         """Blocking: runs in one of the pool's threads."""
@@ -168,6 +183,7 @@ class RenderPool:
         max_documents_per_worker: int = 500,
         max_rss_mb: float = 250.0,
         timeout_s: float = 30.0,
+        check_templates: bool = False,
     ) -> None:
         self._config = config
         self._max_documents = max_documents_per_worker
@@ -175,9 +191,15 @@ class RenderPool:
         self._timeout_s = timeout_s
         self.stats = PoolStats()
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-call")
-        self._workers = [_Worker(config) for _ in range(workers)]  # started in parallel...
-        for worker in self._workers:
-            worker.wait_ready()  # ...then awaited: start-up takes one warm-up, not N
+        # Started in parallel, then awaited: start-up takes one warm-up, not N.
+        self._workers = [_Worker(config, (i, workers) if check_templates else None) for i in range(workers)]
+        self.template_report: list[str] = []
+        try:
+            for worker in self._workers:
+                self.template_report += worker.wait_ready()
+        except (RenderError, RuntimeError):
+            self.close()
+            raise
         self._idle: asyncio.Queue[_Worker] | None = None
         self._replacing: set[asyncio.Task[None]] = set()
 
@@ -233,7 +255,7 @@ class RenderPool:
             for attempt in range(1, 1000):
                 try:
                     fresh = await loop.run_in_executor(self._threads, self._replace, worker, graceful)
-                except RuntimeError:
+                except (RuntimeError, RenderError):
                     log.error("render worker failed to start (attempt %d)", attempt)
                     await asyncio.sleep(min(30, 2**attempt))
                     continue

@@ -7,11 +7,15 @@ also strip control characters and cap lengths, so event data can never create or
 from __future__ import annotations
 
 import re
+import secrets
 import unicodedata
 from dataclasses import dataclass
+from email.generator import BytesGenerator
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
+from email.policy import SMTP, SMTPUTF8, default
 from email.utils import format_datetime
+from io import BytesIO
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,6 +28,35 @@ MAX_SUBJECT = 200
 MAX_FILENAME = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ]+")
+_LINE_END = re.compile(r"\r\n|\r|\n")  # email.generator's own (its NLCRE)
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The stock registry builds a new header class on every lookup (~15 µs, ~40 lookups per
+    message, a third of composing one); these are the same classes, each built once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        built = self._built.get(key)
+        if built is None:
+            built = self._built[key] = super().__getitem__(name)
+        return built
+
+
+class _Generator(BytesGenerator):
+    """Writes a part's lines in one call instead of two per line (~700 calls per message)."""
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:  # the same bytes as the stock loop: each line ending becomes the policy's
+            self.write(self._NL.join(_LINE_END.split(lines)))  # type: ignore[attr-defined] # set by flatten()
+
+
+_HEADERS = _HeaderClasses()
+_COMPOSE, _WIRE, _WIRE_UTF8 = (policy.clone(header_factory=_HEADERS) for policy in (default, SMTP, SMTPUTF8))
 
 
 @dataclass(frozen=True)
@@ -49,7 +82,7 @@ def compose(
     message_id: str,
     date: datetime,
 ) -> EmailMessage:
-    message = EmailMessage()
+    message = EmailMessage(policy=_COMPOSE)
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = _single_line(subject)[:MAX_SUBJECT]
@@ -67,13 +100,22 @@ def compose(
             subtype=subtype,
             filename=safe_filename(attachment.filename),
         )
+    # Boundaries of our own: the generator would otherwise search every part for a free one.
+    # Random, and no base64 or quoted-printable line can start with "--=_".
+    boundary = f"=_ordermail_{secrets.token_hex(12)}"
+    message.set_boundary(f"{boundary}_mixed")
+    for part in message.iter_parts():
+        if part.is_multipart():
+            part.set_boundary(f"{boundary}_alternative")
     return message
 
 
 def to_bytes(message: EmailMessage) -> bytes:
     """The wire form (CRLF line ends); SMTPUTF8 only when an address needs it."""
     international = not all(str(message[header] or "").isascii() for header in ("From", "To"))
-    return message.as_bytes(policy=SMTPUTF8 if international else SMTP)
+    wire = BytesIO()
+    _Generator(wire, mangle_from_=False, policy=_WIRE_UTF8 if international else _WIRE).flatten(message)
+    return wire.getvalue()
 
 
 def safe_filename(name: str) -> str:

@@ -13,13 +13,21 @@ Templates come in sets (``templates/sets/<name>/``, see ``template_sets.py``); a
 
 Every failure is a :class:`RenderError` with a machine-readable ``reason``. Imports ``schemas``
 for types and sample orders only; never ``consumer`` or ``delivery``.
+
+``Renderer`` is imported on first use: it loads WeasyPrint (~0.6 s, ~60 MB), which only the
+render workers and the CLI's rendering commands need, never the service's main process.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from rendering.documents import DEFAULT_SET, TEMPLATE_DIR, RenderedAttachment, RenderedMail
 from rendering.encrypt import encrypt_pdf
 from rendering.errors import RenderError
 from rendering.fonts import harfbuzz_subset_available, weasyprint_uses_harfbuzz_subset
 from rendering.password import DEFAULT_PASSWORD_TEMPLATE, PasswordPolicy
-from rendering.renderer import DEFAULT_SET, TEMPLATE_DIR, RenderedAttachment, RenderedMail, Renderer
+
+if TYPE_CHECKING:
+    from rendering.renderer import Renderer
 
 __all__ = [
     "DEFAULT_PASSWORD_TEMPLATE",
@@ -34,3 +42,11 @@ __all__ = [
     "harfbuzz_subset_available",
     "weasyprint_uses_harfbuzz_subset",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Renderer":
+        from rendering.renderer import Renderer
+
+        return Renderer
+    raise AttributeError(f"module 'rendering' has no attribute {name!r}")

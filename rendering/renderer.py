@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -26,12 +25,13 @@ from weasyprint.css.counters import CounterStyle
 from weasyprint.text.fonts import FontConfiguration
 
 from rendering.context import document_context, filename_context, mail_context, public_context
+from rendering.documents import DEFAULT_SET, TEMPLATE_DIR, RenderedAttachment, RenderedMail, safe_filename
 from rendering.encrypt import encrypt_pdf
 from rendering.errors import RenderError
 from rendering.fetcher import install_log_redaction
 from rendering.fonts import displayable
 from rendering.password import PasswordPolicy
-from rendering.template_sets import TemplateSet, load_sets, safe_filename
+from rendering.template_sets import TemplateSet, load_sets
 
 if TYPE_CHECKING:
     from rendering.template_sets import AttachmentTemplate
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_SET", "TEMPLATE_DIR", "RenderedAttachment", "RenderedMail", "Renderer"]
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-DEFAULT_SET = "default"
 _WARM_UP_HTML = "<p>Warm-up 0123456789 <b>€ $ £ ¥ áéíóúñ</b></p>"
 _SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -67,42 +65,6 @@ class _DocumentHTML(HTML):  # type: ignore[misc] # WeasyPrint ships no type hint
 
     def _ua_stylesheets(self, forms: bool = False) -> list[CSS]:
         return [_UA_STYLESHEET]
-
-
-@dataclass(frozen=True)
-class RenderedAttachment:
-    filename: str
-    data: bytes = field(repr=False)  # encrypted when ``encrypted``
-    pages: int
-    encrypted: bool
-    plain: bytes | None = field(default=None, repr=False)  # the unencrypted PDF, only when asked for
-
-
-@dataclass(frozen=True)
-class RenderedMail:
-    """Everything the e-mail needs. The bodies carry no personal data; the attachments do."""
-
-    subject: str
-    text_body: str = field(repr=False)
-    html_body: str = field(repr=False)
-    attachments: tuple[RenderedAttachment, ...]
-    render_ms: float
-    encrypt_ms: float
-    template_set: str
-    language: str
-
-    # The first attachment is the main document (the receipt).
-    @property
-    def pdf(self) -> bytes:
-        return self.attachments[0].data
-
-    @property
-    def attachment_filename(self) -> str:
-        return self.attachments[0].filename
-
-    @property
-    def pages(self) -> int:
-        return sum(attachment.pages for attachment in self.attachments)
 
 
 class _Pdf(NamedTuple):
@@ -216,25 +178,31 @@ class Renderer:
             language=language,
         )
 
-    def validate(self) -> list[str]:
+    def validate(self, share: tuple[int, int] = (0, 1)) -> list[str]:
         """Renders every set in every language with built-in sample orders (one page and several),
         so a broken template stops a deploy instead of dead-lettering live events. Returns one
-        line per rendering; raises :class:`RenderError` naming the set, language and sample."""
+        line per rendering; raises :class:`RenderError` naming the set, language and sample.
+        ``share`` = (i, n): only every n-th rendering from the i-th (n workers split the work)."""
         from schemas.samples import sample_order
 
+        index, of = share
+        plan = [
+            (name, language, sample, lines)
+            for name, chosen in self._sets.items()
+            for language in chosen.languages
+            for sample, lines in (("one page", 2), ("several pages", 15))
+        ]
         report = []
-        for name, chosen in self._sets.items():
-            for language in chosen.languages:
-                for sample, lines in (("one page", 2), ("several pages", 15)):
-                    order = sample_order(7, lines=lines)
-                    order["locale"] = language
-                    try:
-                        mail = self.render_mail(order, template_set=name)
-                    except RenderError as error:
-                        where = f"set {name!r}, {language}, {sample}"
-                        raise RenderError(error.reason, f"{where}: {error}") from error
-                    pages = ", ".join(f"{a.filename} {a.pages} p." for a in mail.attachments)
-                    report.append(f"{name} {language} {sample}: {pages}")
+        for name, language, sample, lines in plan[index::of]:
+            order = sample_order(7, lines=lines)
+            order["locale"] = language
+            try:
+                mail = self.render_mail(order, template_set=name)
+            except RenderError as error:
+                where = f"set {name!r}, {language}, {sample}"
+                raise RenderError(error.reason, f"{where}: {error}") from error
+            pages = ", ".join(f"{a.filename} {a.pages} p." for a in mail.attachments)
+            report.append(f"{name} {language} {sample}: {pages}")
         return report
 
     def _html(

@@ -40,10 +40,9 @@ if TYPE_CHECKING:
 
     from weasyprint.text.fonts import FontConfiguration
 
-__all__ = ["AttachmentTemplate", "MailTemplates", "TemplateSet", "Texts", "load_sets", "safe_filename"]
+__all__ = ["AttachmentTemplate", "MailTemplates", "TemplateSet", "Texts", "load_sets"]
 
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
-_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,6 @@ class TemplateSet:
                 return "-".join(parts)
             parts.pop()
         return self.default_language
-
-
-def safe_filename(name: str) -> str:
-    """Letters, digits, ``.``, ``-`` and ``_`` only, ending in ``.pdf``."""
-    stem = _UNSAFE_FILENAME.sub("_", name.removesuffix(".pdf")).strip("._")[:80] or "document"
-    return f"{stem}.pdf"
 
 
 def load_sets(template_dir: Path, fonts: FontConfiguration) -> dict[str, TemplateSet]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 import pikepdf
 import pytest
 
-from consumer.assembly import validate_templates
+from consumer.assembly import start_render_pool
 from consumer.cli import main
 from consumer.render_pool import RenderConfig
+from consumer.settings import Settings
 from rendering import TEMPLATE_DIR, Renderer, RenderError
 from rendering.messages import LABELS
 from schemas.samples import sample_order
@@ -143,9 +145,11 @@ def test_a_broken_template_stops_the_start_not_a_live_event(templates: Path) -> 
     with pytest.raises(RenderError) as caught:
         Renderer(templates).validate()
     assert "'nordic', es" in str(caught.value)
-    with pytest.raises(SystemExit) as stopped:
-        validate_templates(RenderConfig(template_dir=templates))
+    settings = Settings(ORDERMAIL_TEMPLATE_DIR=templates, ORDERMAIL_RENDER_WORKERS=2)
+    with pytest.raises(SystemExit) as stopped:  # the workers check the templates between them
+        start_render_pool(RenderConfig.from_settings(settings), settings)
     assert "templates are broken" in str(stopped.value)
+    assert "'nordic', es" in str(stopped.value)
     subject.write_text("{% if %}\n")  # does not even compile
     with pytest.raises(RenderError):
         Renderer(templates)
@@ -169,3 +173,21 @@ def test_the_trimmed_user_agent_stylesheet_is_in_use(renderer: Renderer, tmp_pat
     assert _DocumentHTML(string="<p>x</p>")._ua_stylesheets() == [_UA_STYLESHEET]
     text = _text(renderer.render_pdf(_order("en")), tmp_path)  # still a whole receipt
     assert "Total" in text
+
+
+def test_the_workers_split_the_template_check_without_gaps_or_overlap() -> None:
+    renderer = Renderer()
+    everything = renderer.validate()
+    halves = renderer.validate((0, 2)) + renderer.validate((1, 2))
+    assert sorted(halves) == sorted(everything)
+    assert len(everything) == 8  # 2 sets x 2 languages x 2 samples
+
+
+def test_the_service_main_process_never_loads_weasyprint() -> None:
+    """Only the render workers (and the CLI's rendering commands) need it: ~0.6 s and ~60 MB."""
+    probe = (
+        "import sys, consumer.cli, consumer.service, consumer.assembly, consumer.pipeline;"
+        "print('weasyprint' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "False"
