@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.kafka_clients import producer_config
 from consumer.producing import ORDER_SCHEMA, publish_orders
+from consumer.render_pool import settle_after_warm_up
 from consumer.settings import Settings
 from consumer.topic_reader import OUTCOME_SCHEMA, read_outcomes
 from rendering import Renderer
@@ -67,6 +68,7 @@ def progress(label: str, done: int, total: int) -> None:
 def bench_render(count: int) -> dict[str, float]:
     renderer = Renderer()
     renderer.render_mail(one_page_order(0))
+    settle_after_warm_up()  # as each render worker does
     wall, cpu = [], []
     for i in range(count):
         started, cpu_started = time.perf_counter(), time.process_time()

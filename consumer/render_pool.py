@@ -14,6 +14,7 @@ killed: a runaway render must not hang the service). A pool of our own instead o
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from rendering import Renderer
     from schemas import OrderCompleted
 
-__all__ = ["PoolStats", "RenderConfig", "RenderPool"]
+__all__ = ["PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"]
 
 log = logging.getLogger("ordermail.render")
 START_TIMEOUT_S = 60.0
@@ -99,6 +100,7 @@ def _worker_main(connection: Connection, config: RenderConfig, share: tuple[int,
     # A first real layout and encryption load the remaining fonts, glyphs and crypto code. The
     # password policy is left out: a misconfigured one is reported per event, not here.
     encrypt_pdf(renderer.render_mail(sample_order(0), encrypt=False).pdf, "warm-up-password")
+    settle_after_warm_up()
     connection.send(("ready", report, _rss_mb()))
     while (order := connection.recv()) is not None:
         try:
@@ -108,6 +110,14 @@ def _worker_main(connection: Connection, config: RenderConfig, share: tuple[int,
         except Exception:  # noqa: BLE001 — reported as a classified failure, never as a crash
             reply = ("error", "render_error", 0.0)
         connection.send((reply[0], reply[1], _rss_mb()))
+
+
+def settle_after_warm_up() -> None:
+    """Moves everything built so far (fonts, templates, stylesheets, modules), which lives as
+    long as the process, out of the garbage collector's reach: each render leaves cycles that
+    trigger full collections, and those then no longer re-scan it (~5 % of render CPU)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _rss_mb() -> float:

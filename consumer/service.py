@@ -39,6 +39,7 @@ from consumer.metrics import (
 from consumer.offsets import OffsetTracker, TopicPartitionKey
 from consumer.outcomes import Inbound
 from consumer.pipeline import Done
+from consumer.render_pool import settle_after_warm_up
 
 if TYPE_CHECKING:
     from consumer.settings import Settings
@@ -104,6 +105,7 @@ class Service:
                 on_lost=self._on_lost,
             )
             self._subscribed = True
+            settle_after_warm_up()  # the service's own long-lived objects, as in the render workers
             log.info("consuming %s as group %s", settings.input_topic, settings.group_id)
             self._poll_until_stopped()
             self._drain()

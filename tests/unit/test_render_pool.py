@@ -4,6 +4,8 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,12 @@ def test_renderer_errors_pass_through_with_their_reason() -> None:
         assert pool.stats.crashed == pool.stats.timed_out == 0
     finally:
         pool.close()
+
+
+def test_settling_after_warm_up_freezes_what_was_built() -> None:
+    probe = (
+        "import gc; from consumer.render_pool import settle_after_warm_up as settle;"
+        "settle(); print(gc.get_freeze_count())"
+    )
+    frozen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert int(frozen.stdout) > 10_000  # the imported modules' objects, at least
