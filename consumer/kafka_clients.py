@@ -23,6 +23,11 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "max.poll.interval.ms": 300_000,
         "session.timeout.ms": 45_000,
+        # The longest an empty fetch waits on the broker. Requests on a connection are answered
+        # in order, so a partition just assigned or resumed (and an offset lookup) can wait
+        # behind one: 100 ms instead of the default 500 takes ~0.8 s off start-up, and the
+        # extra empty fetches while idle cost the broker next to nothing.
+        "fetch.wait.max.ms": 100,
         "client.id": "ordermail",
     }
     config.update(kafka_passthrough())

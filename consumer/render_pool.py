@@ -97,9 +97,10 @@ def _worker_main(connection: Connection, config: RenderConfig, share: tuple[int,
     except RenderError as error:
         connection.send(("broken", str(error), _rss_mb()))
         return
-    # A first real layout and encryption load the remaining fonts, glyphs and crypto code. The
-    # password policy is left out: a misconfigured one is reported per event, not here.
-    encrypt_pdf(renderer.render_mail(sample_order(0), encrypt=False).pdf, "warm-up-password")
+    if not report:  # the template check has already laid out and encrypted real documents
+        # A first real layout and encryption load the remaining fonts, glyphs and crypto code. The
+        # password policy is left out: a misconfigured one is reported per event, not here.
+        encrypt_pdf(renderer.render_mail(sample_order(0), encrypt=False).pdf, "warm-up-password")
     settle_after_warm_up()
     connection.send(("ready", report, _rss_mb()))
     while (order := connection.recv()) is not None:
