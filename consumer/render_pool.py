@@ -121,6 +121,11 @@ def settle_after_warm_up() -> None:
     gc.freeze()
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _rss_mb() -> float:
     try:
         with Path("/proc/self/statm").open() as statm:
@@ -161,11 +166,21 @@ class _Worker:
         report: list[str] = payload
         return report
 
-    def call(self, order: OrderCompleted, timeout_s: float) -> tuple[str, Any]:
-        """Blocking: runs in one of the pool's threads."""
-        self.connection.send(order)
-        if not self.connection.poll(timeout_s):
-            raise _Timeout
+    async def call(self, order: OrderCompleted, timeout_s: float) -> tuple[str, Any]:
+        """Sends the order and waits, in the event loop, until the answer is readable (no thread
+        hand-offs: they cost the service's main process more CPU than the call itself)."""
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+        fd = self.connection.fileno()
+        loop.add_reader(fd, _resolve, readable)
+        try:
+            self.connection.send(order)  # a few KB into an empty socket buffer: never blocks
+            await asyncio.wait_for(readable, timeout_s)
+        except TimeoutError:
+            raise _Timeout from None
+        finally:
+            loop.remove_reader(fd)
+        # Readable means the answer (written in one go) or end of file (the worker died: EOFError).
         status, payload, self.rss_mb = self.connection.recv()
         self.documents += 1
         return status, payload
@@ -201,7 +216,7 @@ class RenderPool:
         self._max_rss_mb = max_rss_mb
         self._timeout_s = timeout_s
         self.stats = PoolStats()
-        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-call")
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-replace")
         # Started in parallel, then awaited: start-up takes one warm-up, not N.
         self._workers = [_Worker(config, (i, workers) if check_templates else None) for i in range(workers)]
         self.template_report: list[str] = []
@@ -227,10 +242,7 @@ class RenderPool:
         worker = await idle.get()
         answered = retire = False
         try:
-            call = asyncio.get_running_loop().run_in_executor(
-                self._threads, worker.call, order, self._timeout_s
-            )
-            status, payload = await call
+            status, payload = await worker.call(order, self._timeout_s)
             answered = True
             retire = worker.documents >= self._max_documents or worker.rss_mb > self._max_rss_mb
         except _Timeout:
