@@ -6,6 +6,7 @@ Names follow the external contract (``KAFKA_BOOTSTRAP_SERVERS``, ``SMTP_*``, ``O
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,19 @@ KAFKA_CONFIG_PREFIX = "KAFKA_CONFIG_"
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
+
+
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU limit (a container's
+    ``limits.cpu``, rounded up), which ``os.cpu_count()`` does not see."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible: the affinity stands
+    return cpus
 
 
 class Settings(BaseSettings):
@@ -82,8 +96,8 @@ class Settings(BaseSettings):
         "default"
     )
 
-    render_workers: Annotated[int, Field(validation_alias=_env("ORDERMAIL_RENDER_WORKERS"), ge=1)] = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    render_workers: Annotated[int, Field(validation_alias=_env("ORDERMAIL_RENDER_WORKERS"), ge=1)] = Field(
+        default_factory=usable_cpus
     )
     worker_max_documents: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_WORKER_MAX_DOCUMENTS"), ge=1)

@@ -1,4 +1,6 @@
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +53,26 @@ def test_plaintext_smtp_is_warned_about(
 def test_retry_schedule_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORDERMAIL_RETRY_DELAYS_S", "1, 2.5,10")
     assert Settings().retry_schedule().delays_s == (1.0, 2.5, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [
+        ("max 100000\n", "affinity"),
+        ("150000 100000\n", 2),  # 1.5 CPUs -> 2 workers
+        ("50000 100000\n", 1),
+        ("100000000 100000\n", "affinity"),  # a limit above what the process may use anyway
+        ("garbage", "affinity"),
+        (None, "affinity"),  # no cgroup v2 file
+    ],
+)
+def test_default_workers_follow_a_cgroup_cpu_limit(
+    tmp_path: Path, cpu_max: str | None, expected: object
+) -> None:
+    from consumer.settings import usable_cpus
+
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(path) == (affinity if expected == "affinity" else min(affinity, int(str(expected))))
