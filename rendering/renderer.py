@@ -19,15 +19,18 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import cssselect2  # type: ignore[import-untyped] # no type hints
 import weasyprint.css
 from weasyprint import CSS, HTML
 from weasyprint.css.counters import CounterStyle
 from weasyprint.text.fonts import FontConfiguration
+from weasyprint.urls import URLFetcher
 
 from rendering.context import document_context, filename_context, mail_context, public_context
 from rendering.documents import DEFAULT_SET, TEMPLATE_DIR, RenderedAttachment, RenderedMail, safe_filename
 from rendering.encrypt import encrypt_pdf
 from rendering.errors import RenderError
+from rendering.fast_parse import parse_simple_html
 from rendering.fetcher import install_log_redaction
 from rendering.fonts import displayable
 from rendering.password import PasswordPolicy
@@ -61,7 +64,21 @@ _UA_STYLESHEET = _user_agent_stylesheet()
 
 
 class _DocumentHTML(HTML):  # type: ignore[misc] # WeasyPrint ships no type hints
-    """:class:`weasyprint.HTML` with the trimmed user-agent stylesheet (forms are never rendered)."""
+    """:class:`weasyprint.HTML` with the trimmed user-agent stylesheet (forms are never rendered)
+    and, for the documents it can, the C XML parser instead of the pure-Python HTML5 one (about
+    3 ms, 6 % of a one-page receipt's render time)."""
+
+    def __init__(self, *, string: str, base_url: str | None = None, url_fetcher: Any = None) -> None:
+        root = parse_simple_html(string)
+        if root is None:
+            super().__init__(string=string, base_url=base_url, url_fetcher=url_fetcher)
+            return
+        # What HTML.__init__ does after parsing (no <base> to look for: the fast path allows none).
+        self.base_url = str(base_url) if isinstance(base_url, Path) else base_url
+        self.url_fetcher = URLFetcher() if url_fetcher is None else url_fetcher
+        self.media_type = "print"
+        self.wrapper_element = cssselect2.ElementWrapper.from_html_root(root, content_language=None)
+        self.etree_element = self.wrapper_element.etree_element
 
     def _ua_stylesheets(self, forms: bool = False) -> list[CSS]:
         return [_UA_STYLESHEET]
