@@ -124,6 +124,16 @@ def test_encrypt_pdf_fails_closed(plain: bytes) -> None:
     assert garbage.value.reason == "encryption_failed"
 
 
+def test_a_pdf_qpdf_can_repair_is_encrypted_like_any_other(plain: bytes, tmp_path: Path) -> None:
+    """A fetched PDF with a wrong cross-reference offset: repaired, as pikepdf.open would."""
+    broken = re.sub(rb"startxref\n\d+", b"startxref\n123", plain)
+    assert broken != plain
+    path = tmp_path / "repaired.pdf"
+    path.write_bytes(encrypt_pdf(broken, "12345-6789"))
+    assert qpdf("--check", "--password=12345-6789", str(path)).returncode == 0
+    assert qpdf("--check", str(path)).returncode != 0
+
+
 def _pikepdf_output(plain: bytes, encryption: pikepdf.Encryption | None) -> bytes:
     with pikepdf.open(BytesIO(plain)) as document:
         output = BytesIO()
