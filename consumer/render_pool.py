@@ -150,16 +150,14 @@ class _Worker:
 
     def wait_ready(self) -> list[str]:
         """The worker's template check report; raises RenderError when its templates are broken."""
+        if not self.connection.poll(START_TIMEOUT_S):
+            self.kill()
+            raise RuntimeError("render worker did not start")
         try:
-            if not self.connection.poll(START_TIMEOUT_S):
-                raise RuntimeError("render worker did not start")
             status, payload, self.rss_mb = self.connection.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # readable because it died
             self.kill()
             raise RuntimeError("render worker died while starting") from None
-        except RuntimeError:
-            self.kill()
-            raise
         if status == "broken":
             self.kill()
             raise RenderError("template_error", payload)

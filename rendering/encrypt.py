@@ -136,10 +136,8 @@ def _check(encrypted: bytes, handler: SecurityHandler) -> str | None:
     ``/P``: then the data is encrypted with this document's key, which only the user password
     unlocks. Cheap (no password hashing); the tests prove the same with qpdf and poppler.
     """
-    if not encrypted.startswith(b"%PDF-") or _ENCRYPT_REFERENCE.search(encrypted) is None:
-        return "no encryption dictionary"
     marker = _STANDARD_HANDLER.search(encrypted)
-    if marker is None:
+    if not encrypted.startswith(b"%PDF-") or _ENCRYPT_REFERENCE.search(encrypted) is None or marker is None:
         return "no encryption dictionary"
     start = encrypted.rfind(b" obj", 0, marker.start())
     entries = encrypted[start : encrypted.find(b"endobj", marker.end())]
