@@ -42,7 +42,6 @@ from delivery import (
     SendResult,
     compose,
     message_id_for,
-    to_bytes,
 )
 from delivery.remote import FetchError, FetchPolicy, fetch_attachment
 from rendering import RenderedAttachment, RenderError, encrypt_pdf
@@ -259,7 +258,7 @@ class Pipeline:
     async def _send(self, order: OrderCompleted, mail: RenderedMail, attempts: int) -> tuple[SendResult, int]:
         """Quick tries with backoff; returns the result and the total attempts so far."""
         recipient = order["customer"]["email"]
-        message = compose(
+        data = compose(
             sender=self._config.mail_from,
             recipient=recipient,
             subject=mail.subject,
@@ -269,7 +268,6 @@ class Pipeline:
             message_id=message_id_for(order["event_id"], self._config.message_domain),
             date=datetime.now(UTC),
         )
-        data = to_bytes(message)
         if self._config.dkim is not None:
             try:
                 data = self._config.dkim.sign(data)

@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from jinja2 import Environment
 
-from delivery.message import Attachment, compose, message_id_for, to_bytes
+from delivery.message import Attachment, compose, message_id_for
 from rendering import Renderer, RenderError
 from schemas import InvalidEvent, OrderCompleted, validate_order
 from schemas.samples import sample_order
@@ -166,7 +166,7 @@ def render_preview(
         for number, image in enumerate(page_images(plain), start=1):
             files[f"page-{stem}-{number}.png"] = image
             pages.append(f"page-{stem}-{number}.png")
-    message = compose(
+    files["message.eml"] = compose(
         sender=SENDER,
         recipient=order["customer"]["email"],
         subject=mail.subject,
@@ -176,7 +176,6 @@ def render_preview(
         message_id=message_id_for(order["event_id"], _DOMAIN),
         date=datetime.now(UTC),
     )
-    files["message.eml"] = to_bytes(message)
     encrypted = any(attachment.encrypted for attachment in mail.attachments)
     return Preview(
         subject=mail.subject,

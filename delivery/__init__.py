@@ -4,7 +4,7 @@ Imports nothing else of ordermail's: it takes bodies, PDF bytes and addresses.
 """
 
 from delivery.dkim import DkimError, DkimSigner
-from delivery.message import Attachment, compose, message_id_for, to_bytes
+from delivery.message import Attachment, compose, message_id_for
 from delivery.smtp import SendError, SendResult, SmtpConfig, SmtpPool, TlsMode
 
 __all__ = [
@@ -18,5 +18,4 @@ __all__ = [
     "TlsMode",
     "compose",
     "message_id_for",
-    "to_bytes",
 ]

@@ -69,7 +69,7 @@ class SmtpPool:
         self._next_slot = 0.0
 
     async def send(self, message: bytes, *, sender: str, recipient: str) -> SendResult:
-        """Sends the finished message (see :func:`delivery.message.to_bytes`)."""
+        """Sends the finished message (see :func:`delivery.message.compose`)."""
         await self._pace()
         started = time.perf_counter()
         async with self._slots:

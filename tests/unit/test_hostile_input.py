@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from delivery import Attachment, compose, message_id_for, to_bytes
+from delivery import Attachment, compose, message_id_for
 from rendering import Renderer, RenderError
 from schemas.samples import sample_order
 
@@ -181,5 +181,5 @@ def test_hostile_values_are_inert(
         message_id=message_id_for(order["event_id"], "shop.example"),
         date=datetime.now(UTC),
     )
-    parsed = email.message_from_bytes(to_bytes(message), policy=policy.default)
+    parsed = email.message_from_bytes(message, policy=policy.default)
     assert {k.lower() for k in parsed} == EXPECTED_HEADERS

@@ -1,34 +1,75 @@
 import email
+import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime
 
 import pytest
 
 from delivery import Attachment, compose, message_id_for
-from delivery.message import safe_filename, to_bytes
+from delivery.message import MAX_SUBJECT, _single_line, safe_filename
 
 PDF = b"%PDF-1.7 encrypted bytes"
+FIELDS: dict[str, object] = {
+    "sender": "orders@shop.example",
+    "recipient": "lucia.garcia@example.com",
+    "subject": "Your order ORD-1",
+    "text": "Your receipt for order ORD-1 is attached.",
+    "html": "<p>Your receipt for order <b>ORD-1</b> is attached.</p>",
+    "attachments": [Attachment("recibo-ORD-1.pdf", PDF)],
+    "message_id": message_id_for("0b7f9a52-8f7e-4b8e-9d59-2f0a1c8f0e11", "shop.example"),
+    "date": datetime(2026, 11, 29, 10, 0, tzinfo=UTC),
+}
 
 
-def _compose(**overrides: object) -> email.message.EmailMessage:
-    fields: dict[str, object] = {
-        "sender": "orders@shop.example",
-        "recipient": "lucia.garcia@example.com",
-        "subject": "Your order ORD-1",
-        "text": "Your receipt for order ORD-1 is attached.",
-        "html": "<p>Your receipt for order <b>ORD-1</b> is attached.</p>",
-        "attachments": [Attachment("recibo-ORD-1.pdf", PDF)],
-        "message_id": message_id_for("0b7f9a52-8f7e-4b8e-9d59-2f0a1c8f0e11", "shop.example"),
-        "date": datetime(2026, 11, 29, 10, 0, tzinfo=UTC),
-    }
-    fields.update(overrides)
-    return compose(**fields)  # type: ignore[arg-type]
+def _compose(**overrides: object) -> bytes:
+    return compose(**{**FIELDS, **overrides})  # type: ignore[arg-type]
 
 
-def _parse(message: email.message.EmailMessage) -> email.message.EmailMessage:
-    parsed = email.message_from_bytes(message.as_bytes(policy=policy.SMTP), policy=policy.default)
-    assert isinstance(parsed, email.message.EmailMessage)
+def _parse(message: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(message, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
     return parsed
+
+
+def _with_the_standard_library(
+    *,
+    sender: str,
+    recipient: str,
+    subject: str,
+    text: str,
+    html: str,
+    attachments: Sequence[Attachment],
+    message_id: str,
+    date: datetime,
+    boundary: str,
+) -> bytes:
+    """The same message built the plain way: what compose must write, byte for byte."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = _single_line(subject)[:MAX_SUBJECT]
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    for attachment in attachments:
+        maintype, subtype = attachment.mime_type.split("/", 1)
+        message.add_attachment(
+            attachment.content,
+            maintype=maintype,
+            subtype=subtype,
+            filename=safe_filename(attachment.filename),
+        )
+    message.set_boundary(f"{boundary}_mixed")
+    for part in message.iter_parts():
+        if part.is_multipart():
+            part.set_boundary(f"{boundary}_alternative")
+    international = not (sender.isascii() and recipient.isascii())
+    return message.as_bytes(policy=policy.SMTPUTF8 if international else policy.SMTP)
 
 
 def test_structure_is_alternative_text_and_html_plus_pdf() -> None:
@@ -51,7 +92,7 @@ def test_message_id_is_deterministic_per_event() -> None:
 
 
 def test_non_ascii_filename_is_encoded_per_rfc_2231() -> None:
-    raw = _compose(attachments=[Attachment("квитанция-Ñandú-ORD-1.pdf", PDF)]).as_bytes(policy=policy.SMTP)
+    raw = _compose(attachments=[Attachment("квитанция-Ñandú-ORD-1.pdf", PDF)])
     assert b"filename*" in raw
     assert b"utf-8''" in raw  # RFC 2231 charset prefix (long names continue as filename*1*)
     assert _parse(_compose(attachments=[Attachment("квитанция-Ñandú-ORD-1.pdf", PDF)])).get_payload()[
@@ -94,30 +135,61 @@ def test_filenames_are_made_safe(name: str, expected: str) -> None:
     assert safe_filename(name) == expected
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {},
-        {
-            "subject": "Tu pedido ORD-1 — recibo ✓",
-            "text": "Línea 1\nLínea 2\r\n\n.\nfin",
-            "html": "<p>ñ</p>\n",
-        },
-        {"recipient": "lucía@ejemplo.es", "attachments": [Attachment("квитанция-ORD-1.pdf", PDF * 900)]},
-        {"attachments": [Attachment("a.pdf", PDF), Attachment("b.pdf", bytes(range(256)) * 40)]},
-    ],
-)
+CYRILLIC = "Ваш заказ оформлен, квитанция во вложении, спасибо за покупку в нашем магазине. " * 3
+WIRE_CASES: list[dict[str, object]] = [
+    {},
+    {"subject": "Tu pedido ORD-1 — recibo ✓", "text": "Línea 1\nLínea 2\r\n\n.\nfin", "html": "<p>ñ</p>\n"},
+    {"recipient": "lucía@ejemplo.es", "attachments": [Attachment("квитанция-ORD-1.pdf", PDF * 900)]},
+    {"attachments": [Attachment("a.pdf", PDF), Attachment("b.pdf", bytes(range(256)) * 40)]},
+    {"sender": "Tienda Ñandú <orders@shop.example>", "recipient": "=?utf-8?q?Luc=C3=ADa?= <l@example.com>"},
+    {"subject": "Order ORD-1\r\nBcc: victim@example.org \x1b[31m" + "x" * 300, "text": "", "html": "\r"},
+    {"text": "a" * 79 + "\n" + "b" * 500 + " \n\t\n", "html": "<p>" + "é" * 100 + "=</p>\n" * 12},
+    {"text": CYRILLIC + "\n" + CYRILLIC, "html": "\n".join([CYRILLIC] * 12)},  # base64 wins
+    {"attachments": [Attachment("R" * 150 + ".pdf", b""), Attachment("Kvittering ÆØÅ " * 9 + ".pdf", PDF)]},
+    {"attachments": [Attachment("notes.txt", b"plain", "text/plain"), Attachment("ORD-1.pdf", PDF * 3)]},
+    # ASCII names around the 78-character line where email starts folding
+    {"attachments": [Attachment(f"{'x' * n}.pdf", PDF) for n in (30, 31, 32)] + [Attachment("K 1.pdf", PDF)]},
+    {"recipient": "ana@example.com", "attachments": [Attachment("Receipt for ORD-1_2 of 3.pdf", PDF)]},
+    {"recipient": "lucía@ejemplo.es", "attachments": [Attachment(f"Receipt for ORD-1 {'z' * 60}.pdf", PDF)]},
+]
+
+
+@pytest.mark.parametrize("overrides", WIRE_CASES)
 def test_the_wire_form_is_byte_for_byte_what_the_standard_library_writes(
-    overrides: dict[str, object],
+    overrides: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """to_bytes replaces two standard-library internals for speed (cached header classes, one
-    write per part); the bytes must not change."""
-    message = _compose(**overrides)
-    international = not str(message["To"]).isascii()
-    expected = message.as_bytes(policy=policy.SMTPUTF8 if international else policy.SMTP)
-    assert to_bytes(message) == expected
-    assert b"\r\n" in expected
-    assert b"\n" not in expected.replace(b"\r\n", b"")
+    monkeypatch.setattr(secrets, "token_hex", lambda _n: "5eed" * 6)
+    fields = {**FIELDS, **overrides}
+    written = compose(**fields)  # type: ignore[arg-type]
+    assert written == _with_the_standard_library(**fields, boundary="=_ordermail_" + "5eed" * 6)  # type: ignore[arg-type]
+    assert b"\n" not in written.replace(b"\r\n", b"")
+
+
+def test_real_receipts_are_written_as_the_standard_library_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every set and language's real bodies: long HTML lines take the quoted-printable branch."""
+    from rendering import Renderer
+    from schemas.samples import sample_order
+
+    monkeypatch.setattr(secrets, "token_hex", lambda _n: "0123456789ab" * 2)
+    renderer = Renderer()
+    encodings = set()
+    for brand, locale in [(None, "en-GB"), (None, "es-MX"), ("Nordic", "en-US"), ("Nordic", "es-ES")]:
+        order = sample_order(3, lines=5)
+        order["locale"] = locale
+        if brand:
+            order["brand"] = brand
+        mail = renderer.render_mail(order, encrypt=False)
+        fields = {
+            **FIELDS,
+            "subject": mail.subject,
+            "text": mail.text_body,
+            "html": mail.html_body,
+            "attachments": [Attachment(a.filename, a.data) for a in mail.attachments],
+        }
+        written = compose(**fields)  # type: ignore[arg-type]
+        assert written == _with_the_standard_library(**fields, boundary="=_ordermail_" + "0123456789ab" * 2)  # type: ignore[arg-type]
+        encodings |= {part["Content-Transfer-Encoding"] for part in _parse(written).walk()}
+    assert "quoted-printable" in encodings
 
 
 def test_line_ends_are_split_like_the_standard_generator_does() -> None:

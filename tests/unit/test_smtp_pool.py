@@ -7,6 +7,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from delivery import SendError, SmtpConfig, SmtpPool, TlsMode, to_bytes
+from delivery import SendError, SmtpConfig, SmtpPool, TlsMode
 from tests.support import free_port
 
 
@@ -82,13 +83,13 @@ def server(ca: trustme.CA, tmp_path: Path) -> Iterator[tuple[RecordingHandler, i
         controller.stop()
 
 
-def _message(recipient: str, n: int = 0) -> EmailMessage:
+def _message(recipient: str, n: int = 0) -> bytes:
     message = EmailMessage()
     message["From"] = "orders@shop.example"
     message["To"] = recipient
     message["Subject"] = f"Order {n}"
     message.set_content("hello")
-    return message
+    return message.as_bytes(policy=policy.SMTP)
 
 
 def _config(port: int, ca_file: Path, **overrides: Any) -> SmtpConfig:
@@ -109,7 +110,7 @@ async def _send_all(pool: SmtpPool, recipients: list[str]) -> list[Any]:
     try:
         return await asyncio.gather(
             *(
-                pool.send(to_bytes(_message(r, i)), sender="orders@shop.example", recipient=r)
+                pool.send(_message(r, i), sender="orders@shop.example", recipient=r)
                 for i, r in enumerate(recipients)
             ),
             return_exceptions=True,
