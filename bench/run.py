@@ -85,7 +85,8 @@ def bench_render(count: int) -> dict[str, float]:
 
 
 class RssSampler(threading.Thread):
-    """Largest resident set of the service's child processes (the render workers)."""
+    """Largest resident set of the service's render workers (its descendants: the workers fork
+    from a server process the service starts)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -93,7 +94,7 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while self.running:
-            for child in _children(self.pid):
+            for child in _descendants(self.pid):
                 self.max_mb = max(self.max_mb, _rss_mb(child))
             time.sleep(0.5)
 
@@ -104,7 +105,7 @@ class Stamp:
 
 
 def cpu_seconds(pid: int, *, with_children: bool = False) -> float:
-    """User + system CPU time of a process (and of its children, live and reaped)."""
+    """User + system CPU time of a process (and of its descendants, live and reaped)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -114,7 +115,7 @@ def cpu_seconds(pid: int, *, with_children: bool = False) -> float:
         ticks += int(fields[13]) + int(fields[14])
     total = ticks / os.sysconf("SC_CLK_TCK")
     if with_children:
-        total += sum(cpu_seconds(child) for child in _children(pid))
+        total += sum(cpu_seconds(child, with_children=True) for child in _children(pid))
     return total
 
 
@@ -123,6 +124,11 @@ def _children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def _descendants(pid: int) -> list[int]:
+    children = _children(pid)
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
 
 
 def _rss_mb(pid: int) -> float:
