@@ -36,6 +36,7 @@ import weasyprint
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from consumer.assembly import codec_for
 from consumer.kafka_clients import producer_config
 from consumer.producing import ORDER_SCHEMA, publish_orders
 from consumer.render_pool import settle_after_warm_up
@@ -195,9 +196,11 @@ def bench_service(args: argparse.Namespace) -> dict[str, Any]:
     for future in admin.create_topics([NewTopic(t, 6, 1) for t in topics.values()]).values():
         future.result(30)
     settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap, ORDERMAIL_INPUT_TOPIC=topics["ORDERMAIL_INPUT_TOPIC"]
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        ORDERMAIL_INPUT_TOPIC=topics["ORDERMAIL_INPUT_TOPIC"],
+        SCHEMA_REGISTRY_URL=stack.get("SCHEMA_REGISTRY_URL") or None,  # set by `stack up --registry`
     )
-    codec = Codec.from_directory()
+    codec = codec_for(settings)  # the service's wire format, with or without a registry
     publish_orders(settings, codec, [one_page_order(10_000 + i) for i in range(args.events)])
 
     sink_port, outbox = free_port(), Path(tempfile.mkdtemp(prefix="ordermail-bench-outbox-"))
@@ -238,7 +241,7 @@ def bench_service(args: argparse.Namespace) -> dict[str, Any]:
     sampler = RssSampler(service.pid)
     sampler.start()
     try:
-        found = await_outcomes(bootstrap, topics["ORDERMAIL_OUTCOME_TOPIC"], args.events)
+        found = await_outcomes(bootstrap, topics["ORDERMAIL_OUTCOME_TOPIC"], args.events, codec)
         # Outcome timestamps are stamped by our producer at send time, on this machine's clock.
         e2e_s = max(record.timestamp_ms for record, _ in found) / 1000 - started_wall
         steady_s = (max(r.timestamp_ms for r, _ in found) - min(r.timestamp_ms for r, _ in found)) / 1000
@@ -271,10 +274,18 @@ def bench_service(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def await_outcomes(bootstrap: str, topic: str, count: int, timeout_s: float = 600) -> list[Any]:
+def await_outcomes(bootstrap: str, topic: str, count: int, codec: Codec, timeout_s: float = 600) -> list[Any]:
     """One pass over the outcome topic as outcomes arrive (re-reading it would steal CPU)."""
-    codec = Codec.from_directory()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}"})
+    # Fetches held until 1 MB or 0.5 s: a reader that wakes the broker on every outcome would cost
+    # it more CPU than the service's own requests (timestamps come from the records, not from here).
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+            "fetch.min.bytes": 1_000_000,
+            "fetch.wait.max.ms": 500,
+        }
+    )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     found: list[Any] = []
@@ -311,7 +322,12 @@ def latency(
         progress("latency", i + 1, count)
     producer.flush(30)
     found = read_outcomes(
-        bootstrap, topics["ORDERMAIL_OUTCOME_TOPIC"], expected=count, timeout_s=120, order_ids=set(published)
+        bootstrap,
+        topics["ORDERMAIL_OUTCOME_TOPIC"],
+        expected=count,
+        timeout_s=120,
+        codec=codec,
+        order_ids=set(published),
     )
     latencies = sorted(
         o["occurred_at"].timestamp() * 1000 - published[o["order_id"]] * 1000 for _, o in found
