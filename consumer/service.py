@@ -48,6 +48,7 @@ __all__ = ["Service"]
 
 log = logging.getLogger("ordermail.service")
 POLL_TIMEOUT_S = 0.1
+HANDOVER_POLL_S = 0.01
 COMMIT_ANSWER_S = 90.0
 
 
@@ -67,6 +68,7 @@ class Service:
         self._subscribed = False
         self._commit_sent: float | None = None  # when the asynchronous commit awaiting its answer left
         self._next_takeover = 0.0
+        self._ever_assigned = False
         self._kafka_statistics = KafkaStatistics()
         self._loop = asyncio.new_event_loop()
         self._worker = threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True)
@@ -129,7 +131,7 @@ class Service:
     def _poll_until_stopped(self) -> None:
         next_commit = time.monotonic() + self._settings.commit_interval_s
         while not self._stopping.is_set():
-            message = self._consumer.poll(POLL_TIMEOUT_S)
+            message = self._consumer.poll(self._poll_timeout())
             if message is not None:
                 self._handle(message)
             if self._health:
@@ -140,6 +142,13 @@ class Service:
             if time.monotonic() >= next_commit and not self._commit_awaited():
                 self._commit()
                 next_commit = time.monotonic() + self._settings.commit_interval_s
+
+    def _poll_timeout(self) -> float:
+        """Short polls until the first assignment and while partitions wait to be taken over:
+        the handover runs from this loop, and an idle 100 ms poll would hold it (and start-up) up."""
+        if not self._ever_assigned or self._handover.waiting or self._handover.held:
+            return HANDOVER_POLL_S
+        return POLL_TIMEOUT_S
 
     def _handle(self, message: Any) -> None:
         error = message.error()
@@ -327,6 +336,7 @@ class Service:
         self._assigned |= assigned
         self._handover.receive({tp for tp in assigned if tp[0] == self._settings.input_topic})
         self._next_takeover = 0.0
+        self._ever_assigned = True
         self._set_paused(assigned)
         log.info("assigned %s", sorted(tp.partition for tp in partitions))
 

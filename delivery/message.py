@@ -88,22 +88,18 @@ def compose(
 ) -> bytes:
     """The message's wire form (CRLF line ends): ``multipart/mixed`` of ``multipart/alternative``
     (text, HTML) and the attachments. SMTPUTF8 headers only when an address needs them."""
-    headers = [
-        (name, _header(name, value))
-        for name, value in (
-            ("From", sender),
-            ("To", recipient),
-            ("Subject", _single_line(subject)[:MAX_SUBJECT]),
-            ("Date", format_datetime(date)),
-            ("Message-ID", message_id),
-        )
-    ]
-    international = not (str(headers[0][1]).isascii() and str(headers[1][1]).isascii())
+    to = _header("To", recipient)
+    international = not (_parsed("From", sender).isascii() and str(to).isascii())
+    wire = _WIRE[international]
     # Random, and no base64 or quoted-printable line can start with "--=_".
     boundary = f"=_ordermail_{secrets.token_hex(12)}"
     mixed, alternative = f"--{boundary}_mixed".encode(), f"--{boundary}_alternative".encode()
-    out = [_WIRE[international].fold_binary(name, value) for name, value in headers]
-    out += [
+    out = [
+        _folded("From", sender, international),  # cached: the sender is always the same
+        wire.fold_binary("To", to),
+        wire.fold_binary("Subject", _header("Subject", _single_line(subject)[:MAX_SUBJECT])),
+        _folded("Date", format_datetime(date), international),  # cached: the same for a second
+        wire.fold_binary("Message-ID", _header("Message-ID", message_id)),
         _folded("Auto-Submitted", "auto-generated", international),  # RFC 3834: auto-responders do not answer
         _folded("MIME-Version", "1.0", international),
         _multipart_type("mixed", international).replace(_BOUNDARY_SHAPE.encode(), boundary.encode()),
@@ -133,6 +129,11 @@ def _header(name: str, value: str) -> BaseHeader:
     """As ``message[name] = value`` stores it: refuses CR/LF, parses per the header's kind."""
     header: BaseHeader = _COMPOSE.header_store_parse(name, value)[1]
     return header
+
+
+@lru_cache(maxsize=64)
+def _parsed(name: str, value: str) -> str:
+    return str(_header(name, value))
 
 
 @lru_cache(maxsize=64)
