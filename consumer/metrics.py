@@ -28,6 +28,10 @@ CONSUMER_LAG = Gauge(
     "ordermail_consumer_lag", "Records behind the log end, from librdkafka", ["topic", "partition"]
 )
 BROKERS_UP = Gauge("ordermail_kafka_brokers_up", "Brokers librdkafka holds a connection to")
+KAFKA_FETCHED = Counter(
+    "ordermail_kafka_fetched_messages",
+    "Records fetched from the brokers (above the events consumed when paused partitions are re-fetched)",
+)
 BREAKER_OPEN = Gauge("ordermail_dlq_breaker_open", "1 when consuming stopped: too much dead-lettered")
 RENDER_WORKERS = Gauge("ordermail_render_workers", "Render worker processes alive")
 RENDER_WORKERS_REPLACED = Gauge(
@@ -41,6 +45,7 @@ class KafkaStatistics:
 
     def __init__(self) -> None:
         self.brokers_up: int | None = None  # None until the first report
+        self._fetched = 0
 
     def __call__(self, report: str) -> None:
         try:
@@ -50,6 +55,9 @@ class KafkaStatistics:
         brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
         self.brokers_up = sum(1 for b in brokers if b.get("state") == "UP")
         BROKERS_UP.set(self.brokers_up)
+        fetched = int(stats.get("rxmsgs", 0))  # librdkafka's total since the client started
+        KAFKA_FETCHED.inc(max(0, fetched - self._fetched))
+        self._fetched = fetched
         for topic, details in stats.get("topics", {}).items():
             for partition, numbers in details.get("partitions", {}).items():
                 lag = numbers.get("consumer_lag", -1)

@@ -75,6 +75,15 @@ PANELS = [
         "short",
         at=(12, 24),
     ),
+    panel(
+        "Records fetched vs events finished (fetched far above: pausing re-fetches)",
+        {
+            "fetched": "sum(rate(ordermail_kafka_fetched_messages_total[5m]))",
+            "finished": "sum(rate(ordermail_events_total[5m]))",
+        },
+        "ops",
+        at=(0, 32),
+    ),
 ]
 
 DASHBOARD = {
