@@ -287,8 +287,8 @@ def bench_service(args: argparse.Namespace) -> dict[str, Any]:
 
 def await_outcomes(bootstrap: str, topic: str, count: int, codec: Codec, timeout_s: float = 600) -> list[Any]:
     """One pass over the outcome topic as outcomes arrive (re-reading it would steal CPU)."""
-    # Fetches held until 1 MB or 0.5 s: a reader that wakes the broker on every outcome would cost
-    # it more CPU than the service's own requests (timestamps come from the records, not from here).
+    # Fetches held until 1 MB or 0.5 s: a reader woken by every outcome costs the broker CPU that
+    # the bench counts against the service (timestamps come from the records, not from here).
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

@@ -48,6 +48,11 @@ class Handover:
         return set(self._waiting) | self._anchoring
 
     @property
+    def busy(self) -> bool:
+        """Partitions wait to be taken over or for their anchor's commit (``held`` is not empty)."""
+        return bool(self._waiting or self._anchoring)
+
+    @property
     def waiting(self) -> bool:
         return bool(self._waiting)
 

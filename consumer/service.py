@@ -146,7 +146,7 @@ class Service:
     def _poll_timeout(self) -> float:
         """Short polls until the first assignment and while partitions wait to be taken over:
         the handover runs from this loop, and an idle 100 ms poll would hold it (and start-up) up."""
-        if not self._ever_assigned or self._handover.waiting or self._handover.held:
+        if not self._ever_assigned or self._handover.busy:
             return HANDOVER_POLL_S
         return POLL_TIMEOUT_S
 

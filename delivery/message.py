@@ -102,11 +102,11 @@ def compose(
         wire.fold_binary("Message-ID", _header("Message-ID", message_id)),
         _folded("Auto-Submitted", "auto-generated", international),  # RFC 3834: auto-responders do not answer
         _folded("MIME-Version", "1.0", international),
-        _multipart_type("mixed", international).replace(_BOUNDARY_SHAPE.encode(), boundary.encode()),
+        _multipart_type("mixed", boundary, international),
         _CRLF,
         mixed,
         _CRLF,
-        _multipart_type("alternative", international).replace(_BOUNDARY_SHAPE.encode(), boundary.encode()),
+        _multipart_type("alternative", boundary, international),
         _CRLF,
         alternative,
         _CRLF,
@@ -141,9 +141,9 @@ def _folded(name: str, value: str, international: bool) -> bytes:
     return _WIRE[international].fold_binary(name, _header(name, value))
 
 
-def _multipart_type(subtype: str, international: bool) -> bytes:
+def _multipart_type(subtype: str, boundary: str, international: bool) -> bytes:
     value = f'multipart/{subtype}; boundary="{_BOUNDARY_SHAPE}_{subtype}"'
-    return _folded("Content-Type", value, international)
+    return _folded("Content-Type", value, international).replace(_BOUNDARY_SHAPE.encode(), boundary.encode())
 
 
 def _text_part(subtype: str, body: str, international: bool, *, first: bool) -> list[bytes]:
