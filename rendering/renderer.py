@@ -26,7 +26,7 @@ from weasyprint.css.counters import CounterStyle
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher
 
-from rendering import computed_style
+from rendering import computed_style, font_data
 from rendering.context import document_context, filename_context, mail_context, public_context
 from rendering.documents import DEFAULT_SET, TEMPLATE_DIR, RenderedAttachment, RenderedMail, safe_filename
 from rendering.encrypt import encrypt_pdf
@@ -63,6 +63,7 @@ def _user_agent_stylesheet() -> CSS:
 
 _UA_STYLESHEET = _user_agent_stylesheet()
 computed_style.install()
+font_data.install()
 
 
 class _DocumentHTML(HTML):  # type: ignore[misc] # WeasyPrint ships no type hints
