@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(_args: argparse.Namespace) -> int:
-    from consumer.render_pool import start_fork_server
+    from consumer.fork_server import start_fork_server
 
     start_fork_server()  # first: the render workers' imports overlap the service's own
     from consumer.logs import configure_logging

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import multiprocessing
-import multiprocessing.forkserver
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from consumer.fork_server import worker_context
 from rendering import DEFAULT_SET, TEMPLATE_DIR, PasswordPolicy, RenderedMail, RenderError, encrypt_pdf
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from rendering import Renderer
     from schemas import OrderCompleted
 
-__all__ = ["PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up", "start_fork_server"]
+__all__ = ["PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"]
 
 log = logging.getLogger("ordermail.render")
 START_TIMEOUT_S = 60.0
@@ -136,23 +135,6 @@ def _serve(connection: Connection, config: RenderConfig, share: tuple[int, int] 
         connection.send((reply[0], reply[1], _rss_mb()))
 
 
-def _worker_context() -> multiprocessing.context.ForkServerContext:
-    """Workers fork from a server process that imported the renderer (WeasyPrint, its libraries,
-    fonts' code) once: each worker, first or replacement, then starts without importing it again
-    (~0.45 s of CPU each). The server itself is a fresh process, like a spawned one: it never
-    shares the parent's librdkafka threads."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["consumer.render_pool", "rendering.renderer"])
-    return context
-
-
-def start_fork_server() -> None:
-    """Starts the workers' fork server now: it imports the renderer while the service imports and
-    configures everything else, instead of after (the bench's first outcome came ~0.1 s sooner)."""
-    _worker_context()
-    multiprocessing.forkserver.ensure_running()
-
-
 def settle_after_warm_up() -> None:
     """Moves everything built so far (fonts, templates, stylesheets, modules), which lives as
     long as the process, out of the garbage collector's reach: each render leaves cycles that
@@ -178,7 +160,7 @@ def _rss_mb() -> float:
 
 class _Worker:
     def __init__(self, config: RenderConfig, share: tuple[int, int] | None = None) -> None:
-        context = _worker_context()
+        context = worker_context()
         self.connection, child = context.Pipe()
         self.process = context.Process(
             target=_worker_main, args=(child, config, share), name="render-worker", daemon=True

@@ -206,11 +206,13 @@ class Renderer:
         from schemas.samples import sample_order
 
         index, of = share
+        # Sample by sample, so that every n-th rendering gives each worker a fair share of the
+        # several-page ones (about twice the work): the check ends when its slowest worker does.
         plan = [
             (name, language, sample, lines)
+            for sample, lines in (("one page", 2), ("several pages", 15))
             for name, chosen in self._sets.items()
             for language in chosen.languages
-            for sample, lines in (("one page", 2), ("several pages", 15))
         ]
         report = []
         for name, language, sample, lines in plan[index::of]:
