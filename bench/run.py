@@ -269,48 +269,52 @@ def bench_service(args: argparse.Namespace, *, label: str = "e2e") -> dict[str, 
         ],
         stdout=subprocess.DEVNULL,
     )
-    wait_for_port(sink_port, timeout_s=30)
-    env = {
-        **os.environ,
-        **stack,
-        **topics,
-        "SMTP_PORT": str(sink_port),
-        "ORDERMAIL_GROUP_ID": f"bench-{run}",
-        "ORDERMAIL_RENDER_WORKERS": str(args.workers),
-    }
-    broker = int((ROOT / ".local/kafka/broker.pid").read_text())
-    broker_cpu = cpu_seconds(broker)
-    started_wall = time.time()
-    with (ROOT / ".local/bench-service.log").open("wb") as log:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log, stderr=log
-        )
-    sampler = RssSampler(service.pid)
-    sampler.start()
-    try:
-        found = await_outcomes(bootstrap, topics["ORDERMAIL_OUTCOME_TOPIC"], args.events, codec, label=label)
-        # Outcome timestamps are stamped by our producer at send time, on this machine's clock.
-        e2e_s = max(record.timestamp_ms for record, _ in found) / 1000 - started_wall
-        steady_s = (max(r.timestamp_ms for r, _ in found) - min(r.timestamp_ms for r, _ in found)) / 1000
-        e2e_rate = args.events / e2e_s
-        # Where the machine's CPU went during the run: rendering vs everything around it.
-        total = cpu_seconds(service.pid, with_children=True)
-        own = cpu_seconds(service.pid)
-        cpu = {
-            "render_workers": total - own,
-            "service_main": own,
-            "smtp_sink": cpu_seconds(sink.pid),
-            "broker": cpu_seconds(broker) - broker_cpu,
+    try:  # the sink is stopped whatever fails after it started
+        wait_for_port(sink_port, timeout_s=30)
+        env = {
+            **os.environ,
+            **stack,
+            **topics,
+            "SMTP_PORT": str(sink_port),
+            "ORDERMAIL_GROUP_ID": f"bench-{run}",
+            "ORDERMAIL_RENDER_WORKERS": str(args.workers),
         }
-        figures = (
-            latency(settings, codec, bootstrap, topics, rate=e2e_rate / 2, seconds=args.latency_seconds)
-            if args.latency_seconds > 0
-            else {}
-        )
+        broker = int((ROOT / ".local/kafka/broker.pid").read_text())
+        broker_cpu = cpu_seconds(broker)
+        started_wall = time.time()
+        with (ROOT / ".local/bench-service.log").open("wb") as log:
+            service = subprocess.Popen(
+                [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log, stderr=log
+            )
+        sampler = RssSampler(service.pid)
+        try:
+            sampler.start()
+            found = await_outcomes(
+                bootstrap, topics["ORDERMAIL_OUTCOME_TOPIC"], args.events, codec, label=label
+            )
+            # Outcome timestamps are stamped by our producer at send time, on this machine's clock.
+            e2e_s = max(record.timestamp_ms for record, _ in found) / 1000 - started_wall
+            steady_s = (max(r.timestamp_ms for r, _ in found) - min(r.timestamp_ms for r, _ in found)) / 1000
+            e2e_rate = args.events / e2e_s
+            # Where the machine's CPU went during the run: rendering vs everything around it.
+            total = cpu_seconds(service.pid, with_children=True)
+            own = cpu_seconds(service.pid)
+            cpu = {
+                "render_workers": total - own,
+                "service_main": own,
+                "smtp_sink": cpu_seconds(sink.pid),
+                "broker": cpu_seconds(broker) - broker_cpu,
+            }
+            figures = (
+                latency(settings, codec, bootstrap, topics, rate=e2e_rate / 2, seconds=args.latency_seconds)
+                if args.latency_seconds > 0
+                else {}
+            )
+        finally:
+            service.send_signal(signal.SIGTERM)
+            service.wait(60)
+            sampler.running = False
     finally:
-        service.send_signal(signal.SIGTERM)
-        service.wait(60)
-        sampler.running = False
         sink.terminate()
         sink.wait(30)
         shutil.rmtree(outbox, ignore_errors=True)
