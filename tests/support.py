@@ -39,3 +39,17 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return error.code, error.read().decode()
     except OSError:
         return 0, ""
+
+
+def drawn_operators(pdf: bytes) -> list[bytes]:
+    """Each page's content stream, parsed and written back on one line: what is drawn, without
+    the differences in spacing or compression that do not change it."""
+    import io
+
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        return [
+            b"".join(pikepdf.unparse_content_stream(pikepdf.parse_content_stream(page)).splitlines())
+            for page in document.pages
+        ]

@@ -1,21 +1,11 @@
 """The computed-style shortcut changes nothing that is drawn: every template set, in each of its
 languages, one-page and multi-page, draws the same operators with and without it."""
 
-import io
-
-import pikepdf
 import pytest
 
 from rendering import Renderer, computed_style
 from schemas.samples import sample_order
-
-
-def _drawn(pdf: bytes) -> list[bytes]:
-    with pikepdf.open(io.BytesIO(pdf)) as document:
-        return [
-            b"".join(pikepdf.unparse_content_stream(pikepdf.parse_content_stream(page)).splitlines())
-            for page in document.pages
-        ]
+from tests.support import drawn_operators
 
 
 @pytest.mark.parametrize(
@@ -31,11 +21,14 @@ def test_documents_are_drawn_the_same_with_and_without_the_shortcut(brand: str |
             order["brand"] = brand
         orders.append(order)
     with_shortcut = [
-        [_drawn(a.data) for a in renderer.render_mail(o, encrypt=False).attachments] for o in orders
+        [drawn_operators(a.data) for a in renderer.render_mail(o, encrypt=False).attachments] for o in orders
     ]
     computed_style.uninstall()
     try:
-        stock = [[_drawn(a.data) for a in renderer.render_mail(o, encrypt=False).attachments] for o in orders]
+        stock = [
+            [drawn_operators(a.data) for a in renderer.render_mail(o, encrypt=False).attachments]
+            for o in orders
+        ]
     finally:
         assert computed_style.install()
     assert with_shortcut == stock

@@ -8,6 +8,7 @@ import pytest
 
 from rendering import Renderer, font_data
 from schemas.samples import sample_order
+from tests.support import drawn_operators
 
 
 def _fonts_and_drawing(pdf: bytes) -> tuple[list[bytes], list[bytes]]:
@@ -19,11 +20,7 @@ def _fonts_and_drawing(pdf: bytes) -> tuple[list[bytes], list[bytes]]:
             for descendant in font.get("/DescendantFonts", [font])
             if (descriptor := descendant.get("/FontDescriptor")) is not None and "/FontFile2" in descriptor
         )
-        drawn = [
-            b"".join(pikepdf.unparse_content_stream(pikepdf.parse_content_stream(p)).splitlines())
-            for p in document.pages
-        ]
-    return programs, drawn
+    return programs, drawn_operators(pdf)
 
 
 def _orders() -> list[dict[str, object]]:
