@@ -250,6 +250,13 @@ def main() -> int:
         f"latency p99 {figures['latency_ms_p99']} ms at half load · "
         f"worker RSS max {figures['worker_rss_mb_max']} MB"
     )
+    before, after = figures["cpu_ms_per_document_before_after"]
+    drift = abs(after - before) / min(before, after)
+    if drift > 0.03:  # the service ran on a machine that was not the one the ceiling measured
+        print(
+            f"the machine's render speed moved by {drift:.0%} while the service ran "
+            f"({before} → {after} ms a document): efficiency is uncertain by about as much"
+        )
     print(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
 
