@@ -208,18 +208,22 @@ class Pipeline:
         return order
 
     async def _render(self, order: OrderCompleted) -> RenderedMail:
+        queued = time.perf_counter()
         try:
-            with step("render") as span:
-                mail = await self._renderer.render(order)
-                span.set_attributes(
-                    {
-                        "ordermail.template_set": mail.template_set,
-                        "ordermail.attachments": len(mail.attachments),
-                        "ordermail.pages": mail.pages,
-                        "ordermail.attachment.bytes": _total_bytes(mail),
-                    }
-                )
-                span_from_duration("encrypt", mail.encrypt_ms)  # it ran in the worker process
+            async with self._renderer.reserved() as render:
+                # The events in flight share the workers: the wait is a span of its own.
+                span_from_duration("wait for render worker", (time.perf_counter() - queued) * 1000)
+                with step("render") as span:
+                    mail = await render(order)
+                    span.set_attributes(
+                        {
+                            "ordermail.template_set": mail.template_set,
+                            "ordermail.attachments": len(mail.attachments),
+                            "ordermail.pages": mail.pages,
+                            "ordermail.attachment.bytes": _total_bytes(mail),
+                        }
+                    )
+                    span_from_duration("encrypt", mail.encrypt_ms)  # it ran in the worker process
         except RenderError as error:
             raise _Stop(error.reason) from None
         RENDER_SECONDS.observe(mail.render_ms / 1000)

@@ -18,8 +18,9 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -257,9 +258,34 @@ class RenderPool:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     async def render(self, order: OrderCompleted) -> RenderedMail:
+        """Waits for a free worker and renders on it (see :meth:`reserved`)."""
+        async with self.reserved() as render:
+            return await render(order)
+
+    @asynccontextmanager
+    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted], Awaitable[RenderedMail]]]:
+        """Waits for a free worker, then yields what renders one order on it: callers can tell
+        the wait (up to ``max_in_flight`` events share the workers) from the render itself. A
+        reservation left unused gives its worker back."""
+        worker = await self._idle_queue().get()
+        used = False
+
+        async def render(order: OrderCompleted) -> RenderedMail:
+            nonlocal used
+            if used:
+                raise RuntimeError("one render per reservation")
+            used = True
+            return await self._render_on(worker, order)
+
+        try:
+            yield render
+        finally:
+            if not used:
+                self._idle_queue().put_nowait(worker)
+
+    async def _render_on(self, worker: _Worker, order: OrderCompleted) -> RenderedMail:
         """Raises :class:`RenderError` (``render_timeout``, ``render_crashed`` or the renderer's)."""
         idle = self._idle_queue()
-        worker = await idle.get()
         answered = retire = False
         try:
             status, payload = await worker.call(order, self._timeout_s)

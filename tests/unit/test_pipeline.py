@@ -6,6 +6,8 @@ import asyncio
 import email
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,10 @@ class FakeRenderer:
             raise RenderError(self.error)  # type: ignore[arg-type]
         pdf = RenderedAttachment("r.pdf", b"%PDF" + b"x" * self.pdf_size, pages=1, encrypted=True)
         return RenderedMail("subject", "text", "<p>html</p>", (pdf,), 5.0, 1.0, "default", "en")
+
+    @asynccontextmanager
+    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted], Awaitable[RenderedMail]]]:
+        yield self.render  # as many workers as there are events
 
 
 @dataclass

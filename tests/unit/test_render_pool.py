@@ -102,6 +102,25 @@ def test_renderer_errors_pass_through_with_their_reason() -> None:
         pool.close()
 
 
+def test_a_reservation_renders_once_and_gives_an_unused_worker_back() -> None:
+    pool = RenderPool(RenderConfig(), workers=1)
+
+    async def scenario() -> int:
+        async with pool.reserved():
+            pass  # e.g. the event was cancelled before its turn
+        async with pool.reserved() as render:  # the only worker: waits forever if it was lost
+            pages = (await render(sample_order(1))).pages
+            with pytest.raises(RuntimeError):
+                await render(sample_order(2))
+        return pages
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 60)) >= 1
+        assert pool.stats.documents == 1
+    finally:
+        pool.close()
+
+
 def test_settling_after_warm_up_freezes_what_was_built() -> None:
     probe = (
         "import gc; from consumer.render_pool import settle_after_warm_up as settle;"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,8 @@ from opentelemetry.trace import SpanKind
 from consumer.outcomes import Inbound, OutcomePublisher
 from consumer.pipeline import Pipeline, PipelineConfig
 from delivery import SendError
-from schemas import Codec
+from rendering import RenderedMail
+from schemas import Codec, OrderCompleted
 from schemas.codec import load_schema
 from schemas.samples import sample_order
 from tests.unit.test_pipeline import FakeRenderer, FakeSmtp
@@ -67,7 +70,10 @@ class FakeKafkaProducer:
         return 0
 
 
-def _run(smtp: FakeSmtp, order_key: str = "k") -> FakeKafkaProducer:
+def _run(
+    smtp: FakeSmtp, renderer: FakeRenderer | None = None, seeds: tuple[int, ...] = (5,)
+) -> FakeKafkaProducer:
+    """Processes one event per seed, all at once, each continuing the producer's trace."""
     producer = FakeKafkaProducer()
     publisher = OutcomePublisher(
         producer, CODEC, outcome_topic="outcomes", dlq_topic="dlq", retry_topic="retry"
@@ -75,22 +81,31 @@ def _run(smtp: FakeSmtp, order_key: str = "k") -> FakeKafkaProducer:
     pipeline = Pipeline(
         PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="ordermail"),
         CODEC,
-        FakeRenderer(),  # type: ignore[arg-type]
+        renderer or FakeRenderer(),  # type: ignore[arg-type]
         smtp,  # type: ignore[arg-type]
         publisher,
     )
-    order = sample_order(5)
     headers = [("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01".encode())]
-    inbound = Inbound(
-        "orders.order-completed.v1",
-        3,
-        42,
-        order["order_id"].encode(),
-        CODEC.encode(order, load_schema("order_completed.avsc")),
-        headers,
-        0,
-    )
-    asyncio.run(pipeline.process(inbound, lambda _inbound, _done: None))
+    orders = [sample_order(seed) for seed in seeds]
+    inbounds = [
+        Inbound(
+            "orders.order-completed.v1",
+            3,
+            42 + i,
+            order["order_id"].encode(),
+            CODEC.encode(order, load_schema("order_completed.avsc")),
+            headers,
+            0,
+        )
+        for i, order in enumerate(orders)
+    ]
+
+    async def process() -> None:
+        await asyncio.gather(
+            *(pipeline.process(inbound, lambda _inbound, _done: None) for inbound in inbounds)
+        )
+
+    asyncio.run(process())
     publisher.close(timeout_s=1)
     return producer
 
@@ -105,6 +120,7 @@ def test_an_event_yields_one_connected_trace_with_the_expected_structure() -> No
     assert set(spans) == {
         "process orders.order-completed.v1",
         "decode",
+        "wait for render worker",
         "render",
         "encrypt",
         "smtp send",
@@ -116,7 +132,7 @@ def test_an_event_yields_one_connected_trace_with_the_expected_structure() -> No
     assert consume.kind is SpanKind.CONSUMER
     assert consume.parent is not None
     assert format(consume.parent.span_id, "016x") == PARENT_SPAN  # joined the producer's trace
-    for child in ("decode", "render", "smtp send", "send outcomes"):
+    for child in ("decode", "wait for render worker", "render", "smtp send", "send outcomes"):
         assert spans[child].parent is not None
         assert spans[child].parent.span_id == consume.context.span_id
     assert spans["encrypt"].parent is not None
@@ -144,6 +160,37 @@ def test_an_event_yields_one_connected_trace_with_the_expected_structure() -> No
     assert traceparent.split("-")[2] == format(spans["send outcomes"].context.span_id, "016x")
     outcome = CODEC.decode(outcome_record["value"], load_schema("delivery_outcome.avsc"))
     assert outcome["trace_id"] == TRACE_ID
+
+
+@dataclass
+class OneWorker(FakeRenderer):
+    """A pool of one worker: every event waits for it, and each render takes ``RENDER_S``."""
+
+    free: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def render(self, order: OrderCompleted) -> RenderedMail:
+        await asyncio.sleep(RENDER_S)
+        return await super().render(order)
+
+    @asynccontextmanager
+    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted], Awaitable[RenderedMail]]]:
+        async with self.free:
+            yield self.render
+
+
+RENDER_S = 0.1
+
+
+def test_the_wait_for_a_render_worker_is_not_part_of_the_render_span() -> None:
+    _run(FakeSmtp(), OneWorker(), seeds=(5, 6))
+    spans = EXPORTER.get_finished_spans()
+
+    def seconds(name: str) -> list[float]:
+        return sorted((s.end_time or 0) / 1e9 - (s.start_time or 0) / 1e9 for s in spans if s.name == name)
+
+    first_wait, second_wait = seconds("wait for render worker")
+    assert first_wait < RENDER_S / 2 <= RENDER_S * 0.9 <= second_wait  # the second event waited a render
+    assert all(RENDER_S * 0.9 <= render < RENDER_S * 1.5 for render in seconds("render"))
 
 
 def test_failures_are_recorded_by_type_without_personal_data() -> None:
