@@ -116,8 +116,8 @@ def bench_render(count: int, first_seed: int = 0, *, workers: int = 1) -> Render
 def render_figures(alone: list[RenderSample], side_by_side: list[RenderSample]) -> dict[str, Any]:
     """Call times come from one worker alone; the ceiling's CPU time per document from all the
     workers rendering at once, as the cores are used when every one of them is busy (two
-    workers side by side each used 2-4 % more CPU per receipt here than one alone: caches and
-    memory shared by the cores)."""
+    workers side by side have used up to 2-4 % more CPU per receipt here than one alone: caches
+    and memory shared by the cores)."""
     wall = sorted(ms for sample in alone for ms in sample.wall_ms)
 
     def cpu_ms(*samples: RenderSample) -> float:
