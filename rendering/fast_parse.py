@@ -7,6 +7,9 @@ explicit row groups, no comments, CDATA, processing instructions or DTD (so no e
 expansion either). Anything else returns ``None`` and WeasyPrint parses it itself: a template
 that does not follow these rules renders the same, only slower. ``tests/unit/test_fast_parse.py``
 compares the trees with tinyhtml5's for every shipped template and for hostile event values.
+
+This module uses no WeasyPrint API. Handing its tree to WeasyPrint does (``HTML`` has no public
+way to take a parsed tree): that lives in ``weasyprint_overrides.py``, behind its version gate.
 """
 
 from __future__ import annotations

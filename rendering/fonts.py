@@ -49,9 +49,9 @@ def harfbuzz_subset_available() -> bool:
 
 def weasyprint_uses_harfbuzz_subset() -> bool:
     """Whether WeasyPrint itself will subset fonts with HarfBuzz (its own test, not ours)."""
-    from weasyprint.text import ffi
+    from rendering.weasyprint_overrides import harfbuzz_subset_in_use  # loads WeasyPrint
 
-    return ffi.harfbuzz_subset is not None and bool(ffi.harfbuzz.hb_version_atleast(4, 1, 0))
+    return harfbuzz_subset_in_use()
 
 
 @functools.cache

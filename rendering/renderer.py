@@ -9,29 +9,27 @@ Templates are trusted files; event values only ever reach them as data, in a
 :class:`~jinja2.sandbox.SandboxedEnvironment` with ``StrictUndefined``. HTML templates
 autoescape; the plain-text ones (``*.txt``) do not. Resources are fetched only through
 :class:`~rendering.fetcher.AssetFetcher` (the set's and ``shared/`` files, and ``data:``).
+
+Only WeasyPrint's public API is used here. Its private API (the rendering shortcuts) is used by
+:mod:`rendering.weasyprint_overrides` alone, installed on import on the checked WeasyPrint release
+only; on any other release WeasyPrint runs stock, after one warning naming its version.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import cssselect2  # type: ignore[import-untyped] # no type hints
-import weasyprint.css
-from weasyprint import CSS, HTML
-from weasyprint.css.counters import CounterStyle
+from weasyprint import CSS
 from weasyprint.text.fonts import FontConfiguration
-from weasyprint.urls import URLFetcher
 
-from rendering import computed_style, font_data
+from rendering import weasyprint_overrides
 from rendering.context import document_context, filename_context, mail_context, public_context
 from rendering.documents import DEFAULT_SET, TEMPLATE_DIR, RenderedAttachment, RenderedMail, safe_filename
 from rendering.encrypt import encrypt_pdf
 from rendering.errors import RenderError
-from rendering.fast_parse import parse_simple_html
 from rendering.fetcher import install_log_redaction
 from rendering.fonts import displayable
 from rendering.password import PasswordPolicy
@@ -46,45 +44,17 @@ __all__ = ["DEFAULT_SET", "TEMPLATE_DIR", "RenderedAttachment", "RenderedMail", 
 _WARM_UP_HTML = "<p>Warm-up 0123456789 <b>€ $ £ ¥ áéíóúñ</b></p>"
 _SLUG = re.compile(r"[^a-z0-9]+")
 
-
-def _user_agent_stylesheet() -> CSS:
-    """WeasyPrint's own HTML user-agent stylesheet without its universal pseudo-element rules.
-
-    ``::marker``, ``::footnote-call``, ``::footnote-marker``, ``::note-call``, ``::note-marker``
-    and ``::note-callback`` match every element, so WeasyPrint cascades and computes six extra
-    styles per element (about 7 % of a one-page receipt's render time). The documents use no
-    footnotes or notes; list markers keep their rule, narrowed to ``li``.
-    """
-    text = (files(weasyprint.css) / "html5_ua.css").read_text("utf-8")
-    text = re.sub(r"(?m)^::marker\b", "li::marker", text)
-    text = re.sub(r"(?m)^::[a-z-]+ \{[^}]*\}\n", "", text)
-    return CSS(string=text, counter_style=CounterStyle())
+weasyprint_overrides.install()  # on the checked WeasyPrint release only; else one warning
 
 
-_UA_STYLESHEET = _user_agent_stylesheet()
-computed_style.install()
-font_data.install()
-
-
-class _DocumentHTML(HTML):  # type: ignore[misc] # WeasyPrint ships no type hints
-    """:class:`weasyprint.HTML` with the trimmed user-agent stylesheet (forms are never rendered)
-    and, for the documents it can, the C XML parser instead of the pure-Python HTML5 one (about
-    3 ms, 6 % of a one-page receipt's render time)."""
-
-    def __init__(self, *, string: str, base_url: str | None = None, url_fetcher: Any = None) -> None:
-        root = parse_simple_html(string)
-        if root is None:
-            super().__init__(string=string, base_url=base_url, url_fetcher=url_fetcher)
-            return
-        # What HTML.__init__ does after parsing (no <base> to look for: the fast path allows none).
-        self.base_url = str(base_url) if isinstance(base_url, Path) else base_url
-        self.url_fetcher = URLFetcher() if url_fetcher is None else url_fetcher
-        self.media_type = "print"
-        self.wrapper_element = cssselect2.ElementWrapper.from_html_root(root, content_language=None)
-        self.etree_element = self.wrapper_element.etree_element
-
-    def _ua_stylesheets(self, forms: bool = False) -> list[CSS]:
-        return [_UA_STYLESHEET]
+def __getattr__(name: str) -> Any:
+    # tests/unit/test_template_sets.py still imports these two from here; they live in
+    # weasyprint_overrides now, behind its version gate.
+    if name == "_DocumentHTML":
+        return weasyprint_overrides._DocumentHTML
+    if name == "_UA_STYLESHEET":
+        return weasyprint_overrides._ua_stylesheet()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Pdf(NamedTuple):
@@ -261,9 +231,9 @@ class Renderer:
     def _pdf(self, html: str, chosen: TemplateSet, stylesheets: tuple[CSS, ...]) -> _Pdf:
         started = time.perf_counter()
         try:
-            document = _DocumentHTML(
-                string=html, base_url=chosen.base_url, url_fetcher=chosen.fetcher
-            ).render(font_config=self._fonts, stylesheets=list(stylesheets), cache=self._image_cache)
+            document = weasyprint_overrides.document(html, chosen.base_url, chosen.fetcher).render(
+                font_config=self._fonts, stylesheets=list(stylesheets), cache=self._image_cache
+            )
             data = document.write_pdf()
         except Exception as exc:
             raise RenderError("render_error", f"WeasyPrint failed ({type(exc).__name__})") from exc

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -53,3 +55,16 @@ def drawn_operators(pdf: bytes) -> list[bytes]:
             b"".join(pikepdf.unparse_content_stream(pikepdf.parse_content_stream(page)).splitlines())
             for page in document.pages
         ]
+
+
+@contextmanager
+def stock_weasyprint() -> Iterator[None]:
+    """WeasyPrint without ordermail's overrides (``rendering/weasyprint_overrides.py``) inside
+    the block; they are installed again after it."""
+    from rendering import weasyprint_overrides
+
+    weasyprint_overrides.uninstall()
+    try:
+        yield
+    finally:
+        assert weasyprint_overrides.install()

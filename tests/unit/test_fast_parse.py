@@ -12,9 +12,8 @@ import pytest
 import tinyhtml5
 from weasyprint import HTML
 
-from rendering import Renderer
+from rendering import Renderer, weasyprint_overrides
 from rendering.fast_parse import parse_simple_html
-from rendering.renderer import _DocumentHTML
 from schemas.samples import sample_order
 
 if TYPE_CHECKING:
@@ -113,7 +112,9 @@ def test_the_fast_path_sets_up_the_document_as_weasyprint_does(renderer: Rendere
     html = documents(renderer, sample_order(3))[0]
     assert parse_simple_html(html) is not None
     base = "file:///templates/"
-    fast, slow = _DocumentHTML(string=html, base_url=base), HTML(string=html, base_url=base)
+    assert weasyprint_overrides.installed()
+    fast, slow = weasyprint_overrides.document(html, base), HTML(string=html, base_url=base)
+    assert type(fast) is not HTML  # the overrides' document, given the fast path's tree
     assert set(vars(fast)) == set(vars(slow))
     assert (fast.base_url, fast.media_type) == (slow.base_url, slow.media_type)
     assert shape(fast.etree_element) == shape(slow.etree_element)

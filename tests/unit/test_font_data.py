@@ -1,14 +1,23 @@
-"""Sharing each font file's copy changes nothing in the PDFs: the same font programs are embedded
-and the same operators drawn, with and without it, and the copy is made once per face."""
+"""Sharing each font file's copy (``rendering/weasyprint_overrides.py``) changes nothing in the
+PDFs: the same font programs are embedded and the same operators drawn as with stock
+WeasyPrint, and the copy is made once per face."""
+
+from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import pikepdf
 import pytest
+from weasyprint.pdf import fonts
+from weasyprint.text.ffi import ffi
 
-from rendering import Renderer, font_data
+from rendering import Renderer, weasyprint_overrides
 from schemas.samples import sample_order
-from tests.support import drawn_operators
+from tests.support import drawn_operators, stock_weasyprint
+
+if TYPE_CHECKING:
+    from schemas.model import OrderCompleted
 
 
 def _fonts_and_drawing(pdf: bytes) -> tuple[list[bytes], list[bytes]]:
@@ -23,7 +32,7 @@ def _fonts_and_drawing(pdf: bytes) -> tuple[list[bytes], list[bytes]]:
     return programs, drawn_operators(pdf)
 
 
-def _orders() -> list[dict[str, object]]:
+def _orders() -> list[OrderCompleted]:
     orders = []
     for seed, lines, brand in ((1, 1, None), (2, 6, "Nordic"), (3, 40, None)):
         order = sample_order(seed, lines=lines)
@@ -35,18 +44,16 @@ def _orders() -> list[dict[str, object]]:
 
 def test_documents_embed_the_same_fonts_and_draw_the_same_with_and_without_shared_copies() -> None:
     renderer = Renderer()
+    assert weasyprint_overrides.installed()
     shared = [
         [_fonts_and_drawing(a.data) for a in renderer.render_mail(o, encrypt=False).attachments]
         for o in _orders()
     ]
-    font_data.uninstall()
-    try:
+    with stock_weasyprint():
         stock = [
             [_fonts_and_drawing(a.data) for a in renderer.render_mail(o, encrypt=False).attachments]
             for o in _orders()
         ]
-    finally:
-        assert font_data.install()
     assert shared == stock
     assert all(programs for mail in stock for programs, _ in mail)  # fonts were embedded and compared
     assert max(len(drawn) for mail in stock for _, drawn in mail) > 1  # a multi-page document too
@@ -54,31 +61,32 @@ def test_documents_embed_the_same_fonts_and_draw_the_same_with_and_without_share
 
 def test_each_face_is_copied_once(monkeypatch: pytest.MonkeyPatch) -> None:
     renderer = Renderer()
-    copied: list[int] = []
-    stock = font_data._STOCK_DATA
+    faces: set[int] = set()  # the font map's faces, as handed out by WeasyPrint
+    copied: list[int] = []  # each whole-face copy WeasyPrint makes
+    with stock_weasyprint():
+        stock_face, stock_data = fonts.get_pango_font_hb_face, fonts.get_hb_object_data
 
-    def counting(hb_object: object, *args: object) -> object:
-        if not any(args):  # a whole face (not a colour glyph)
-            copied.append(font_data._address(hb_object))
-        return stock(hb_object, *args)
+        def recording(pango_font: object) -> object:
+            face = stock_face(pango_font)
+            faces.add(int(ffi.cast("uintptr_t", face)))
+            return face
 
-    monkeypatch.setattr(font_data, "_STOCK_DATA", counting)
-    monkeypatch.setattr(font_data, "_data", {})
-    for order in _orders() * 2:
-        renderer.render_mail(order, encrypt=False)
-    whole = [address for address in copied if address in font_data._faces]
+        def counting(hb_object: object, *args: object) -> object:
+            if not any(args):  # a whole face (not a colour glyph)
+                copied.append(int(ffi.cast("uintptr_t", hb_object)))
+            return stock_data(hb_object, *args)
+
+        # Installed over these, the overrides count and record through them.
+        monkeypatch.setattr(fonts, "get_pango_font_hb_face", recording)
+        monkeypatch.setattr(fonts, "get_hb_object_data", counting)
+        assert weasyprint_overrides.install()
+        try:
+            for order in _orders() * 2:
+                renderer.render_mail(order, encrypt=False)
+        finally:
+            weasyprint_overrides.uninstall()
+            monkeypatch.undo()
+    whole = [address for address in copied if address in faces]
     assert whole, "no font file was copied at all"
     assert len(whole) == len(set(whole)) <= 4  # regular and bold (a fallback font at most)
     assert len(copied) > len(whole)  # the per-document subsets still come from HarfBuzz each time
-
-
-def test_an_unchecked_weasyprint_keeps_the_stock_functions(monkeypatch: pytest.MonkeyPatch) -> None:
-    font_data.uninstall()
-    try:
-        with monkeypatch.context() as patch:
-            patch.setattr(font_data, "CHECKED_VERSIONS", ("999.",))
-            assert font_data.install() is False
-            assert font_data.fonts.get_hb_object_data is font_data._STOCK_DATA
-            assert font_data.fonts.get_pango_font_hb_face is font_data._STOCK_FACE
-    finally:
-        assert font_data.install()
