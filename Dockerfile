@@ -3,8 +3,12 @@
 #
 # Two stages on the same Debian bookworm Python base, so the virtualenv built in the first stage
 # runs unchanged in the second (same /usr/local/bin/python3.11):
-#   builder - pip builds ordermail and installs it with its dependencies (all binary wheels on
-#             PyPI: confluent-kafka, pikepdf, cffi, pydantic-core, fastavro) into /opt/ordermail;
+#   builder - downloads the dependencies at exactly the versions the tests ran with, from
+#             requirements/lock.txt with --require-hashes (sha256 of every file; `make lock`
+#             writes it; binary wheels on PyPI for all but dkimpy: confluent-kafka, pikepdf, cffi,
+#             pydantic-core, fastavro...), builds ordermail's wheel with the hash-checked pip and
+#             setuptools of requirements/build-lock.txt (virtualenv /opt/build), and installs all of
+#             it, --no-deps, into /opt/ordermail, a virtualenv without pip or setuptools;
 #   runtime - the slim base, the Debian libraries WeasyPrint loads at run time, the virtualenv,
 #             a fixed non-root user. No compiler, no pip cache, no apt lists.
 # The image runs with a read-only root filesystem: it never writes outside /tmp (an emptyDir in
@@ -20,17 +24,26 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_PREFER_BINARY=1
 WORKDIR /src
+# The dependencies first, so a change to the sources alone reuses this layer. pip refuses any
+# file whose sha256 is not in the lock and any dependency the lock does not pin; the one sdist
+# (dkimpy) is built with the pinned setuptools of /opt/build (--no-build-isolation), not with
+# whatever setuptools PyPI serves that day. /opt/build's pip then installs the checked wheels
+# into /opt/ordermail, which gets neither pip nor setuptools (--python).
+COPY requirements/lock.txt requirements/build-lock.txt ./requirements/
+RUN python -m venv /opt/build \
+ && /opt/build/bin/python -m pip install --require-hashes -r requirements/build-lock.txt \
+ && /opt/build/bin/pip wheel --require-hashes --no-build-isolation --wheel-dir /wheels \
+      -r requirements/lock.txt \
+ && python -m venv --without-pip /opt/ordermail \
+ && /opt/build/bin/pip --python /opt/ordermail/bin/python install --no-index --no-deps /wheels/*.whl
 # Only what the wheel needs (see .dockerignore): pyproject.toml names README.md as the readme.
 COPY pyproject.toml README.md ./
 COPY consumer ./consumer
 COPY schemas ./schemas
 COPY rendering ./rendering
 COPY delivery ./delivery
-RUN python -m venv /opt/ordermail \
- && /opt/ordermail/bin/pip install --upgrade pip \
- && /opt/ordermail/bin/pip wheel --wheel-dir /wheels . \
- && /opt/ordermail/bin/pip install --no-index --find-links /wheels ordermail \
- && /opt/ordermail/bin/pip uninstall --yes pip \
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
+ && /opt/build/bin/pip --python /opt/ordermail/bin/python install --no-index --no-deps /dist/*.whl \
  && /opt/ordermail/bin/python -m compileall -q /opt/ordermail
 
 FROM python:3.11-slim-bookworm AS runtime

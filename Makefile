@@ -6,19 +6,38 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STACK := deploy/local/stack
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
 
-.PHONY: setup system-deps stack-up-registry demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
+.PHONY: setup lock system-deps stack-up-registry demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
 
 setup: system-deps $(STAMP)
 
 system-deps:
 	@deploy/local/system-deps
 
-$(STAMP): pyproject.toml
+# Installs exactly the lock files' versions (requirements/, hash-checked), then ordermail itself
+# without dependencies; a changed lock file or pyproject.toml installs again.
+$(STAMP): pyproject.toml requirements/build-lock.txt requirements/dev-lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/build-lock.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev-lock.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Regenerates the lock files from pyproject.toml with uv (a dev dependency); run it after changing a
+# dependency there, and commit requirements/ with pyproject.toml (tests/deploy/test_lock.py fails
+# until they agree). Pins that still satisfy pyproject.toml are kept; to move to the newest allowed
+# releases: `make lock LOCK_ARGS=--upgrade` (or LOCK_ARGS="--upgrade-package NAME").
+#   dev-lock.txt   - runtime + dev extra: what `make setup` installs and the tests run with;
+#   lock.txt       - runtime only, the same versions (constrained by dev-lock.txt): what the image installs;
+#   build-lock.txt - pip and pyproject.toml's build-system.requires (setuptools).
+# Every platform's wheels and sdists are hashed (--universal), so Linux, macOS and the image all install.
+lock: $(STAMP)
+	$(UV_COMPILE) pyproject.toml --extra dev -o requirements/dev-lock.txt
+	$(UV_COMPILE) pyproject.toml -c requirements/dev-lock.txt -o requirements/lock.txt
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], "pip", sep="\n")' \
+	  | $(UV_COMPILE) - -o requirements/build-lock.txt
 
 stack-up: setup
 	@$(STACK) up
