@@ -19,7 +19,11 @@
 # Policy-scan exception (checkov, deploy/k8s/validate):
 # checkov:skip=CKV_DOCKER_2:no HEALTHCHECK - Kubernetes probes /healthz and /readyz (deploy/k8s)
 
-FROM python:3.11-slim-bookworm AS builder
+# The base is pinned to a CPython patch release, not the moving 3.11 tag: 3.11.10 and later fix
+# CVE-2024-6923 (e-mail header injection: the email module did not quote newlines in headers it
+# serialises, and this service builds and sends e-mail). Both stages use the same tag, so the
+# virtualenv's /usr/local/bin/python3.11 and /usr/local/lib/python3.11 paths stay valid.
+FROM python:3.11.14-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_PREFER_BINARY=1
@@ -46,7 +50,7 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . 
  && /opt/build/bin/pip --python /opt/ordermail/bin/python install --no-index --no-deps /dist/*.whl \
  && /opt/ordermail/bin/python -m compileall -q /opt/ordermail
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11.14-slim-bookworm AS runtime
 # Runtime Debian packages: the runtime part of deploy/local/system-deps (tests/deploy checks that
 # the two lists agree). Without libharfbuzz-subset0 WeasyPrint silently renders ~5x slower; the
 # service warns at start-up. fontconfig adds fc-match (rendering/fonts.py uses it) and lets us

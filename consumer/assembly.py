@@ -12,8 +12,9 @@ from confluent_kafka import Producer
 
 from consumer.kafka_clients import consumer_config, producer_config
 from consumer.ledger import Ledger
-from consumer.outcomes import Inbound, OutcomePublisher
+from consumer.outcomes import OutcomePublisher
 from consumer.pipeline import Pipeline, PipelineConfig
+from consumer.records import Inbound
 from consumer.render_pool import RenderConfig, RenderPool
 from delivery import SmtpPool
 from rendering import RenderError
@@ -76,7 +77,6 @@ def assemble(settings: Settings) -> Parts:
             retry=settings.retry_schedule(),
             dkim=settings.dkim_signer(),
             fetch_policy=settings.fetch_policy(),
-            password_for=render_config.password_policy().password_for,
         ),
         codec,
         render_pool,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,78 +28,12 @@ from consumer.telemetry import (
 from schemas.codec import load_schema
 
 if TYPE_CHECKING:
+    from consumer.records import Headers, Inbound
     from schemas import Codec, DeliveryOutcome, DeliveryStatus
 
-__all__ = ["Inbound", "OutcomePublisher", "dead_letter_headers", "message_headers", "outcome_for"]
+__all__ = ["OutcomePublisher", "PublishError", "dead_letter_headers", "outcome_for"]
 
 OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """One consumed record, detached from librdkafka's Message so it can cross threads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    timestamp_ms: int
-
-    @classmethod
-    def from_message(cls, message: Message) -> Inbound:
-        return cls(
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            key=message.key(),
-            value=message.value(),
-            headers=message_headers(message),
-            timestamp_ms=message.timestamp()[1],
-        )
-
-    @property
-    def order_key(self) -> str:
-        return (self.key or b"").decode("utf-8", errors="replace")
-
-    def surrogate_event_id(self) -> str:
-        """For records we could not decode: stable across redeliveries of the same record."""
-        origin = self.origin
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{origin.topic}/{origin.partition}/{origin.offset}"))
-
-    def header(self, name: str) -> str | None:
-        value = next((v for k, v in reversed(self.headers) if k == name), None)
-        return None if value is None else value.decode("utf-8", errors="replace")
-
-    @property
-    def origin(self) -> Origin:
-        """Where the event was first published: a deferred event keeps it through the retry topic."""
-        topic, partition, offset, timestamp = (self.header(f"{ORIGIN_PREFIX}{f}") for f in ORIGIN_FIELDS)
-        if topic is None or partition is None or offset is None:
-            return Origin(self.topic, self.partition, self.offset, self.timestamp_ms)
-        return Origin(topic, int(partition), int(offset), int(timestamp or 0))
-
-    def foreign_headers(self) -> Headers:
-        """The producer's own headers, without the ones we added on earlier passes."""
-        return [(k, v) for k, v in self.headers if not k.startswith("ordermail.")]
-
-
-ORIGIN_PREFIX = "ordermail.original."
-ORIGIN_FIELDS = ("topic", "partition", "offset", "timestamp")
-
-
-@dataclass(frozen=True)
-class Origin:
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-
-    def headers(self) -> Headers:
-        values = (self.topic, str(self.partition), str(self.offset), str(self.timestamp_ms))
-        return [(f"{ORIGIN_PREFIX}{f}", v.encode()) for f, v in zip(ORIGIN_FIELDS, values, strict=True)]
 
 
 def outcome_for(
@@ -131,8 +63,11 @@ def outcome_for(
     return outcome
 
 
-def dead_letter_headers(inbound: Inbound, *, status: str, reason: str, group_id: str) -> Headers:
-    """The original headers plus where the record came from and why it is here (no free text)."""
+def dead_letter_headers(
+    inbound: Inbound, *, status: str, reason: str, group_id: str, foreign: bool = True
+) -> Headers:
+    """The original headers (unless not ``foreign``) plus where the record came from and why it
+    is here (no free text)."""
     added = {
         "ordermail.error.class": reason,
         "ordermail.error.status": status,
@@ -140,14 +75,36 @@ def dead_letter_headers(inbound: Inbound, *, status: str, reason: str, group_id:
         "ordermail.consumer.group": group_id,
     }
     return [
-        *inbound.foreign_headers(),
+        *(inbound.foreign_headers() if foreign else []),
         *inbound.origin.headers(),
         *((k, v.encode()) for k, v in added.items()),
     ]
 
 
+# Refusals that are about the record itself (its size, its partition), not the broker's state:
+# sending the same record again would fail the same way, so the pipeline settles it otherwise.
+_RECORD_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._INVALID_ARG,
+        KafkaError._BAD_MSG,
+    }
+)
+
+
 class PublishError(Exception):
-    """The broker did not acknowledge a record; its offset must not be committed."""
+    """The broker did not acknowledge a record; its offset must not be committed.
+
+    ``record_level``: the broker (or librdkafka) refused this record for what it is, so trying it
+    again cannot help; otherwise the broker is unreachable or refusing everything for now."""
+
+    def __init__(self, topic: str, error: KafkaError) -> None:
+        super().__init__(f"{topic}: {error.name()}")
+        self.record_level = error.code() in _RECORD_ERRORS
 
 
 class OutcomePublisher:
@@ -186,7 +143,13 @@ class OutcomePublisher:
                 self._outcome_topic, outcome["order_id"].encode(), value, partition, headers
             )
 
-    async def publish_dead_letter(self, inbound: Inbound, headers: Headers) -> int:
+    async def publish_dead_letter(
+        self, inbound: Inbound, headers: Headers, *, omit_record: bool = False
+    ) -> int:
+        """The record as it came (``omit_record``: its key and value left out, for a record the
+        dead-letter topic refused; the headers then say where the original is)."""
+        if omit_record:
+            return await self._produce(self._dlq_topic, None, None, None, headers)
         return await self._produce(self._dlq_topic, inbound.key, inbound.value, None, headers)
 
     async def publish_retry(self, inbound: Inbound, headers: Headers) -> int:
@@ -202,7 +165,7 @@ class OutcomePublisher:
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             result: int | Exception = (
-                PublishError(f"{topic}: {error.name()}") if error is not None else message.offset() or 0
+                PublishError(topic, error) if error is not None else message.offset() or 0
             )
             loop.call_soon_threadsafe(_settle, acknowledged, result)
 
@@ -221,7 +184,7 @@ class OutcomePublisher:
             except BufferError:  # local queue full: wait for acknowledgements to drain it
                 await asyncio.sleep(0.05)
             except KafkaException as exc:
-                raise PublishError(f"{topic}: {exc.args[0].name()}") from None
+                raise PublishError(topic, exc.args[0]) from None
         return await acknowledged
 
     def close(self, timeout_s: float = 10.0) -> int:
@@ -234,11 +197,6 @@ class OutcomePublisher:
     def _serve_callbacks(self) -> None:
         while self._running:
             self._producer.poll(0.1)
-
-
-def message_headers(message: Message) -> Headers:
-    raw: Any = message.headers() or []
-    return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in raw]
 
 
 def _settle(future: asyncio.Future[int], result: int | Exception) -> None:

@@ -11,19 +11,18 @@ import asyncio
 import hashlib
 import logging
 import random
+import re
 import time
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
-import pikepdf
 from opentelemetry.trace import SpanKind
 
 from consumer.metrics import ENCRYPT_SECONDS, RENDER_SECONDS, SEND_SECONDS
-from consumer.outcomes import dead_letter_headers, outcome_for
-from consumer.policy import Action, action_for
+from consumer.outcomes import PublishError, dead_letter_headers, outcome_for
+from consumer.policy import Action, Reason, action_for
 from consumer.retry import RetrySchedule, RetryState
 from consumer.telemetry import (
     SMTP_CODE,
@@ -43,8 +42,9 @@ from delivery import (
     compose,
     message_id_for,
 )
-from delivery.remote import FetchError, FetchPolicy, fetch_attachment
-from rendering import RenderedAttachment, RenderError, encrypt_pdf
+from delivery.headers import ComposeError
+from delivery.remote import FetchError, FetchPolicy, fetch_all
+from rendering import RenderError
 from rendering.documents import safe_filename
 from schemas import DecodeError, InvalidEvent, validate_order
 from schemas.codec import load_schema
@@ -52,8 +52,9 @@ from schemas.codec import load_schema
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from consumer.outcomes import Inbound, OutcomePublisher
-    from consumer.render_pool import RenderPool
+    from consumer.outcomes import OutcomePublisher
+    from consumer.records import Inbound
+    from consumer.render_pool import Fetched, RenderPool
     from delivery import SmtpPool
     from rendering import RenderedMail
     from schemas import Codec, DeliveryOutcome, DeliveryStatus, OrderCompleted
@@ -62,6 +63,10 @@ __all__ = ["Done", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("ordermail.pipeline")
 ORDER_SCHEMA = load_schema("order_completed.avsc")
+# What an outcome may carry as the event's or order's id when the event itself is invalid: ids,
+# not text (an invalid event_id may be anything, an e-mail address included).
+_PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_PLAUSIBLE_ORDER_ID = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,6 @@ class PipelineConfig:
     max_throttle_waits: int = 30  # then a throttled send counts as a transient failure
     dkim: DkimSigner | None = None
     fetch_policy: FetchPolicy | None = None  # None: events may not carry remote attachments
-    password_for: Callable[[OrderCompleted], str] | None = None  # for fetched attachments
 
 
 @dataclass(frozen=True)
@@ -92,10 +96,26 @@ class Done:
 class _Stop(Exception):
     """Ends processing early with a classified outcome."""
 
-    def __init__(self, reason: str, **known: Any) -> None:
+    def __init__(self, reason: Reason, **known: Any) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason: Reason = reason
         self.known = known
+
+
+@dataclass
+class _Ids:
+    """The event's ids as soon as they are decoded, so that every outcome of a decodable event,
+    valid or not, carries them (None: the outcome falls back to a surrogate and the record key)."""
+
+    event_id: str | None = None
+    order_id: str | None = None
+
+    def take(self, record: Any) -> None:
+        event_id, order_id = record.get("event_id"), record.get("order_id")
+        if isinstance(event_id, str) and _PLAUSIBLE_ID.fullmatch(event_id):
+            self.event_id = event_id
+        if isinstance(order_id, str) and _PLAUSIBLE_ORDER_ID.fullmatch(order_id) and order_id.strip():
+            self.order_id = order_id
 
 
 class Pipeline:
@@ -134,14 +154,58 @@ class Pipeline:
         try:
             if previous is not None:
                 await previous
-            on_done(inbound, await self._process(inbound))
+            on_done(inbound, await self._settled(inbound))
         finally:
             mine.set_result(None)
             if self._key_tails.get(key) is mine:
                 del self._key_tails[key]
 
-    async def _process(self, inbound: Inbound) -> Done | None:
-        retry = RetryState.of(inbound)
+    async def _settled(self, inbound: Inbound) -> Done | None:
+        """Whatever goes wrong with one record ends as an outcome and a dead letter for it; only
+        a broker that does not acknowledge (not the record's fault) gets past: the service then
+        stops without committing, and the record is redelivered."""
+        ids = _Ids()
+        try:
+            return await self._process(inbound, ids)
+        except PublishError as error:
+            if not error.record_level:
+                raise
+            log.error("record refused by the broker at %s/%s", inbound.partition, inbound.offset)
+            return await self._last_resort(inbound, ids, "publish_refused")
+        except Exception as exc:  # noqa: BLE001 — a bug must not wedge the partition: dead-letter, keep going
+            _log_unexpected(exc, inbound)
+            return await self._last_resort(inbound, ids, "internal_error")
+
+    async def _last_resort(self, inbound: Inbound, ids: _Ids, reason: Reason) -> Done:
+        """The plainest outcome and dead letter there are. When the dead-letter topic refuses the
+        record itself, it gets one without the producer's headers, then one without key and value
+        (its headers say where the original lies)."""
+        outcome: DeliveryOutcome = {
+            "event_id": ids.event_id or inbound.surrogate_event_id(),
+            "order_id": ids.order_id or inbound.order_key[:64],
+            "status": "REJECTED",
+            "reason": reason,
+            "attempt": 1,
+            "occurred_at": datetime.now(UTC),
+            "source_partition": inbound.origin.partition,
+            "source_offset": inbound.origin.offset,
+        }
+        group = self._config.group_id
+        for foreign, omit_record in ((True, False), (False, False), (False, True)):
+            headers = dead_letter_headers(
+                inbound, status="REJECTED", reason=reason, group_id=group, foreign=foreign
+            )
+            try:
+                await self._publisher.publish_dead_letter(inbound, headers, omit_record=omit_record)
+                break
+            except PublishError as error:
+                if not error.record_level or omit_record:
+                    raise
+        offset = await self._publisher.publish_outcome(outcome, inbound.origin.partition)
+        return Done(outcome, offset, dead_lettered=True)
+
+    async def _process(self, inbound: Inbound, ids: _Ids) -> Done | None:
+        retry = inbound.retry
         if retry is not None and await self._released_before_due(inbound, retry):
             return None
         with tracer().start_as_current_span(
@@ -151,41 +215,45 @@ class Pipeline:
             attributes=consumer_span_attributes(inbound, self._config.group_id),
             record_exception=False,  # exception texts may quote event data
         ) as span:
-            done = await self._handle(inbound, retry)
+            done = await self._handle(inbound, retry, ids)
             annotate_outcome(span, done.outcome if done else None)
             context = span.get_span_context()
             return (
                 replace(done, span_id=format(context.span_id, "016x")) if done and context.is_valid else done
             )
 
-    async def _handle(self, inbound: Inbound, retry: RetryState | None) -> Done | None:
-        order: OrderCompleted | None = None
+    async def _handle(self, inbound: Inbound, retry: RetryState | None, ids: _Ids) -> Done | None:
         attempts = retry.attempts if retry else 0
         try:
             with step("decode"):
-                order = self._decode(inbound)
+                order = self._decode(inbound, ids)
             if self._is_handled(inbound, order["event_id"]):
                 return None
-            mail = self._within_size(await self._with_fetched(order, await self._render(order)))
-            result, attempts = await self._send(order, mail, attempts)
+            fetched = await self._fetch(order)
+            mail = self._within_size(await self._render(order, fetched))
+            data = self._compose(order, mail)
+            # Built before sending: once the relay has the e-mail, nothing but publishing is left.
+            sent = outcome_for(
+                inbound,
+                event_id=order["event_id"],
+                order_id=order["order_id"],
+                status="SENT",
+                reason=None,
+                attempt=attempts,
+                **_mail_facts(order, mail, self._config.message_domain),
+            )
+            result, attempts = await self._send(order, mail, data, attempts)
         except _Stop as stop:
-            if order is None and self._is_handled(inbound, inbound.surrogate_event_id()):
+            # (an invalid event's earlier outcome may carry a surrogate: versions before 0.2 wrote one)
+            if any(self._is_handled(inbound, i) for i in (ids.event_id, inbound.surrogate_event_id()) if i):
                 return None
-            return await self._finish_failed(inbound, order, stop, retry)
-        except Exception as exc:  # noqa: BLE001 — a bug must not wedge the partition: dead-letter, keep going
-            _log_unexpected(exc, inbound)
-            return await self._finish_failed(inbound, order, _Stop("internal_error", attempt=attempts), retry)
-        outcome = outcome_for(
-            inbound,
-            event_id=order["event_id"],
-            order_id=order["order_id"],
-            status="SENT",
-            reason=None,
-            attempt=attempts,
-            smtp_code=result.code,
-            send_ms=round(result.send_ms),
-            **_mail_facts(order, mail, self._config.message_domain),
-        )
+            return await self._finish_failed(inbound, ids, stop, retry)
+        outcome: DeliveryOutcome = {
+            **sent,
+            "attempt": attempts,
+            "smtp_code": result.code,
+            "send_ms": round(result.send_ms),
+        }
         return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.origin.partition))
 
     async def _released_before_due(self, inbound: Inbound, retry: RetryState) -> bool:
@@ -198,23 +266,32 @@ class Pipeline:
             return False
         return True
 
-    def _decode(self, inbound: Inbound) -> OrderCompleted:
+    def _decode(self, inbound: Inbound, ids: _Ids) -> OrderCompleted:
         try:
             record: Any = self._codec.decode(inbound.value or b"", ORDER_SCHEMA)
+        except DecodeError as error:
+            raise _Stop(error.reason) from None
+        ids.take(record)
+        if inbound.malformed:  # our own headers on the retry topic, unreadable: dead-lettered
+            raise _Stop("malformed_headers")
+        try:
             validate_order(record)
-        except (DecodeError, InvalidEvent) as error:
+        except InvalidEvent as error:
             raise _Stop(error.reason) from None
         order: OrderCompleted = record
         return order
 
-    async def _render(self, order: OrderCompleted) -> RenderedMail:
+    async def _render(self, order: OrderCompleted, fetched: Fetched) -> RenderedMail:
+        """Renders and encrypts the order's documents and the fetched ones, in a render worker
+        (parsing and encrypting a fetched PDF is CPU work on hostile bytes: it is bounded by the
+        render timeout too)."""
         queued = time.perf_counter()
         try:
             async with self._renderer.reserved() as render:
                 # The events in flight share the workers: the wait is a span of its own.
                 span_from_duration("wait for render worker", (time.perf_counter() - queued) * 1000)
                 with step("render") as span:
-                    mail = await render(order)
+                    mail = await render(order, fetched)
                     span.set_attributes(
                         {
                             "ordermail.template_set": mail.template_set,
@@ -224,34 +301,35 @@ class Pipeline:
                         }
                     )
                     span_from_duration("encrypt", mail.encrypt_ms)  # it ran in the worker process
-        except RenderError as error:
+        except (RenderError, FetchError) as error:
             raise _Stop(error.reason) from None
         RENDER_SECONDS.observe(mail.render_ms / 1000)
         ENCRYPT_SECONDS.observe(mail.encrypt_ms / 1000)
         return mail
 
-    async def _with_fetched(self, order: OrderCompleted, mail: RenderedMail) -> RenderedMail:
-        """Adds the event's remote attachments, fetched now (see ``delivery/remote.py``) and
-        encrypted with the customer's password like the rendered ones."""
+    async def _fetch(self, order: OrderCompleted) -> Fetched:
+        """The event's remote attachments (see ``delivery/remote.py``), named, not yet opened:
+        few, within the message's byte budget and one deadline for all."""
         remote = order.get("attachments") or []
         if not remote:
-            return mail
-        policy, password_for = self._config.fetch_policy, self._config.password_for
-        if policy is None or password_for is None:
+            return ()
+        policy = self._config.fetch_policy
+        if policy is None:
             raise _Stop("attachment_forbidden")  # no host is allowed: nothing may be fetched
-        fetched = []
         with step("fetch attachments") as span:
             span.set_attribute("ordermail.attachments.fetched", len(remote))
             try:
-                password = password_for(order)
-                for number, item in enumerate(remote, start=1):
-                    data = await fetch_attachment(item["url"], policy)
-                    encrypted, pages = await asyncio.to_thread(_encrypt_fetched, data, password)
-                    name = safe_filename(item.get("filename") or f"document-{number}.pdf")
-                    fetched.append(RenderedAttachment(name, encrypted, pages, encrypted=True))
-            except (FetchError, RenderError) as error:
+                bodies = await fetch_all(
+                    [item["url"] for item in remote],
+                    policy,
+                    max_total_bytes=self._config.max_attachment_bytes,
+                )
+            except FetchError as error:
                 raise _Stop(error.reason) from None
-        return replace(mail, attachments=(*mail.attachments, *fetched))
+        names = (
+            safe_filename(item.get("filename") or f"document-{n}.pdf") for n, item in enumerate(remote, 1)
+        )
+        return tuple(zip(names, bodies, strict=True))
 
     def _within_size(self, mail: RenderedMail) -> RenderedMail:
         """All attachments together, rendered and fetched, must fit the relay's message limit."""
@@ -259,24 +337,32 @@ class Pipeline:
             raise _Stop("attachment_too_large", attachment_bytes=_total_bytes(mail))
         return mail
 
-    async def _send(self, order: OrderCompleted, mail: RenderedMail, attempts: int) -> tuple[SendResult, int]:
-        """Quick tries with backoff; returns the result and the total attempts so far."""
-        recipient = order["customer"]["email"]
-        data = compose(
-            sender=self._config.mail_from,
-            recipient=recipient,
-            subject=mail.subject,
-            text=mail.text_body,
-            html=mail.html_body,
-            attachments=[Attachment(a.filename, a.data) for a in mail.attachments],
-            message_id=message_id_for(order["event_id"], self._config.message_domain),
-            date=datetime.now(UTC),
-        )
+    def _compose(self, order: OrderCompleted, mail: RenderedMail) -> bytes:
+        try:
+            data = compose(
+                sender=self._config.mail_from,
+                recipient=order["customer"]["email"],
+                subject=mail.subject,
+                text=mail.text_body,
+                html=mail.html_body,
+                attachments=[Attachment(a.filename, a.data) for a in mail.attachments],
+                message_id=message_id_for(order["event_id"], self._config.message_domain),
+                date=datetime.now(UTC),
+            )
+        except ComposeError as error:
+            raise _Stop(error.reason) from None
         if self._config.dkim is not None:
             try:
                 data = self._config.dkim.sign(data)
             except DkimError:
                 raise _Stop("dkim_failed") from None
+        return data
+
+    async def _send(
+        self, order: OrderCompleted, mail: RenderedMail, data: bytes, attempts: int
+    ) -> tuple[SendResult, int]:
+        """Quick tries with backoff; returns the result and the total attempts so far."""
+        recipient = order["customer"]["email"]
         tries = throttled = 0
         while True:
             try:
@@ -300,7 +386,7 @@ class Pipeline:
                 await asyncio.sleep(_backoff(self._config.retry_backoff_s, tries))
 
     async def _finish_failed(
-        self, inbound: Inbound, order: OrderCompleted | None, stop: _Stop, retry: RetryState | None
+        self, inbound: Inbound, ids: _Ids, stop: _Stop, retry: RetryState | None
     ) -> Done:
         action = action_for(stop.reason)
         known = dict(stop.known)
@@ -313,8 +399,8 @@ class Pipeline:
         )
         outcome = outcome_for(
             inbound,
-            event_id=order["event_id"] if order else None,
-            order_id=order["order_id"] if order else None,
+            event_id=ids.event_id,
+            order_id=ids.order_id,
             status=status,
             reason=stop.reason,
             attempt=attempt,
@@ -348,15 +434,6 @@ def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str) -> dict[
         "attachment_count": len(mail.attachments),
         "render_ms": round(mail.render_ms + mail.encrypt_ms),
     }
-
-
-def _encrypt_fetched(data: bytes, password: str) -> tuple[bytes, int]:
-    try:
-        with pikepdf.open(BytesIO(data)) as document:
-            pages = len(document.pages)
-    except pikepdf.PdfError:
-        raise FetchError("attachment_type", transient=False) from None
-    return encrypt_pdf(data, password), pages
 
 
 def _total_bytes(mail: RenderedMail) -> int:

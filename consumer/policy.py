@@ -1,15 +1,59 @@
 """The error policy as data: every failure reason maps to one action.
 
-Reasons come from the stage that failed (``schemas.DecodeError``, ``schemas.InvalidEvent``,
-``rendering.RenderError``, ``delivery.SendError``); the pipeline looks the action up here
-instead of deciding in scattered ``except`` blocks.
+Reasons come from the stage that failed, each typed where it is raised: ``schemas.DecodeReason``
+and ``InvalidReason``, ``rendering.RenderErrorReason``, ``delivery.ComposeReason``,
+``FetchReason`` and ``SendReason``, and the pipeline's own :data:`PipelineReason`. The pipeline
+looks the action up here instead of deciding in scattered ``except`` blocks, and nothing else
+decides whether a failure is worth retrying (``tests/unit/test_policy.py`` checks that every
+reason has exactly one entry).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal, get_args
 
-__all__ = ["Action", "action_for"]
+from delivery.headers import ComposeReason
+from delivery.remote import FetchReason
+from delivery.smtp import SendReason
+from rendering.errors import RenderErrorReason
+from schemas.codec import DecodeReason
+from schemas.validation import InvalidReason
+
+__all__ = ["POLICY", "REASONS", "Action", "PipelineReason", "Reason", "action_for"]
+
+# Raised by the pipeline itself, about a record rather than a stage.
+PipelineReason = Literal[
+    "malformed_headers",  # ordermail's own headers on a retry-topic record could not be read
+    "attachment_too_large",  # rendered and fetched documents together exceed the message budget
+    "dkim_failed",
+    "internal_error",  # a bug: dead-lettered rather than crashing the service
+    "publish_refused",  # the broker refused the record itself (its size, say), not for now
+]
+
+Reason = (
+    DecodeReason
+    | InvalidReason
+    | RenderErrorReason
+    | ComposeReason
+    | FetchReason
+    | SendReason
+    | PipelineReason
+)
+# Every reason any module can raise (each stage's Literal, read at run time).
+REASONS = frozenset(
+    reason
+    for kind in (
+        DecodeReason,
+        InvalidReason,
+        RenderErrorReason,
+        ComposeReason,
+        FetchReason,
+        SendReason,
+        PipelineReason,
+    )
+    for reason in get_args(kind)
+)
 
 
 class Action(StrEnum):
@@ -19,7 +63,7 @@ class Action(StrEnum):
     FAIL = "fail"  # the relay refused for good: FAILED outcome, no retry
 
 
-POLICY: dict[str, Action] = {
+POLICY: dict[Reason, Action] = {
     # decoding and content
     "undecodable": Action.REJECT,
     "unknown_schema": Action.REJECT,
@@ -35,10 +79,13 @@ POLICY: dict[str, Action] = {
     "invalid_quantity": Action.REJECT,
     "invalid_sku": Action.REJECT,
     "negative_amount": Action.REJECT,
+    "text_too_long": Action.REJECT,
+    "malformed_headers": Action.REJECT,
     # rendering and encryption (fail closed: never send what could not be encrypted)
     "template_error": Action.REJECT,
     "render_error": Action.REJECT,
     "render_crashed": Action.REJECT,
+    "render_timeout": Action.REJECT,  # the worker was killed: the same order would hang it again
     "weak_password": Action.REJECT,
     "encryption_failed": Action.REJECT,
     "attachment_too_large": Action.REJECT,
@@ -47,9 +94,14 @@ POLICY: dict[str, Action] = {
     "attachment_forbidden": Action.REJECT,
     "attachment_type": Action.REJECT,
     "attachment_unavailable": Action.REJECT,
-    "attachment_unreachable": Action.RETRY,
-    "internal_error": Action.REJECT,
+    "attachment_unreachable": Action.RETRY,  # also: all of an event's fetches passed its deadline
+    "too_many_attachments": Action.REJECT,
+    # composing (a recipient that is not a bare address, a header block not as we meant it)
+    "unsafe_recipient": Action.REJECT,
+    "header_check_failed": Action.REJECT,
     "dkim_failed": Action.REJECT,
+    "internal_error": Action.REJECT,
+    "publish_refused": Action.REJECT,
     # sending
     "smtp_transient": Action.RETRY,
     "smtp_timeout": Action.RETRY,
@@ -65,4 +117,5 @@ POLICY: dict[str, Action] = {
 
 def action_for(reason: str) -> Action:
     """Unknown reasons are rejected (dead-lettered, so nothing is lost) rather than retried forever."""
-    return POLICY.get(reason, Action.REJECT)
+    known: dict[str, Action] = POLICY  # type: ignore[assignment]  # looked up by any string
+    return known.get(reason, Action.REJECT)

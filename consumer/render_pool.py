@@ -21,12 +21,23 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from consumer.fork_server import worker_context
-from rendering import DEFAULT_SET, TEMPLATE_DIR, PasswordPolicy, RenderedMail, RenderError, encrypt_pdf
+from delivery.remote import TYPE as NOT_A_PDF
+from delivery.remote import FetchError
+from rendering import (
+    DEFAULT_SET,
+    TEMPLATE_DIR,
+    PasswordPolicy,
+    RenderedAttachment,
+    RenderedMail,
+    RenderError,
+    encrypt_pdf,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -35,8 +46,10 @@ if TYPE_CHECKING:
     from rendering import Renderer
     from schemas import OrderCompleted
 
-__all__ = ["PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"]
+__all__ = ["Fetched", "PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"]
 
+# Documents fetched for an order (name, bytes as fetched): opened and encrypted in the worker.
+Fetched = tuple[tuple[str, bytes], ...]
 log = logging.getLogger("ordermail.render")
 START_TIMEOUT_S = 60.0
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -126,14 +139,45 @@ def _serve(connection: Connection, config: RenderConfig, share: tuple[int, int] 
         encrypt_pdf(renderer.render_mail(sample_order(0), encrypt=False).pdf, "warm-up-password")
     settle_after_warm_up()
     connection.send(("ready", report, _rss_mb()))
-    while (order := connection.recv()) is not None:
+    while (request := connection.recv()) is not None:
+        order, fetched = request
         try:
-            reply: tuple[str, Any, float] = ("ok", renderer.render_mail(order), 0.0)
+            reply: tuple[str, Any] = (
+                "ok",
+                _with_fetched(renderer, order, renderer.render_mail(order), fetched),
+            )
         except RenderError as error:
-            reply = ("error", error.reason, 0.0)
+            reply = ("error", error.reason)
+        except _NotAPdf:
+            reply = ("not_a_pdf", NOT_A_PDF)
         except Exception:  # noqa: BLE001 — reported as a classified failure, never as a crash
-            reply = ("error", "render_error", 0.0)
-        connection.send((reply[0], reply[1], _rss_mb()))
+            reply = ("error", "render_error")
+        connection.send((*reply, _rss_mb()))
+
+
+class _NotAPdf(Exception):
+    pass
+
+
+def _with_fetched(
+    renderer: Renderer, order: OrderCompleted, mail: RenderedMail, fetched: Fetched
+) -> RenderedMail:
+    """The fetched documents, opened (a PDF, or the event is rejected) and encrypted with the
+    order's password like the rendered ones."""
+    if not fetched:
+        return mail
+    import pikepdf
+
+    password = renderer.password_policy.password_for(order)
+    added = []
+    for name, data in fetched:
+        try:
+            with pikepdf.open(BytesIO(data)) as document:
+                pages = len(document.pages)
+        except pikepdf.PdfError:
+            raise _NotAPdf from None
+        added.append(RenderedAttachment(name, encrypt_pdf(data, password), pages, encrypted=True))
+    return replace(mail, attachments=(*mail.attachments, *added))
 
 
 def settle_after_warm_up() -> None:
@@ -187,7 +231,7 @@ class _Worker:
         report: list[str] = payload
         return report
 
-    async def call(self, order: OrderCompleted, timeout_s: float) -> tuple[str, Any]:
+    async def call(self, order: OrderCompleted, fetched: Fetched, timeout_s: float) -> tuple[str, Any]:
         """Sends the order and waits, in the event loop, until the answer is readable (no thread
         hand-offs: they cost the service's main process more CPU than the call itself)."""
         loop = asyncio.get_running_loop()
@@ -195,7 +239,10 @@ class _Worker:
         fd = self.connection.fileno()
         loop.add_reader(fd, _resolve, readable)
         try:
-            self.connection.send(order)  # a few KB into an empty socket buffer: never blocks
+            if fetched:  # megabytes, perhaps: written from a thread while the worker reads them
+                await loop.run_in_executor(None, self.connection.send, (order, fetched))
+            else:
+                self.connection.send((order, fetched))  # a few KB into an empty socket buffer: never blocks
             await asyncio.wait_for(readable, timeout_s)
         except TimeoutError:
             raise _Timeout from None
@@ -257,25 +304,25 @@ class RenderPool:
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
-    async def render(self, order: OrderCompleted) -> RenderedMail:
+    async def render(self, order: OrderCompleted, fetched: Fetched = ()) -> RenderedMail:
         """Waits for a free worker and renders on it (see :meth:`reserved`)."""
         async with self.reserved() as render:
-            return await render(order)
+            return await render(order, fetched)
 
     @asynccontextmanager
-    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted], Awaitable[RenderedMail]]]:
+    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted, Fetched], Awaitable[RenderedMail]]]:
         """Waits for a free worker, then yields what renders one order on it: callers can tell
         the wait (up to ``max_in_flight`` events share the workers) from the render itself. A
         reservation left unused gives its worker back."""
         worker = await self._idle_queue().get()
         used = False
 
-        async def render(order: OrderCompleted) -> RenderedMail:
+        async def render(order: OrderCompleted, fetched: Fetched = ()) -> RenderedMail:
             nonlocal used
             if used:
                 raise RuntimeError("one render per reservation")
             used = True
-            return await self._render_on(worker, order)
+            return await self._render_on(worker, order, fetched)
 
         try:
             yield render
@@ -283,12 +330,13 @@ class RenderPool:
             if not used:
                 self._idle_queue().put_nowait(worker)
 
-    async def _render_on(self, worker: _Worker, order: OrderCompleted) -> RenderedMail:
-        """Raises :class:`RenderError` (``render_timeout``, ``render_crashed`` or the renderer's)."""
+    async def _render_on(self, worker: _Worker, order: OrderCompleted, fetched: Fetched) -> RenderedMail:
+        """Raises :class:`RenderError` (``render_timeout``, ``render_crashed`` or the renderer's),
+        or :class:`FetchError` when a fetched document is not a PDF."""
         idle = self._idle_queue()
         answered = retire = False
         try:
-            status, payload = await worker.call(order, self._timeout_s)
+            status, payload = await worker.call(order, fetched, self._timeout_s)
             answered = True
             retire = worker.documents >= self._max_documents or worker.rss_mb > self._max_rss_mb
         except _Timeout:
@@ -306,6 +354,8 @@ class RenderPool:
         self.stats.max_rss_mb = max(self.stats.max_rss_mb, worker.rss_mb)
         if status == "error":
             raise RenderError(payload)
+        if status == "not_a_pdf":
+            raise FetchError(NOT_A_PDF)
         result: RenderedMail = payload
         return result
 

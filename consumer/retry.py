@@ -4,6 +4,9 @@ in-process retries, the event is re-published to the retry topic with a due time
 until it is due (without blocking anything else), then tries again; after the last delay, or
 when the event is older than the maximum age, it is ``FAILED`` and dead-lettered.
 
+The deferral's state travels in ``ordermail.retry.*`` headers, read by
+:class:`consumer.records.Inbound` (strictly, and only on the retry topic).
+
 Ordering: a deferred event leaves its partition's order. For receipts that is harmless: an
 order completes once, so no later event of the same order can be overtaken in a way a customer
 would notice; a redelivered copy of the same event is recognised by the outcome ledger.
@@ -13,39 +16,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from consumer.outcomes import Headers, Inbound
+from consumer.records import RetryState
 
 __all__ = ["RetrySchedule", "RetryState"]
-
-_PREFIX = "ordermail.retry."
-
-
-@dataclass(frozen=True)
-class RetryState:
-    deferrals: int  # how often the event was deferred so far
-    attempts: int  # send attempts so far, over all passes
-    due_ms: int
-    first_ms: int  # when the event was first tried: its age counts from here
-
-    @classmethod
-    def of(cls, inbound: Inbound) -> RetryState | None:
-        values = [inbound.header(f"{_PREFIX}{name}") for name in ("deferrals", "attempts", "due", "first")]
-        if any(v is None or not v.isdigit() for v in values):
-            return None
-        deferrals, attempts, due, first = (int(v) for v in values if v is not None)
-        return cls(deferrals, attempts, due, first)
-
-    def headers(self) -> Headers:
-        values = {
-            "deferrals": self.deferrals,
-            "attempts": self.attempts,
-            "due": self.due_ms,
-            "first": self.first_ms,
-        }
-        return [(f"{_PREFIX}{name}", str(value).encode()) for name, value in values.items()]
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from consumer.metrics import (
     KafkaStatistics,
 )
 from consumer.offsets import OffsetTracker, TopicPartitionKey
-from consumer.outcomes import Inbound
 from consumer.pipeline import Done
+from consumer.records import Inbound
 from consumer.render_pool import settle_after_warm_up
 
 if TYPE_CHECKING:
@@ -158,7 +158,8 @@ class Service:
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error %s", error.name())
             return
-        inbound = Inbound.from_message(message)
+        # ordermail.* headers are ours only where we wrote them: on the retry topic
+        inbound = Inbound.from_message(message, trusted=message.topic() == self._settings.retry_topic)
         self._tracker.start((inbound.topic, inbound.partition), inbound.offset)
         future = asyncio.run_coroutine_threadsafe(self._pipeline.process(inbound, self._done), self._loop)
         future.add_done_callback(self._check_crashed)
@@ -206,10 +207,12 @@ class Service:
             log.warning("kafka: %s", error.name())
 
     def _check_crashed(self, future: Future[None]) -> None:
-        # Only a failure to publish an outcome gets here: stop without committing past it, so
-        # the event is redelivered instead of lost.
-        if not future.cancelled() and future.exception() is not None:
-            self._fail(f"processing aborted: {future.exception()}")
+        # Only a broker that does not acknowledge gets here (the pipeline settles everything else
+        # per record): stop without committing past it, so the event is redelivered, not lost.
+        # The exception's type only: a message may quote a record.
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            self._fail(f"processing aborted: {type(error).__name__}")
 
     def _fail(self, reason: str) -> None:
         if self._fatal is None:

@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     attachment_timeout_s: Annotated[
         float, Field(validation_alias=_env("ORDERMAIL_ATTACHMENT_TIMEOUT_S"), gt=0)
     ] = 10.0
+    max_remote_attachments: Annotated[
+        int, Field(validation_alias=_env("ORDERMAIL_MAX_REMOTE_ATTACHMENTS"), ge=0)
+    ] = 3
+    attachment_deadline_s: Annotated[
+        float, Field(validation_alias=_env("ORDERMAIL_ATTACHMENT_DEADLINE_S"), gt=0)
+    ] = 20.0
     attachment_ca_file: Annotated[
         Path | None, Field(validation_alias=_env("ORDERMAIL_ATTACHMENT_CA_FILE"))
     ] = None
@@ -157,6 +163,8 @@ class Settings(BaseSettings):
             allowed_hosts=hosts,
             max_bytes=self.max_attachment_bytes,
             timeout_s=self.attachment_timeout_s,
+            max_attachments=self.max_remote_attachments,
+            event_deadline_s=self.attachment_deadline_s,
             ca_file=self.attachment_ca_file,
             allow_private_addresses=self.attachment_allow_private_addresses,
         )

@@ -25,7 +25,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from consumer.outcomes import Headers, Inbound
+    from consumer.records import Headers, Inbound
     from schemas import DeliveryOutcome
 
 __all__ = ["configure_tracing", "consumer_span_attributes", "context_from", "inject_into", "tracer"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.outcomes import message_headers
+from consumer.records import message_headers
 from schemas import Codec
 from schemas.codec import load_schema
 

@@ -1,11 +1,14 @@
 """Builds the customer e-mail, in its wire form, from finished parts: bodies, PDF bytes, addresses.
 
-Event data reaches headers only through :mod:`email`'s header classes, which refuse CR/LF in
-values; we also strip control characters and cap lengths, so event data can never create or
-split a header. The MIME structure around them is constant, and written directly: byte for byte
-what :class:`email.message.EmailMessage` and :class:`email.generator.BytesGenerator` make of the
-same parts (a test compares), at a fraction of the cost. They parse and re-fold some 18 headers
-per message, most of them constants, which made composing the main process's largest cost per order.
+The header lines that carry event data (To, Subject, Message-ID) are written by
+:mod:`delivery.headers`, never parsed by :mod:`email` (which decodes encoded words in them), and
+the finished header block is checked before it leaves: exactly the names we write, once each.
+Everything else is constant or the operator's (From), and written directly: byte for byte what
+:class:`email.message.EmailMessage` and :class:`email.generator.BytesGenerator` make of the same
+parts (a test compares), at a fraction of the cost. They parse and re-fold some 18 headers per
+message, most of them constants, which made composing the main process's largest cost per order.
+Attachment names keep only letters, digits, ``.``, ``-``, ``_`` and spaces before :mod:`email`
+encodes them (RFC 2231), so no ``=?`` reaches its parser there either.
 """
 
 from __future__ import annotations
@@ -23,15 +26,22 @@ from email.utils import format_datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from delivery.headers import (
+    check_header_block,
+    message_id_for,
+    message_id_line,
+    recipient_line,
+    single_line,
+    subject_line,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-__all__ = ["Attachment", "compose", "message_id_for"]
+__all__ = ["Attachment", "compose", "message_id_for", "safe_filename"]
 
-MAX_SUBJECT = 200
 MAX_FILENAME = 100
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ]+")
 _LINE_END = re.compile(r"\r\n|\r|\n")  # email.generator's own (its NLCRE)
 _CRLF = b"\r\n"
@@ -70,11 +80,6 @@ class Attachment:
     mime_type: str = "application/pdf"
 
 
-def message_id_for(event_id: str, domain: str) -> str:
-    """Deterministic per event, so a receiving system can drop the rare redelivered duplicate."""
-    return f"<{_single_line(event_id)[:80]}.ordermail@{_single_line(domain)[:200]}>"
-
-
 def compose(
     *,
     sender: str,
@@ -87,19 +92,19 @@ def compose(
     date: datetime,
 ) -> bytes:
     """The message's wire form (CRLF line ends): ``multipart/mixed`` of ``multipart/alternative``
-    (text, HTML) and the attachments. SMTPUTF8 headers only when an address needs them."""
-    to = _header("To", recipient)
-    international = not (_parsed("From", sender).isascii() and str(to).isascii())
-    wire = _WIRE[international]
+    (text, HTML) and the attachments. SMTPUTF8 headers only when an address needs them.
+    ``recipient`` is a bare address; raises :class:`~delivery.headers.ComposeError` for anything
+    else, or when the finished header block is not exactly the one we meant to write."""
+    international = not (_parsed("From", sender).isascii() and recipient.isascii())
     # Random, and no base64 or quoted-printable line can start with "--=_".
     boundary = f"=_ordermail_{secrets.token_hex(12)}"
     mixed, alternative = f"--{boundary}_mixed".encode(), f"--{boundary}_alternative".encode()
     out = [
         _folded("From", sender, international),  # cached: the sender is always the same
-        wire.fold_binary("To", to),
-        wire.fold_binary("Subject", _header("Subject", _single_line(subject)[:MAX_SUBJECT])),
+        recipient_line(recipient),
+        subject_line(subject),
         _folded("Date", format_datetime(date), international),  # cached: the same for a second
-        wire.fold_binary("Message-ID", _header("Message-ID", message_id)),
+        message_id_line(message_id),
         _folded("Auto-Submitted", "auto-generated", international),  # RFC 3834: auto-responders do not answer
         _folded("MIME-Version", "1.0", international),
         _multipart_type("mixed", boundary, international),
@@ -122,7 +127,9 @@ def compose(
     for attachment in attachments:
         out += [_CRLF, mixed, _CRLF, *_attachment_part(attachment, international)]
     out += [_CRLF, mixed, b"--\r\n"]
-    return b"".join(out)
+    message = b"".join(out)
+    check_header_block(message)
+    return message
 
 
 def _header(name: str, value: str) -> BaseHeader:
@@ -202,14 +209,10 @@ def _base64_lines(data: bytes) -> bytes:
 def safe_filename(name: str) -> str:
     """Keeps letters of any script (encoded per RFC 2231 by :mod:`email`), drops path tricks."""
     cleaned = (
-        _UNSAFE_FILENAME.sub("_", unicodedata.normalize("NFC", _single_line(name))).strip(" ._")
+        _UNSAFE_FILENAME.sub("_", unicodedata.normalize("NFC", single_line(name))).strip(" ._")
         or "attachment"
     )
     stem, dot, ext = cleaned.rpartition(".")
     if not dot:
         return cleaned[:MAX_FILENAME]
     return f"{stem[: MAX_FILENAME - len(ext) - 1]}.{ext}"
-
-
-def _single_line(value: str) -> str:
-    return _CONTROL.sub(" ", value).strip()

@@ -17,6 +17,9 @@ The URL comes from event data, so it is treated as hostile input. The rules, and
   connect; compressed bodies could expand beyond the size cap.
 * **size cap, total timeout, content type and ``%PDF-`` magic** — a slow, huge or wrong body
   must not stall a worker, exhaust memory or end up in a customer's mailbox.
+* **bounded per event** (:func:`fetch_all`) — at most ``max_attachments`` URLs, fetched one after
+  another, each capped by what is left of the event's byte budget (so the running total is
+  checked as the bytes arrive, not after the last one), all within one ``event_deadline_s``.
 * **the URL's path and query are never logged or put into errors** — they may carry access
   tokens or personal data; only the host name is logged (debug level).
 """
@@ -24,6 +27,7 @@ The URL comes from event data, so it is treated as hostile input. The rules, and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -32,31 +36,47 @@ import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 __all__ = [
     "FORBIDDEN",
     "TOO_LARGE",
+    "TOO_MANY",
     "TYPE",
     "UNAVAILABLE",
     "UNREACHABLE",
     "FetchError",
     "FetchPolicy",
+    "FetchReason",
     "address_allowed",
+    "fetch_all",
     "fetch_attachment",
     "host_allowed",
 ]
 
 log = logging.getLogger(__name__)
 
-FORBIDDEN = "attachment_forbidden"
-TOO_LARGE = "attachment_too_large"
-TYPE = "attachment_type"
-UNAVAILABLE = "attachment_unavailable"
-UNREACHABLE = "attachment_unreachable"
+FetchReason = Literal[
+    "attachment_forbidden",
+    "attachment_too_large",
+    "attachment_type",
+    "attachment_unavailable",
+    "attachment_unreachable",
+    "too_many_attachments",
+]
+FORBIDDEN: FetchReason = "attachment_forbidden"
+TOO_LARGE: FetchReason = "attachment_too_large"
+TYPE: FetchReason = "attachment_type"
+UNAVAILABLE: FetchReason = "attachment_unavailable"
+UNREACHABLE: FetchReason = "attachment_unreachable"  # also: the event's deadline passed
+TOO_MANY: FetchReason = "too_many_attachments"
 
 _CHUNK = 64 * 1024
 _PDF_MAGIC = b"%PDF-"
@@ -73,6 +93,8 @@ class FetchPolicy:
     allowed_hosts: frozenset[str]  # lower-case; "*.example.com" allows subdomains, not example.com itself
     max_bytes: int = 10 * 1024 * 1024
     timeout_s: float = 10.0  # total for one fetch: DNS, connect, TLS, headers and body
+    max_attachments: int = 3  # URLs one event may list
+    event_deadline_s: float = 20.0  # for all of one event's fetches together
     allowed_types: frozenset[str] = frozenset({"application/pdf"})
     ca_file: Path | None = None  # extra trust anchor (tests, private PKI), added to the system store
     allow_private_addresses: bool = False  # loopback/private/link-local only when True (tests, on-prem)
@@ -86,29 +108,23 @@ class FetchPolicy:
                 raise ValueError(f"invalid allowed host entry: {entry!r}")
         if self.max_bytes < 1:
             raise ValueError("max_bytes must be positive")
-        if not self.timeout_s > 0:
-            raise ValueError("timeout_s must be positive")
+        if not self.timeout_s > 0 or not self.event_deadline_s > 0:
+            raise ValueError("timeout_s and event_deadline_s must be positive")
+        if self.max_attachments < 0:
+            raise ValueError("max_attachments must not be negative")
         if any(t != t.strip().lower() or "/" not in t for t in self.allowed_types):
             raise ValueError("allowed_types must be lower-case type/subtype values")
 
 
 class FetchError(Exception):
-    """``reason`` is one of the module's reason constants; ``transient`` when a retry may succeed.
+    """``reason`` is one of :data:`FetchReason`; what to do about it is the caller's error policy.
 
     The message is the reason only: never the URL, whose path and query may hold secrets.
     """
 
-    def __init__(self, reason: str, *, transient: bool) -> None:
+    def __init__(self, reason: FetchReason) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.transient = transient
-
-    def __reduce__(self) -> tuple[object, ...]:  # keyword-only arguments need help to pickle
-        return (_rebuild_fetch_error, (self.reason, self.transient))
-
-
-def _rebuild_fetch_error(reason: str, transient: bool) -> FetchError:
-    return FetchError(reason, transient=transient)
+        self.reason: FetchReason = reason
 
 
 def host_allowed(host: str, allowed_hosts: frozenset[str]) -> bool:
@@ -166,10 +182,33 @@ async def fetch_attachment(url: str, policy: FetchPolicy) -> bytes:
             return await _fetch(target, policy)
     except TimeoutError:
         log.debug("attachment fetch from host %s timed out", host)
-        raise FetchError(UNREACHABLE, transient=True) from None
+        raise FetchError(UNREACHABLE) from None
     except FetchError as error:
         log.debug("attachment fetch from host %s failed: %s", host, error.reason)
         raise
+
+
+async def fetch_all(urls: Sequence[str], policy: FetchPolicy, *, max_total_bytes: int) -> list[bytes]:
+    """Every URL's body, in order, within the event's bounds: at most ``policy.max_attachments``
+    URLs, at most ``max_total_bytes`` together (each fetch capped by what is left, so an oversized
+    body is cut off as it arrives), all within ``policy.event_deadline_s``."""
+    if len(urls) > policy.max_attachments:
+        raise FetchError(TOO_MANY)
+    bodies: list[bytes] = []
+    left = max_total_bytes
+    try:
+        async with asyncio.timeout(policy.event_deadline_s):
+            for url in urls:
+                if left < 1:
+                    raise FetchError(TOO_LARGE)
+                body = await fetch_attachment(
+                    url, dataclasses.replace(policy, max_bytes=min(policy.max_bytes, left))
+                )
+                left -= len(body)
+                bodies.append(body)
+    except TimeoutError:
+        raise FetchError(UNREACHABLE) from None
+    return bodies
 
 
 def _checked_url(url: str, policy: FetchPolicy) -> URL:
@@ -177,19 +216,19 @@ def _checked_url(url: str, policy: FetchPolicy) -> URL:
     try:
         target = URL(url)
     except (ValueError, TypeError):
-        raise FetchError(FORBIDDEN, transient=False) from None
+        raise FetchError(FORBIDDEN) from None
     host = target.raw_host
     if target.scheme != "https" or not host:
-        raise FetchError(FORBIDDEN, transient=False)
+        raise FetchError(FORBIDDEN)
     if target.raw_user is not None or target.raw_password is not None or "@" in (target.raw_authority or ""):
-        raise FetchError(FORBIDDEN, transient=False)
+        raise FetchError(FORBIDDEN)
     if not host_allowed(host, policy.allowed_hosts):
-        raise FetchError(FORBIDDEN, transient=False)
+        raise FetchError(FORBIDDEN)
     literal = _ip_literal(host)
     if literal is None and _legacy_ipv4(host):  # 2130706433 or 127.1: an address dressed as a name
-        raise FetchError(FORBIDDEN, transient=False)
+        raise FetchError(FORBIDDEN)
     if literal is not None and not address_allowed(literal, allow_private=policy.allow_private_addresses):
-        raise FetchError(FORBIDDEN, transient=False)
+        raise FetchError(FORBIDDEN)
     return target
 
 
@@ -219,15 +258,15 @@ async def _fetch(target: URL, policy: FetchPolicy) -> bytes:
             _check_response(response, policy)
             body = await _read_capped(response, policy.max_bytes)
             if _media_type(response) == "application/pdf" and not body.startswith(_PDF_MAGIC):
-                raise FetchError(TYPE, transient=False)
+                raise FetchError(TYPE)
     except FetchError:
         raise
     except (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError):
-        raise FetchError(FORBIDDEN, transient=False) from None  # wrong CA or name: misconfiguration or attack
+        raise FetchError(FORBIDDEN) from None  # wrong CA or name: misconfiguration or attack
     except aiohttp.InvalidURL:
-        raise FetchError(FORBIDDEN, transient=False) from None
+        raise FetchError(FORBIDDEN) from None
     except (aiohttp.ClientError, OSError):
-        raise FetchError(UNREACHABLE, transient=True) from None  # refused, reset, TLS handshake, bad framing
+        raise FetchError(UNREACHABLE) from None  # refused, reset, TLS handshake, bad framing
     return body
 
 
@@ -242,7 +281,7 @@ async def _vetted_addresses(host: str, port: int, policy: FetchPolicy) -> list[R
             host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_ADDRCONFIG
         )
     except (OSError, UnicodeError):
-        raise FetchError(UNREACHABLE, transient=True) from None
+        raise FetchError(UNREACHABLE) from None
     results: list[ResolveResult] = []
     for family, _, proto, _, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
@@ -250,10 +289,10 @@ async def _vetted_addresses(host: str, port: int, policy: FetchPolicy) -> list[R
         address = str(sockaddr[0])
         scoped = family == socket.AF_INET6 and len(sockaddr) > 3 and sockaddr[3]
         if scoped or not address_allowed(address, allow_private=policy.allow_private_addresses):
-            raise FetchError(FORBIDDEN, transient=False)
+            raise FetchError(FORBIDDEN)
         results.append(_result(host, address, port, family, proto))
     if not results:
-        raise FetchError(UNREACHABLE, transient=True)
+        raise FetchError(UNREACHABLE)
     return results
 
 
@@ -284,17 +323,17 @@ def _result(hostname: str, address: str, port: int, family: int, proto: int) -> 
 def _check_response(response: aiohttp.ClientResponse, policy: FetchPolicy) -> None:
     status = response.status
     if 300 <= status < 400:
-        raise FetchError(FORBIDDEN, transient=False)  # a redirect would leave the vetted host
+        raise FetchError(FORBIDDEN)  # a redirect would leave the vetted host
     if status >= 500 or status in _TRANSIENT_STATUS:
-        raise FetchError(UNREACHABLE, transient=True)
+        raise FetchError(UNREACHABLE)
     if status != 200:
-        raise FetchError(UNAVAILABLE, transient=False)
+        raise FetchError(UNAVAILABLE)
     if _media_type(response) not in policy.allowed_types:
-        raise FetchError(TYPE, transient=False)
+        raise FetchError(TYPE)
     if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
-        raise FetchError(TYPE, transient=False)  # we asked for identity; a compressed body is not a PDF
+        raise FetchError(TYPE)  # we asked for identity; a compressed body is not a PDF
     if response.content_length is not None and response.content_length > policy.max_bytes:
-        raise FetchError(TOO_LARGE, transient=False)
+        raise FetchError(TOO_LARGE)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -304,7 +343,7 @@ async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> byte
     async for chunk in response.content.iter_chunked(_CHUNK):
         size += len(chunk)
         if size > max_bytes:
-            raise FetchError(TOO_LARGE, transient=False)
+            raise FetchError(TOO_LARGE)
         chunks.append(chunk)
     return b"".join(chunks)
 

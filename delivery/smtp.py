@@ -1,7 +1,7 @@
 """Sends messages through an SMTP relay over a small pool of persistent aiosmtplib connections.
 
-Every failure becomes a :class:`SendError` whose ``reason`` and ``transient`` flag the caller's
-error policy acts on; reply texts are never kept (relays echo addresses in them).
+Every failure becomes a :class:`SendError` whose ``reason`` (one of :data:`SendReason`) the
+caller's error policy acts on; reply texts are never kept (relays echo addresses in them).
 """
 
 from __future__ import annotations
@@ -11,10 +11,23 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 import aiosmtplib
 
-__all__ = ["SendError", "SendResult", "SmtpConfig", "SmtpPool", "TlsMode"]
+__all__ = ["SendError", "SendReason", "SendResult", "SmtpConfig", "SmtpPool", "TlsMode"]
+
+SendReason = Literal[
+    "smtp_transient",  # 4xx
+    "smtp_timeout",
+    "smtp_unreachable",
+    "smtp_disconnected",
+    "smtp_connect_refused",
+    "smtp_tls_failed",
+    "smtp_auth_failed",
+    "smtp_throttled",  # 421, or a 4xx that says so
+    "smtp_permanent",  # 5xx
+]
 
 
 class TlsMode(StrEnum):
@@ -45,12 +58,11 @@ class SendResult:
 
 
 class SendError(Exception):
-    """``transient`` failures may succeed later (4xx, network); the rest never will (5xx)."""
+    """The relay did not take the message; whether to retry is the caller's policy's call."""
 
-    def __init__(self, reason: str, *, transient: bool, code: int | None = None) -> None:
+    def __init__(self, reason: SendReason, *, code: int | None = None) -> None:
         super().__init__(f"{reason} ({code})" if code else reason)
-        self.reason = reason
-        self.transient = transient
+        self.reason: SendReason = reason
         self.code = code
 
 
@@ -83,7 +95,7 @@ class SmtpPool:
                 code = await _transaction(connection.client, message, sender, recipient)
             except aiosmtplib.SMTPServerDisconnected:
                 if not reused:
-                    raise SendError("smtp_disconnected", transient=True) from None
+                    raise SendError("smtp_disconnected") from None
                 # The relay closed an idle connection: one retry on a fresh one is safe because
                 # nothing was accepted on the old one.
                 connection = await self._connect()
@@ -172,10 +184,10 @@ async def _transaction(client: aiosmtplib.SMTP, message: bytes, sender: str, rec
         raise _reply_error(exc.code, exc.message) from None
     except aiosmtplib.SMTPTimeoutError:
         client.close()
-        raise SendError("smtp_timeout", transient=True) from None
+        raise SendError("smtp_timeout") from None
     except (aiosmtplib.SMTPException, OSError):
         client.close()
-        raise SendError("smtp_unreachable", transient=True) from None
+        raise SendError("smtp_unreachable") from None
     return response.code
 
 
@@ -192,23 +204,23 @@ _THROTTLE_WORDS = ("rate", "throttl", "too many", "limit", "slow down")
 def _reply_error(code: int, text: str) -> SendError:
     """Classifies a refusal by its code; the text is only searched for throttling hints, never kept."""
     if code == 421 or (400 <= code < 500 and any(word in text.lower() for word in _THROTTLE_WORDS)):
-        return SendError("smtp_throttled", transient=True, code=code)
+        return SendError("smtp_throttled", code=code)
     if 400 <= code < 500:
-        return SendError("smtp_transient", transient=True, code=code)
-    return SendError("smtp_permanent", transient=False, code=code)
+        return SendError("smtp_transient", code=code)
+    return SendError("smtp_permanent", code=code)
 
 
 def _connect_error(exc: Exception) -> SendError:
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return SendError("smtp_auth_failed", transient=False, code=exc.code)
+        return SendError("smtp_auth_failed", code=exc.code)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        reason = "smtp_throttled" if exc.code == 421 else "smtp_connect_refused"  # 421: too many connections
-        return SendError(reason, transient=True, code=exc.code)
+        reason: SendReason = "smtp_throttled" if exc.code == 421 else "smtp_connect_refused"  # 421: too many
+        return SendError(reason, code=exc.code)
     if isinstance(exc, aiosmtplib.SMTPTimeoutError):
-        return SendError("smtp_timeout", transient=True)
+        return SendError("smtp_timeout")
     if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
-        return SendError("smtp_tls_failed", transient=True)
-    return SendError("smtp_unreachable", transient=True)
+        return SendError("smtp_tls_failed")
+    return SendError("smtp_unreachable")
 
 
 def _tls_context(config: SmtpConfig) -> ssl.SSLContext:

@@ -47,16 +47,6 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 weasyprint_overrides.install()  # on the checked WeasyPrint release only; else one warning
 
 
-def __getattr__(name: str) -> Any:
-    # tests/unit/test_template_sets.py still imports these two from here; they live in
-    # weasyprint_overrides now, behind its version gate.
-    if name == "_DocumentHTML":
-        return weasyprint_overrides._DocumentHTML
-    if name == "_UA_STYLESHEET":
-        return weasyprint_overrides._ua_stylesheet()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class _Pdf(NamedTuple):
     data: bytes
     pages: int

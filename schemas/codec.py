@@ -17,7 +17,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import fastavro
 
@@ -28,19 +28,22 @@ if TYPE_CHECKING:
 
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-__all__ = ["SCHEMA_DIR", "Codec", "DecodeError", "Schema", "load_schema"]
+__all__ = ["SCHEMA_DIR", "Codec", "DecodeError", "DecodeReason", "Schema", "load_schema"]
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 
 
+DecodeReason = Literal["undecodable", "unknown_schema", "schema_mismatch"]
+
+
 class DecodeError(Exception):
     """The bytes are not an event we can read; ``reason`` is a machine-readable code."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: DecodeReason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        self.reason: DecodeReason = reason
 
 
 @dataclass(frozen=True)

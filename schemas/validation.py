@@ -1,19 +1,42 @@
-"""Content checks a schema cannot express. Each failure names a machine-readable reason."""
+"""Content checks a schema cannot express. Each failure names a machine-readable reason
+(:data:`InvalidReason`)."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
 
 from email_validator import EmailNotValidError, validate_email
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from schemas.model import OrderCompleted
 
-__all__ = ["MAX_LINES", "InvalidEvent", "validate_order"]
+__all__ = ["MAX_LINES", "MAX_TEXT", "InvalidEvent", "InvalidReason", "validate_order"]
 
+InvalidReason = Literal[
+    "invalid_event_id",
+    "invalid_order_id",
+    "invalid_locale",
+    "invalid_currency",
+    "invalid_country",
+    "invalid_email",
+    "no_lines",
+    "too_many_lines",
+    "invalid_quantity",
+    "invalid_sku",
+    "negative_amount",
+    "text_too_long",
+]
 MAX_LINES = 500
+# Free text that reaches the e-mail's subject or bodies, or the receipt's header: an order's
+# worth, not a novel (characters).
+MAX_TEXT = MappingProxyType(
+    {"brand": 100, "channel": 50, "shipping_method": 100, "payment_method": 100, "gift_message": 1000}
+)
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _LOCALE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 _COUNTRY = re.compile(r"[A-Z]{2}")
@@ -22,9 +45,9 @@ _COUNTRY = re.compile(r"[A-Z]{2}")
 class InvalidEvent(Exception):
     """A decodable event whose content cannot be processed."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: InvalidReason) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason: InvalidReason = reason
 
 
 def validate_order(order: OrderCompleted) -> None:
@@ -53,9 +76,11 @@ def validate_order(order: OrderCompleted) -> None:
         totals["discount_minor"],
     )
     _check(all(amount >= 0 for amount in (*amounts, totals["total_minor"])), "negative_amount")
+    texts: Mapping[str, object] = order
+    _check(all(len(str(texts.get(name) or "")) <= limit for name, limit in MAX_TEXT.items()), "text_too_long")
 
 
-def _check(condition: bool, reason: str) -> None:
+def _check(condition: bool, reason: InvalidReason) -> None:
     if not condition:
         raise InvalidEvent(reason)
 

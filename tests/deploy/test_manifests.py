@@ -486,7 +486,7 @@ def test_image_runs_the_console_script_as_pid_1_with_sigterm() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "ordermail" in pyproject["project"]["scripts"]
     bases = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
-    assert bases == ["python:3.11-slim-bookworm"] * 2  # builder and runtime: same Python
+    assert bases == ["python:3.11.14-slim-bookworm"] * 2  # builder and runtime: same Python (CVE-2024-6923)
     assert SpecifierSet(pyproject["project"]["requires-python"]).contains("3.11")
     assert re.search(r'^ENTRYPOINT \["ordermail"\]$', text, re.MULTILINE)
     assert re.search(r'^CMD \["run"\]$', text, re.MULTILINE)

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from consumer.outcomes import Inbound
 from consumer.pipeline import Pipeline, PipelineConfig
+from consumer.records import Inbound, Origin
+from consumer.render_pool import Fetched
 from consumer.retry import RetrySchedule, RetryState
 from delivery import SendError, SendResult
 from rendering import RenderedAttachment, RenderedMail, RenderError
@@ -34,7 +35,7 @@ class FakeRenderer:
     active: int = 0
     max_active: int = 0
 
-    async def render(self, order: OrderCompleted) -> RenderedMail:
+    async def render(self, order: OrderCompleted, fetched: Fetched = ()) -> RenderedMail:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         await asyncio.sleep(random.uniform(0, self.delay_s))
@@ -45,7 +46,7 @@ class FakeRenderer:
         return RenderedMail("subject", "text", "<p>html</p>", (pdf,), 5.0, 1.0, "default", "en")
 
     @asynccontextmanager
-    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted], Awaitable[RenderedMail]]]:
+    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted, Fetched], Awaitable[RenderedMail]]]:
         yield self.render  # as many workers as there are events
 
 
@@ -80,7 +81,9 @@ class FakePublisher:
         self.outcomes.append(outcome)
         return len(self.outcomes)
 
-    async def publish_dead_letter(self, inbound: Inbound, headers: list[tuple[str, bytes]]) -> int:
+    async def publish_dead_letter(
+        self, inbound: Inbound, headers: list[tuple[str, bytes]], *, omit_record: bool = False
+    ) -> int:
         self.dead_letters.append((inbound, dict(headers)))
         return len(self.dead_letters)
 
@@ -142,7 +145,7 @@ def test_same_key_in_arrival_order_different_keys_in_parallel() -> None:
 
 
 def test_transient_failure_is_retried_then_sent() -> None:
-    smtp = FakeSmtp(failures=[SendError("smtp_transient", transient=True, code=451)])
+    smtp = FakeSmtp(failures=[SendError("smtp_transient", code=451)])
     publisher = FakePublisher()
     asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [_inbound(sample_order(1), 0)]))
     (outcome,) = publisher.outcomes
@@ -151,7 +154,7 @@ def test_transient_failure_is_retried_then_sent() -> None:
 
 
 def test_permanent_failure_is_failed_without_retry_or_dead_letter() -> None:
-    smtp = FakeSmtp(failures=[SendError("smtp_permanent", transient=False, code=550)])
+    smtp = FakeSmtp(failures=[SendError("smtp_permanent", code=550)])
     publisher = FakePublisher()
     asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [_inbound(sample_order(1), 0)]))
     (outcome,) = publisher.outcomes
@@ -166,7 +169,7 @@ def test_permanent_failure_is_failed_without_retry_or_dead_letter() -> None:
 
 
 def test_exhausted_retries_fail_and_dead_letter() -> None:
-    smtp = FakeSmtp(failures=[SendError("smtp_unreachable", transient=True)] * 3)
+    smtp = FakeSmtp(failures=[SendError("smtp_unreachable")] * 3)
     publisher = FakePublisher()
     pipeline = _pipeline(FakeRenderer(), smtp, publisher, send_attempts=3, retry=RetrySchedule(delays_s=()))
     asyncio.run(_run(pipeline, [_inbound(sample_order(1), 0)]))
@@ -209,7 +212,7 @@ def test_undecodable_bytes_get_a_stable_surrogate_event_id() -> None:
 
 def test_a_bug_is_dead_lettered_not_crashed(caplog: pytest.LogCaptureFixture) -> None:
     class BrokenRenderer(FakeRenderer):
-        async def render(self, order: OrderCompleted) -> RenderedMail:
+        async def render(self, order: OrderCompleted, fetched: Fetched = ()) -> RenderedMail:
             raise KeyError(order["customer"]["last_name"])  # message quotes personal data
 
     publisher = FakePublisher()
@@ -245,7 +248,7 @@ def test_events_already_handled_are_skipped_without_mail_or_outcome() -> None:
 
 def test_transient_failures_defer_through_the_retry_topic_and_keep_the_origin() -> None:
     order = sample_order(1)
-    smtp = FakeSmtp(failures=[SendError("smtp_transient", transient=True, code=451)] * 2)
+    smtp = FakeSmtp(failures=[SendError("smtp_transient", code=451)] * 2)
     publisher = FakePublisher()
     pipeline = _pipeline(
         FakeRenderer(), smtp, publisher, send_attempts=2, retry=RetrySchedule(delays_s=(0.05, 60))
@@ -260,9 +263,10 @@ def test_transient_failures_defer_through_the_retry_topic_and_keep_the_origin() 
     assert not publisher.dead_letters
 
     # The retry record comes back from another topic and partition: the origin travels with it.
-    retried = Inbound("orders.retry", 1, 3, original.key, original.value, headers, 6)
-    state = RetryState.of(retried)
+    retried = Inbound("orders.retry", 4, 3, original.key, original.value, headers, 6, trusted=True)
+    state = retried.retry
     assert state is not None
+    assert not retried.malformed
     assert (state.deferrals, state.attempts) == (1, 2)
     asyncio.run(_run(pipeline, [retried]))
     sent = publisher.outcomes[-1]
@@ -280,14 +284,15 @@ def test_the_last_deferral_ends_failed_and_dead_lettered() -> None:
     publisher = FakePublisher()
     pipeline = _pipeline(
         FakeRenderer(),
-        FakeSmtp(failures=[SendError("smtp_unreachable", transient=True)]),
+        FakeSmtp(failures=[SendError("smtp_unreachable")]),
         publisher,
         send_attempts=1,
         retry=RetrySchedule(delays_s=(1,)),
     )
     state = RetryState(deferrals=1, attempts=5, due_ms=0, first_ms=0)
     value = CODEC.encode(order, READER)
-    retried = Inbound("orders.retry", 0, 0, order["order_id"].encode(), value, state.headers(), 0)
+    headers = [*Origin("orders", 0, 9, 0).headers(), *state.headers()]
+    retried = Inbound("orders.retry", 0, 0, order["order_id"].encode(), value, headers, 0, trusted=True)
     asyncio.run(_run(pipeline, [retried]))
     (outcome,) = publisher.outcomes
     assert (outcome["status"], outcome["reason"], outcome["attempt"]) == ("FAILED", "smtp_unreachable", 6)
@@ -295,7 +300,7 @@ def test_the_last_deferral_ends_failed_and_dead_lettered() -> None:
 
 
 def test_throttling_pauses_sending_without_spending_attempts() -> None:
-    smtp = FakeSmtp(failures=[SendError("smtp_throttled", transient=True, code=421)] * 3)
+    smtp = FakeSmtp(failures=[SendError("smtp_throttled", code=421)] * 3)
     publisher = FakePublisher()
     asyncio.run(
         _run(_pipeline(FakeRenderer(), smtp, publisher, send_attempts=1), [_inbound(sample_order(1), 0)])
@@ -311,7 +316,8 @@ def test_a_waiting_deferred_record_is_let_go_on_release() -> None:
     pipeline = _pipeline(FakeRenderer(), smtp, publisher, retry=RetrySchedule(delays_s=(60,)))
     state = RetryState(deferrals=1, attempts=2, due_ms=int((time.time() + 60) * 1000), first_ms=0)
     value = CODEC.encode(order, READER)
-    waiting = Inbound("orders.retry", 2, 0, order["order_id"].encode(), value, state.headers(), 0)
+    headers = [*Origin("orders", 2, 9, 0).headers(), *state.headers()]
+    waiting = Inbound("orders.retry", 2, 0, order["order_id"].encode(), value, headers, 0, trusted=True)
 
     async def scenario() -> list[tuple[int, str]]:
         running = asyncio.ensure_future(_run(pipeline, [waiting]))
@@ -322,3 +328,98 @@ def test_a_waiting_deferred_record_is_let_go_on_release() -> None:
     assert asyncio.run(scenario()) == [(0, "SKIPPED")]
     assert not publisher.outcomes
     assert not smtp.sent
+
+
+def _invalid(field: str, value: Any) -> OrderCompleted:
+    order: Any = sample_order(7)
+    if field == "email":
+        order["customer"]["email"] = value
+    else:
+        order[field] = value
+    return order  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("email", "not an address", "invalid_email"),
+        ("lines", [], "no_lines"),
+        ("currency", "euro", "invalid_currency"),
+        ("gift_message", "g" * 1001, "text_too_long"),
+        ("brand", "b" * 101, "text_too_long"),
+        ("channel", "c" * 51, "text_too_long"),
+        ("shipping_method", "s" * 101, "text_too_long"),
+        ("payment_method", "p" * 101, "text_too_long"),
+    ],
+)
+def test_a_rejected_valid_looking_event_keeps_its_own_event_id(field: str, value: Any, reason: str) -> None:
+    order = _invalid(field, value)
+    smtp, publisher = FakeSmtp(), FakePublisher()
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [_inbound(order, 3)]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["reason"]) == ("REJECTED", reason)
+    assert outcome["event_id"] == order["event_id"]  # analytics can join it to the order
+    assert outcome["order_id"] == order["order_id"]
+    assert len(publisher.dead_letters) == 1
+    assert smtp.sent == []
+
+
+def test_an_event_id_that_is_no_id_is_not_copied_into_the_outcome() -> None:
+    order = _invalid("event_id", "lucia.garcia@example.com")
+    publisher = FakePublisher()
+    asyncio.run(_run(_pipeline(FakeRenderer(), FakeSmtp(), publisher), [_inbound(order, 4)]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["reason"]) == ("REJECTED", "invalid_event_id")
+    assert outcome["event_id"] == _inbound(order, 4).surrogate_event_id()
+
+
+def test_free_text_at_its_limits_is_sent() -> None:
+    order: Any = sample_order(8)
+    order.update(gift_message="g" * 1000, brand="b" * 100, channel="c" * 50)
+    smtp, publisher = FakeSmtp(), FakePublisher()
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [_inbound(order, 5)]))
+    assert [o["status"] for o in publisher.outcomes] == ["SENT"]
+
+
+def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_without_the_record() -> None:
+    """The record itself is refused (MSG_SIZE_TOO_LARGE): the service keeps going, the record is
+    dead-lettered without headers, then without key and value, and rejected."""
+    from confluent_kafka import KafkaError
+
+    from consumer.outcomes import PublishError
+
+    class RefusingPublisher(FakePublisher):
+        async def publish_dead_letter(
+            self, inbound: Inbound, headers: list[tuple[str, bytes]], *, omit_record: bool = False
+        ) -> int:
+            if not omit_record:
+                raise PublishError("dlq", KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+            return await super().publish_dead_letter(inbound, headers, omit_record=omit_record)
+
+    publisher = RefusingPublisher()
+    order = _invalid("email", "not an address")
+    asyncio.run(_run(_pipeline(FakeRenderer(), FakeSmtp(), publisher), [_inbound(order, 6)]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["reason"], outcome["event_id"]) == (
+        "REJECTED",
+        "publish_refused",
+        order["event_id"],
+    )
+    ((_, headers),) = publisher.dead_letters
+    assert headers["ordermail.original.offset"] == b"6"
+    assert "traceparent" not in headers
+
+
+def test_a_broker_that_does_not_acknowledge_stops_processing() -> None:
+    from confluent_kafka import KafkaError
+
+    from consumer.outcomes import PublishError
+
+    class DownPublisher(FakePublisher):
+        async def publish_outcome(self, outcome: dict[str, Any], partition: int) -> int:
+            raise PublishError("outcomes", KafkaError(KafkaError._MSG_TIMED_OUT))
+
+    with pytest.raises(PublishError):
+        asyncio.run(
+            _run(_pipeline(FakeRenderer(), FakeSmtp(), DownPublisher()), [_inbound(sample_order(9), 7)])
+        )

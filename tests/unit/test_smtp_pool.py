@@ -17,6 +17,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from consumer.policy import Action, action_for
 from delivery import SendError, SmtpConfig, SmtpPool, TlsMode
 from tests.support import free_port
 
@@ -146,10 +147,10 @@ def test_replies_are_classified_and_the_connection_survives(
     )
     permanent, transient, sent = results
     assert isinstance(permanent, SendError)
-    assert (permanent.reason, permanent.code, permanent.transient) == ("smtp_permanent", 550, False)
+    assert (permanent.reason, permanent.code) == ("smtp_permanent", 550)
     assert "bounce@example.com" not in str(permanent)  # reply texts echo addresses: never kept
     assert isinstance(transient, SendError)
-    assert (transient.reason, transient.code, transient.transient) == ("smtp_transient", 451, True)
+    assert (transient.reason, transient.code) == ("smtp_transient", 451)
     assert sent.code == 250
     assert len(handler.sessions) == 1
 
@@ -171,7 +172,7 @@ def test_untrusted_certificate_is_refused(server: tuple[RecordingHandler, int, P
     (result,) = asyncio.run(_send_all(SmtpPool(_config(port, other_ca)), ["a@example.com"]))
     assert isinstance(result, SendError)
     assert result.reason == "smtp_tls_failed"
-    assert result.transient
+    assert action_for(result.reason) is Action.RETRY
     gc.collect()
 
 
@@ -179,7 +180,8 @@ def test_unreachable_relay_is_transient() -> None:
     config = SmtpConfig(host="127.0.0.1", port=1, tls=TlsMode.NONE, timeout_s=2)
     (result,) = asyncio.run(_send_all(SmtpPool(config), ["a@example.com"]))
     assert isinstance(result, SendError)
-    assert (result.reason, result.transient) == ("smtp_unreachable", True)
+    assert result.reason == "smtp_unreachable"
+    assert action_for(result.reason) is Action.RETRY
 
 
 def test_rate_limit_spaces_messages(server: tuple[RecordingHandler, int, Path]) -> None:

@@ -167,10 +167,10 @@ def test_the_trimmed_user_agent_stylesheet_is_in_use(renderer: Renderer, tmp_pat
     # The speed-up overrides a private WeasyPrint hook: an upgrade that drops it must be noticed.
     from weasyprint import HTML
 
-    from rendering.renderer import _UA_STYLESHEET, _DocumentHTML
+    from rendering.weasyprint_overrides import _DocumentHTML, _ua_stylesheet
 
     assert callable(getattr(HTML, "_ua_stylesheets", None))
-    assert _DocumentHTML(string="<p>x</p>")._ua_stylesheets() == [_UA_STYLESHEET]
+    assert _DocumentHTML(string="<p>x</p>")._ua_stylesheets() == [_ua_stylesheet()]
     text = _text(renderer.render_pdf(_order("en")), tmp_path)  # still a whole receipt
     assert "Total" in text
 

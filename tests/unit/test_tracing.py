@@ -17,8 +17,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from consumer.outcomes import Inbound, OutcomePublisher
+from consumer.outcomes import OutcomePublisher
 from consumer.pipeline import Pipeline, PipelineConfig
+from consumer.records import Inbound
+from consumer.render_pool import Fetched
 from delivery import SendError
 from rendering import RenderedMail
 from schemas import Codec, OrderCompleted
@@ -171,12 +173,12 @@ class OneWorker(FakeRenderer):
 
     free: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def render(self, order: OrderCompleted) -> RenderedMail:
+    async def render(self, order: OrderCompleted, fetched: Fetched = ()) -> RenderedMail:
         await asyncio.sleep(RENDER_S)
-        return await super().render(order)
+        return await super().render(order, fetched)
 
     @asynccontextmanager
-    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted], Awaitable[RenderedMail]]]:
+    async def reserved(self) -> AsyncIterator[Callable[[OrderCompleted, Fetched], Awaitable[RenderedMail]]]:
         async with self.free:
             yield self.render
 
@@ -195,7 +197,7 @@ def test_the_wait_for_a_render_worker_is_not_part_of_the_render_span() -> None:
 
 
 def test_failures_are_recorded_by_type_without_personal_data() -> None:
-    _run(FakeSmtp(failures=[SendError("smtp_permanent", transient=False, code=550)]))
+    _run(FakeSmtp(failures=[SendError("smtp_permanent", code=550)]))
     spans = _by_name()
     send = spans["smtp send"]
     assert send.attributes is not None
@@ -213,7 +215,7 @@ def test_failures_are_recorded_by_type_without_personal_data() -> None:
 
 
 def test_a_deferred_event_is_retried_in_the_same_trace() -> None:
-    producer = _run(FakeSmtp(failures=[SendError("smtp_transient", transient=True, code=451)] * 4))
+    producer = _run(FakeSmtp(failures=[SendError("smtp_transient", code=451)] * 4))
     (retry_record,) = [r for r in producer.records if r["topic"] == "retry"]
     assert dict(retry_record["headers"])["traceparent"].decode().split("-")[1] == TRACE_ID
     EXPORTER.clear()
@@ -232,7 +234,7 @@ def test_a_deferred_event_is_retried_in_the_same_trace() -> None:
     headers = [(k, v) for k, v in retry_record["headers"] if k != "ordermail.retry.due"] + [
         ("ordermail.retry.due", b"0")
     ]
-    inbound = Inbound("retry", 0, 0, retry_record["key"], retry_record["value"], headers, 0)
+    inbound = Inbound("retry", 0, 0, retry_record["key"], retry_record["value"], headers, 0, trusted=True)
     asyncio.run(pipeline.process(inbound, lambda _inbound, _done: None))
     publisher.close(timeout_s=1)
     spans = _by_name()

@@ -1,0 +1,25 @@
+"""One source of truth for the error policy: every reason a module can raise has exactly one
+action, and the README's error-policy table names each of them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from consumer.policy import POLICY, REASONS, Action, action_for
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_reason_any_module_can_raise_has_a_policy_entry_and_no_entry_is_stale() -> None:
+    assert set(POLICY) == REASONS
+
+
+def test_unknown_reasons_are_dead_lettered_not_retried() -> None:
+    assert action_for("no_such_reason") is Action.REJECT
+
+
+def test_the_readme_error_policy_table_names_every_reason() -> None:
+    section = README.read_text().split("### Error policy", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    assert set(re.findall(r"`([a-z_]+)`", table)) >= REASONS
