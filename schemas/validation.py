@@ -40,6 +40,7 @@ MAX_TEXT = MappingProxyType(
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _LOCALE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 _COUNTRY = re.compile(r"[A-Z]{2}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # the order id reaches the subject and file names
 
 
 class InvalidEvent(Exception):
@@ -53,7 +54,10 @@ class InvalidEvent(Exception):
 def validate_order(order: OrderCompleted) -> None:
     """Raise :class:`InvalidEvent` for the first problem found."""
     _check(_is_uuid(order["event_id"]), "invalid_event_id")
-    _check(bool(order["order_id"].strip()) and len(order["order_id"]) <= 64, "invalid_order_id")
+    order_id = order["order_id"]
+    _check(
+        bool(order_id.strip()) and len(order_id) <= 64 and not _CONTROL.search(order_id), "invalid_order_id"
+    )
     _check(_LOCALE.fullmatch(order["locale"]) is not None, "invalid_locale")
     _check(_CURRENCY.fullmatch(order["currency"]) is not None, "invalid_currency")
     _check(_COUNTRY.fullmatch(order["customer"]["billing_address"]["country"]) is not None, "invalid_country")

@@ -423,3 +423,14 @@ def test_a_broker_that_does_not_acknowledge_stops_processing() -> None:
         asyncio.run(
             _run(_pipeline(FakeRenderer(), FakeSmtp(), DownPublisher()), [_inbound(sample_order(9), 7)])
         )
+
+
+@pytest.mark.parametrize(
+    "order_id", ["ORD-1\r\nBcc: victim@example.org", "ORD-\x00", "ORD-\u2028", " ", "O" * 65]
+)
+def test_an_order_id_that_would_reach_the_subject_broken_is_rejected(order_id: str) -> None:
+    order = _invalid("order_id", order_id)
+    smtp, publisher = FakeSmtp(), FakePublisher()
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [_inbound(order, 3)]))
+    assert [(o["status"], o["reason"]) for o in publisher.outcomes] == [("REJECTED", "invalid_order_id")]
+    assert smtp.sent == []
