@@ -8,6 +8,7 @@ acknowledged outcome (and a dead letter where the policy says so) before it coun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -48,6 +49,7 @@ from rendering import RenderError
 from rendering.documents import safe_filename
 from schemas import DecodeError, InvalidEvent, validate_order
 from schemas.codec import load_schema
+from schemas.validation import is_uuid as _is_uuid
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,6 +83,8 @@ class PipelineConfig:
     max_throttle_waits: int = 30  # then a throttled send counts as a transient failure
     dkim: DkimSigner | None = None
     fetch_policy: FetchPolicy | None = None  # None: events may not carry remote attachments
+    # Events holding fetched documents at once (each up to max_attachment_bytes, until rendered).
+    max_fetching: int = 4
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class _Ids:
 
     def take(self, record: Any) -> None:
         event_id, order_id = record.get("event_id"), record.get("order_id")
-        if isinstance(event_id, str) and _PLAUSIBLE_ID.fullmatch(event_id):
+        if isinstance(event_id, str) and (_PLAUSIBLE_ID.fullmatch(event_id) or _is_uuid(event_id)):
             self.event_id = event_id
         if isinstance(order_id, str) and _PLAUSIBLE_ORDER_ID.fullmatch(order_id) and order_id.strip():
             self.order_id = order_id
@@ -136,6 +140,7 @@ class Pipeline:
         self._smtp = smtp
         self._publisher = publisher
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
+        self._fetching = asyncio.Semaphore(config.max_fetching)
         self._released: dict[tuple[str, int], asyncio.Event] = {}
 
     def release(self, partitions: set[tuple[str, int]]) -> None:
@@ -146,7 +151,12 @@ class Pipeline:
 
     async def process(self, inbound: Inbound, on_done: Callable[[Inbound, Done | None], None]) -> None:
         """Processes one record, then calls ``on_done`` once its outcome is acknowledged (with
-        None when the record had been handled before and was skipped)."""
+        None when the record had been handled before and was skipped, or was a deferred record
+        let go before it was due). A deferred record waits for its due time before it queues
+        behind its key: waiting, it holds up nothing else, not even its own order's records."""
+        if inbound.retry is not None and await self._released_before_due(inbound, inbound.retry):
+            on_done(inbound, None)
+            return
         key = inbound.key or b""
         previous = self._key_tails.get(key)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -206,8 +216,6 @@ class Pipeline:
 
     async def _process(self, inbound: Inbound, ids: _Ids) -> Done | None:
         retry = inbound.retry
-        if retry is not None and await self._released_before_due(inbound, retry):
-            return None
         with tracer().start_as_current_span(
             f"process {inbound.topic}",
             context=context_from(inbound.headers),
@@ -229,8 +237,9 @@ class Pipeline:
                 order = self._decode(inbound, ids)
             if self._is_handled(inbound, order["event_id"]):
                 return None
-            fetched = await self._fetch(order)
-            mail = self._within_size(await self._render(order, fetched))
+            async with self._fetching if order.get("attachments") else contextlib.nullcontext():
+                fetched = await self._fetch(order)  # bytes held until rendered: a bounded few
+                mail = self._within_size(await self._render(order, fetched))
             data = self._compose(order, mail)
             # Built before sending: once the relay has the e-mail, nothing but publishing is left.
             sent = outcome_for(

@@ -20,7 +20,7 @@ from rendering.errors import RenderErrorReason
 from schemas.codec import DecodeReason
 from schemas.validation import InvalidReason
 
-__all__ = ["POLICY", "REASONS", "Action", "PipelineReason", "Reason", "action_for"]
+__all__ = ["DEPLOY_SUSPECT", "POLICY", "REASONS", "Action", "PipelineReason", "Reason", "action_for"]
 
 # Raised by the pipeline itself, about a record rather than a stage.
 PipelineReason = Literal[
@@ -113,6 +113,24 @@ POLICY: dict[Reason, Action] = {
     "smtp_throttled": Action.THROTTLE,
     "smtp_permanent": Action.FAIL,
 }
+
+
+# Dead letters that point at ordermail's side (templates, password template, keys, limits, a bug)
+# rather than at the record: only these count towards the dead-letter breaker, so garbage from a
+# producer (undecodable, invalid, malformed headers) is dead-lettered without stopping the service.
+DEPLOY_SUSPECT: frozenset[Reason] = frozenset(
+    {
+        "template_error",
+        "render_error",
+        "render_crashed",
+        "weak_password",
+        "encryption_failed",
+        "attachment_too_large",
+        "header_check_failed",
+        "dkim_failed",
+        "internal_error",
+    }
+)
 
 
 def action_for(reason: str) -> Action:

@@ -7,11 +7,13 @@ anyone who can produce can write them, so there they are dropped unread: a produ
 redirect an outcome, fake a deferral or feed our parsers. Even on the retry topic they are read
 strictly (ASCII digits within bounds, a valid topic name, the record's own partition); a record
 whose headers fail that is :attr:`Inbound.malformed`, and ends as a classified, dead-lettered
-record instead of an exception.
+record instead of an exception. A record whose headers cannot be read at all (a header name that
+is not UTF-8, which confluent-kafka cannot decode) is processed without them on the input topic.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +33,9 @@ _RETRY_FIELDS = ("deferrals", "attempts", "due", "first")
 _TOPIC = re.compile(rb"[A-Za-z0-9._-]{1,249}")
 _DIGITS = re.compile(rb"[0-9]{1,19}")  # ASCII only: str.isdigit() also takes "²", which int() refuses
 _MAX_INT64 = 2**63 - 1
+_KEY_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)  # controls, bidi
 _MAX_DEFERRALS = 1_000
 _MAX_ATTEMPTS = 1_000_000  # the outcome's attempt is an Avro int
 
@@ -81,6 +86,7 @@ class Inbound:
     headers: Headers
     timestamp_ms: int
     trusted: bool = False
+    unreadable: bool = False  # its headers could not be read at all (a name that is not UTF-8)
     origin: Origin = field(init=False, compare=False)
     retry: RetryState | None = field(init=False, compare=False)
     malformed: bool = field(init=False, compare=False)
@@ -88,8 +94,10 @@ class Inbound:
     def __post_init__(self) -> None:
         own = Origin(self.topic, self.partition, self.offset, self.timestamp_ms)
         origin, retry, malformed = own, None, False
-        if self.trusted:
+        if self.trusted:  # an input record whose headers are unreadable is processed without them
             try:
+                if self.unreadable:
+                    raise _Malformed
                 origin, retry = self._read_own_headers(own)
             except _Malformed:
                 malformed = True
@@ -99,21 +107,32 @@ class Inbound:
 
     @classmethod
     def from_message(cls, message: Message, *, trusted: bool = False) -> Inbound:
+        try:
+            headers, unreadable = message_headers(message), False
+        except (SystemError, UnicodeDecodeError):  # confluent-kafka decodes header names as UTF-8
+            headers, unreadable = [], True  # (and must not be asked twice: it then returns NULLs)
         return cls(
             topic=message.topic() or "",
             partition=message.partition() or 0,
             offset=message.offset() or 0,
             key=message.key(),
             value=message.value(),
-            headers=message_headers(message),
+            headers=headers,
             timestamp_ms=message.timestamp()[1],
             trusted=trusted,
+            unreadable=unreadable,
         )
 
     @property
     def order_key(self) -> str:
-        """The record key as text, for outcomes of records whose event has no usable order id."""
-        return (self.key or b"")[:256].decode("utf-8", errors="replace")
+        """The record key as text, for outcomes, logs and spans of records whose event has no
+        usable order id: as it is when it looks like one, else a digest (it may be anything)."""
+        if not self.key:
+            return ""
+        text = self.key[:65].decode("utf-8", errors="replace")
+        if len(text) <= 64 and "\ufffd" not in text and _KEY_UNSAFE.search(text) is None:
+            return text
+        return f"key-sha256:{hashlib.sha256(self.key or b'').hexdigest()[:16]}"
 
     def surrogate_event_id(self) -> str:
         """For records we could not decode: stable across redeliveries of the same record."""
@@ -131,9 +150,11 @@ class Inbound:
         topic = values.get(f"{ORIGIN_PREFIX}topic", b"")
         if _TOPIC.fullmatch(topic) is None:
             raise _Malformed
-        partition, offset, timestamp = (
-            _number(values.get(f"{ORIGIN_PREFIX}{f}"), _MAX_INT64) for f in _ORIGIN_FIELDS[1:]
+        partition, offset = (
+            _number(values.get(f"{ORIGIN_PREFIX}{f}"), _MAX_INT64) for f in _ORIGIN_FIELDS[1:3]
         )
+        raw_timestamp = values.get(f"{ORIGIN_PREFIX}timestamp")
+        timestamp = -1 if raw_timestamp == b"-1" else _number(raw_timestamp, _MAX_INT64)  # -1: none given
         if partition != own.partition:  # a deferred event is kept in its input partition's number
             raise _Malformed
         origin = Origin(topic.decode("ascii"), partition, offset, timestamp)

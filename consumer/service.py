@@ -38,6 +38,7 @@ from consumer.metrics import (
 )
 from consumer.offsets import OffsetTracker, TopicPartitionKey
 from consumer.pipeline import Done
+from consumer.policy import DEPLOY_SUSPECT
 from consumer.records import Inbound
 from consumer.render_pool import settle_after_warm_up
 
@@ -174,7 +175,7 @@ class Service:
             self._tracker.finish(tp, inbound.offset)
             return
         outcome = done.outcome
-        self._breaker.record(done.dead_lettered)
+        self._breaker.record(done.dead_lettered and outcome["reason"] in DEPLOY_SUSPECT)
         EVENTS.labels(outcome["status"], outcome["reason"] or "").inc()
         if done.dead_lettered:
             DEAD_LETTERS.inc()
@@ -281,7 +282,7 @@ class Service:
         try:
             ready, anchors = self._handover.prepare(self._consumer)
         except KafkaException as exc:  # nothing consumed yet from those partitions: try again soon
-            log.warning("taking over partitions failed: %s", exc)
+            log.warning("taking over partitions failed: %s", _error_name(exc))
             self._next_takeover = time.monotonic() + 1.0
             return
         self._set_paused(ready)
@@ -301,7 +302,7 @@ class Service:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
                 self._commit_sent = time.monotonic()
         except KafkaException as exc:  # the next commit retries; nothing is lost
-            log.warning("commit failed: %s", exc)
+            log.warning("commit failed: %s", _error_name(exc))
 
     def _commit_awaited(self) -> bool:
         # librdkafka answers every commit, if only with a timeout; the limit is a safety net.
@@ -387,6 +388,12 @@ class Service:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+
+
+def _error_name(exc: KafkaException) -> str:
+    """librdkafka's error code name: the only part of its text we log."""
+    error = exc.args[0] if exc.args else None
+    return error.name() if isinstance(error, KafkaError) else type(exc).__name__
 
 
 def _close_with_timeout(consumer: Consumer, *, timeout_s: float) -> None:

@@ -4,23 +4,25 @@
 (spans as JSON on stdout, for local use) or unset/``none`` (off: the API's no-op tracer).
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` name the service.
 
-Spans follow the messaging semantic conventions. The W3C context (``traceparent``,
-``tracestate``, ``baggage``) is read from each record's headers, so our spans join the
-producer's trace, and written into the outcome record's headers, so analytics can follow it on.
-Attributes carry identifiers and timings only, never personal data.
+Spans follow the messaging semantic conventions. The W3C ``traceparent`` is read from each
+record's headers, so our spans join the producer's trace, and written into the outcome record's
+headers, so analytics can follow it on. Only ``traceparent``, parsed here: ``tracestate`` and
+``baggage`` are free text a producer writes (OpenTelemetry's own propagators copy tracestate into
+every span and the outcome's headers, and log malformed values verbatim). Attributes carry
+identifiers and timings only, never personal data.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode, TraceFlags
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -77,24 +79,32 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer("ordermail")
 
 
-class _HeaderGetter(Getter["Headers"]):
-    def get(self, carrier: Headers, key: str) -> list[str] | None:
-        values = [v.decode("latin-1") for k, v in carrier if k.lower() == key.lower()]
-        return values or None
-
-    def keys(self, carrier: Headers) -> list[str]:
-        return [k for k, _ in carrier]
+# W3C trace context: version 00 exactly; a later version may append fields (``ff`` is invalid).
+_TRACEPARENT = re.compile(
+    rb"(?!ff)([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL
+)
 
 
 def context_from(headers: Headers) -> Context:
-    return propagate.extract(headers, getter=_HeaderGetter())
+    """The producer's trace (its ``traceparent``), or none; nothing else of the record is read."""
+    value = next((v for k, v in reversed(headers) if k.lower() == "traceparent"), b"")
+    match = _TRACEPARENT.fullmatch(value[:512].strip())
+    if match is None or (match[1] == b"00" and match[5]):
+        return Context()
+    trace_id, span_id = int(match[2], 16), int(match[3], 16)
+    if not trace_id or not span_id:
+        return Context()
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[4], 16) & 1))
+    return trace.set_span_in_context(NonRecordingSpan(parent), Context())
 
 
 def inject_into(headers: Headers) -> Headers:
-    """The current trace context as record headers (``traceparent``, ``tracestate``, ``baggage``)."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return [*headers, *((k, v.encode()) for k, v in carrier.items())]
+    """The current trace as a ``traceparent`` record header (no ``tracestate``, no ``baggage``)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return list(headers)
+    value = f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags) & 1:02x}"
+    return [*headers, ("traceparent", value.encode())]
 
 
 SMTP_CODE = "ordermail.smtp.reply_code"

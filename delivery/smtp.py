@@ -91,18 +91,19 @@ class SmtpPool:
             reused = connection is not None
             if connection is None:
                 connection = await self._connect()
-            try:
-                code = await _transaction(connection.client, message, sender, recipient)
-            except aiosmtplib.SMTPServerDisconnected:
-                if not reused:
-                    raise SendError("smtp_disconnected") from None
-                # The relay closed an idle connection: one retry on a fresh one is safe because
-                # nothing was accepted on the old one.
-                connection = await self._connect()
-                code = await _transaction(connection.client, message, sender, recipient)
-            except SendError as error:
-                await self._recycle_after(error, connection)
-                raise
+            while True:
+                try:
+                    code = await _transaction(connection.client, message, sender, recipient)
+                    break
+                except aiosmtplib.SMTPServerDisconnected:
+                    connection.client.close()
+                    if not reused:
+                        raise SendError("smtp_disconnected") from None
+                    # The relay closed an idle connection: one more try on a fresh one.
+                    connection, reused = await self._connect(), False
+                except SendError as error:
+                    await self._recycle_after(error, connection)
+                    raise
             connection.sent += 1
             self._release(connection)
         return SendResult(code=code, send_ms=(time.perf_counter() - started) * 1000)

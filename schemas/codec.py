@@ -124,8 +124,10 @@ class Codec:
                 registered = self._registry.get_schema(schema_id)
             except Exception as exc:  # registry errors are many types; the reason is what matters
                 raise DecodeError("unknown_schema", f"registry id {schema_id}: {type(exc).__name__}") from exc
-            schema_str = registered.schema_str or ""
-            self._by_registry_id[schema_id] = Schema.from_json(schema_str).parsed
+            try:  # any schema a producer names: a JSON Schema or Protobuf one is no Avro schema
+                self._by_registry_id[schema_id] = Schema.from_json(registered.schema_str or "").parsed
+            except Exception as exc:  # fastavro's parse errors are many types
+                raise DecodeError("unknown_schema", f"registry id {schema_id}: not Avro") from exc
         return self._by_registry_id[schema_id]
 
     def _register(self, subject: str, writer: Schema) -> int:
@@ -142,7 +144,7 @@ class Codec:
 def _read(body: bytes, writer: Any, reader: Schema) -> dict[str, Any]:
     try:
         record = fastavro.schemaless_reader(io.BytesIO(body), writer, reader.parsed)
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError, OverflowError) as exc:
         raise DecodeError("undecodable", type(exc).__name__) from exc
     except fastavro.read.SchemaResolutionError as exc:
         raise DecodeError("schema_mismatch", str(exc)[:200]) from exc

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from schemas.model import OrderCompleted
 
-__all__ = ["MAX_LINES", "MAX_TEXT", "InvalidEvent", "InvalidReason", "validate_order"]
+__all__ = ["MAX_LINES", "MAX_TEXT", "InvalidEvent", "InvalidReason", "is_uuid", "validate_order"]
 
 InvalidReason = Literal[
     "invalid_event_id",
@@ -53,7 +53,7 @@ class InvalidEvent(Exception):
 
 def validate_order(order: OrderCompleted) -> None:
     """Raise :class:`InvalidEvent` for the first problem found."""
-    _check(_is_uuid(order["event_id"]), "invalid_event_id")
+    _check(is_uuid(order["event_id"]), "invalid_event_id")
     order_id = order["order_id"]
     _check(
         bool(order_id.strip()) and len(order_id) <= 64 and not _CONTROL.search(order_id), "invalid_order_id"
@@ -61,6 +61,7 @@ def validate_order(order: OrderCompleted) -> None:
     _check(_LOCALE.fullmatch(order["locale"]) is not None, "invalid_locale")
     _check(_CURRENCY.fullmatch(order["currency"]) is not None, "invalid_currency")
     _check(_COUNTRY.fullmatch(order["customer"]["billing_address"]["country"]) is not None, "invalid_country")
+    _check(len(order["customer"]["email"]) <= 320, "invalid_email")  # before a slow parse of megabytes
     try:
         validate_email(order["customer"]["email"], check_deliverability=False)
     except EmailNotValidError:
@@ -89,7 +90,8 @@ def _check(condition: bool, reason: InvalidReason) -> None:
         raise InvalidEvent(reason)
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
+    """Any spelling :class:`uuid.UUID` reads (braces, ``urn:uuid:``, upper case)."""
     try:
         uuid.UUID(value)
     except ValueError:

@@ -434,3 +434,44 @@ def test_an_order_id_that_would_reach_the_subject_broken_is_rejected(order_id: s
     asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [_inbound(order, 3)]))
     assert [(o["status"], o["reason"]) for o in publisher.outcomes] == [("REJECTED", "invalid_order_id")]
     assert smtp.sent == []
+
+
+def test_a_braced_uuid_is_the_events_id_in_every_outcome() -> None:
+    """validate_order accepts every spelling uuid.UUID reads; the outcome must carry it as given,
+    or the ledger would not recognise a redelivered, already deferred event."""
+    order: Any = sample_order(11)
+    order["event_id"] = "{" + order["event_id"].upper() + "}"
+    smtp = FakeSmtp(failures=[SendError("smtp_transient", code=451)])
+    publisher = FakePublisher()
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher, send_attempts=1), [_inbound(order, 1)]))
+    (outcome,) = publisher.outcomes
+    assert (outcome["status"], outcome["event_id"]) == ("DEFERRED", order["event_id"])
+
+
+def test_a_deferred_record_waiting_for_its_time_holds_up_nothing_of_its_key() -> None:
+    order = sample_order(12)
+    value = CODEC.encode(order, READER)
+    state = RetryState(deferrals=1, attempts=1, due_ms=int((time.time() + 60) * 1000), first_ms=0)
+    headers = [*Origin("orders", 0, 1, 0).headers(), *state.headers()]
+    waiting = Inbound("orders.retry", 0, 0, order["order_id"].encode(), value, headers, 0, trusted=True)
+    fresh = sample_order(13)
+    fresh["order_id"] = order["order_id"]  # the same key
+    publisher = FakePublisher()
+    pipeline = _pipeline(FakeRenderer(), FakeSmtp(), publisher, retry=RetrySchedule(delays_s=(60,)))
+
+    async def scenario() -> list[tuple[int, str]]:
+        done: list[tuple[int, str]] = []
+        waiting_task = asyncio.ensure_future(
+            pipeline.process(waiting, lambda i, d: done.append((i.offset, "x")))
+        )
+        await asyncio.wait_for(
+            pipeline.process(
+                _inbound(fresh, 5), lambda i, d: done.append((i.offset, d.outcome["status"] if d else "-"))
+            ),
+            timeout=5,
+        )
+        pipeline.release({("orders.retry", 0)})
+        await asyncio.wait_for(waiting_task, timeout=5)
+        return done
+
+    assert asyncio.run(scenario()) == [(5, "SENT"), (0, "x")]

@@ -23,3 +23,19 @@ def test_the_readme_error_policy_table_names_every_reason() -> None:
     section = README.read_text().split("### Error policy", 1)[1].split("\n## ", 1)[0]
     table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
     assert set(re.findall(r"`([a-z_]+)`", table)) >= REASONS
+
+
+def test_only_reasons_that_point_at_our_side_count_towards_the_breaker() -> None:
+    from consumer.policy import DEPLOY_SUSPECT
+
+    assert DEPLOY_SUSPECT <= REASONS
+    producer_garbage = {
+        "undecodable",
+        "unknown_schema",
+        "schema_mismatch",
+        "malformed_headers",
+        "text_too_long",
+    }
+    assert not (DEPLOY_SUSPECT & producer_garbage)
+    assert not {reason for reason in DEPLOY_SUSPECT if reason.startswith("invalid_")}
+    assert {"template_error", "internal_error"} <= DEPLOY_SUSPECT

@@ -83,3 +83,68 @@ def test_forged_headers_on_an_input_record_do_not_stop_it_being_sent_once() -> N
     (outcome,) = publisher.outcomes
     assert (outcome["status"], outcome["source_partition"], outcome["source_offset"]) == ("SENT", 1, 8)
     assert len(smtp.sent) == 1
+
+
+class _Message:
+    """What confluent-kafka gives for a record with a header name that is not UTF-8."""
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 2
+
+    def offset(self) -> int:
+        return 5
+
+    def key(self) -> bytes:
+        return b"ORD-1"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 9)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        raise SystemError("<built-in method headers> returned a result with an exception set")
+
+
+def test_a_header_name_that_is_not_utf8_is_no_exception() -> None:
+    on_input = Inbound.from_message(_Message("orders"))  # type: ignore[arg-type]
+    assert (on_input.headers, on_input.malformed) == ([], False)  # processed without its headers
+    on_retry = Inbound.from_message(_Message("orders.retry"), trusted=True)  # type: ignore[arg-type]
+    assert on_retry.malformed  # our headers are needed there: dead-lettered
+
+
+def test_a_record_without_a_timestamp_keeps_its_deferral() -> None:
+    """librdkafka gives -1 for a record without a timestamp; our own header says so, and reads back."""
+    origin = Origin("orders", 2, 41, -1)
+    record = Inbound("orders.retry", 2, 5, b"k", b"v", [*origin.headers(), *GOOD[4:]], 9, trusted=True)
+    assert not record.malformed
+    assert record.origin == origin
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        (b"ORD-1", "ORD-1"),
+        (b"ORD-\xff", None),
+        ("ORD-\u202e1".encode(), None),
+        (b"ORD\r\n1", None),
+        (b"x" * 65, None),
+        (None, ""),
+        (b"", ""),
+    ],
+)
+def test_the_record_key_is_shown_only_when_it_looks_like_an_order_id(
+    key: bytes | None, shown: str | None
+) -> None:
+    text = Inbound("orders", 0, 0, key, b"", [], 0).order_key
+    assert text == (text if shown is None else shown)
+    if shown is None:
+        assert text.startswith("key-sha256:")
+        assert len(text) == len("key-sha256:") + 16
