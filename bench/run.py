@@ -39,12 +39,12 @@ import confluent_kafka
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumer.assembly import codec_for
-from consumer.kafka_clients import producer_config
-from consumer.producing import ORDER_SCHEMA, publish_orders
-from consumer.render_pool import RenderConfig, RenderPool
-from consumer.settings import Settings
-from consumer.topic_reader import OUTCOME_SCHEMA, read_outcomes
+from consumer.app.assembly import codec_for
+from consumer.app.settings import Settings
+from consumer.kafka.clients import producer_config
+from consumer.processing.render_pool import RenderConfig, RenderPool
+from consumer.tools.producing import ORDER_SCHEMA, publish_orders
+from consumer.tools.topic_reader import OUTCOME_SCHEMA, read_outcomes
 from schemas import Codec, OrderCompleted
 from schemas.samples import sample_order
 from tests.support import free_port, wait_for_port
@@ -80,7 +80,7 @@ def bench_render(count: int, first_seed: int = 0, *, workers: int = 1) -> Render
     """Render workers as the service runs them (forked from the fork server, templates checked,
     warm), each fed one order at a time, all of them at once: the time of each call (render,
     encrypt and the hand over) and the workers' CPU time. Measured in the workers, not in this
-    process, whose own state (its frames' depth, see ``consumer/render_pool.py``) would change
+    process, whose own state (its frames' depth, see ``consumer/processing/render_pool.py``) would change
     the figure."""
     pool = RenderPool(RenderConfig(), workers=workers, check_templates=True)
     pids = pool.worker_pids()
@@ -291,7 +291,7 @@ def bench_service(args: argparse.Namespace, *, label: str = "e2e") -> dict[str, 
         [
             sys.executable,
             "-m",
-            "consumer.cli",
+            "consumer.app.cli",
             "smtp-sink",
             "--port",
             str(sink_port),
@@ -319,7 +319,7 @@ def bench_service(args: argparse.Namespace, *, label: str = "e2e") -> dict[str, 
         started_wall = time.time()
         with (ROOT / ".local/bench-service.log").open("wb") as log:
             service = subprocess.Popen(
-                [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "consumer.app.cli", "run"], env=env, stdout=log, stderr=log
             )
         sampler = RssSampler(service.pid)
         try:

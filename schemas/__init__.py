@@ -3,11 +3,17 @@
 Imports nothing else of ordermail's, so producers and consumers in other projects can reuse it.
 """
 
-from schemas.codec import SCHEMA_DIR, Codec, DecodeError
+from schemas.codec import SCHEMA_DIR, Codec, DecodeError, load_schema
 from schemas.model import DeliveryOutcome, DeliveryStatus, OrderCompleted
 from schemas.validation import InvalidEvent, validate_order
 
+# The reader schemas, loaded once for every module that reads or writes these records.
+ORDER_SCHEMA = load_schema("order_completed.avsc")
+OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
+
 __all__ = [
+    "ORDER_SCHEMA",
+    "OUTCOME_SCHEMA",
     "SCHEMA_DIR",
     "Codec",
     "DecodeError",

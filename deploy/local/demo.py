@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from consumer.topic_reader import read_outcomes
+from consumer.tools.topic_reader import read_outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT = 8
@@ -44,9 +44,9 @@ def _final_outcomes(settings: Any, codec: Any, wanted: set[str], timeout_s: floa
 
 def main() -> int:
     os.environ.update(_stack_env())
-    from consumer.assembly import codec_for
-    from consumer.producing import publish_orders, publish_raw
-    from consumer.settings import Settings
+    from consumer.app.assembly import codec_for
+    from consumer.app.settings import Settings
+    from consumer.tools.producing import publish_orders, publish_raw
     from rendering import PasswordPolicy
     from schemas.samples import sample_orders
 
@@ -59,7 +59,7 @@ def main() -> int:
     print(f"starting `ordermail run` (log: {log_path})")
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
-        service = subprocess.Popen([sys.executable, "-m", "consumer.cli", "run"], stdout=log, stderr=log)
+        service = subprocess.Popen([sys.executable, "-m", "consumer.app.cli", "run"], stdout=log, stderr=log)
     try:
         publish_orders(settings, codec, orders)
         publish_raw(settings, [(b"ORD-DEMO-POISON", b"this is not an Avro event")])

@@ -36,7 +36,7 @@ def preview_url(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """``ordermail preview --serve`` on any free port, on a copy of the templates."""
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATE_DIR, templates)
-    command = [sys.executable, "-m", "consumer.cli", "preview", "--serve", "--port", "0"]
+    command = [sys.executable, "-m", "consumer.app.cli", "preview", "--serve", "--port", "0"]
     command += ["--template-dir", str(templates), "--out", str(tmp_path / "out"), "--locale", "en"]
     with (
         (tmp_path / "server.log").open("w") as log,

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from email import policy
 from typing import TYPE_CHECKING, Any
 
-from consumer.producing import publish_orders, publish_raw
-from consumer.settings import Settings
-from consumer.topic_reader import committed_and_end, read_outcomes, read_records
+from consumer.app.settings import Settings
+from consumer.tools.producing import publish_orders, publish_raw
+from consumer.tools.topic_reader import committed_and_end, read_outcomes, read_records
 from schemas import Codec
 from schemas.samples import sample_order
 

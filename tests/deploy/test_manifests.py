@@ -211,7 +211,7 @@ def test_probes_and_metrics_use_the_health_port(rendered: dict[str, list[Obj]], 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_static_membership_uses_the_stable_pod_name(rendered: dict[str, list[Obj]], overlay: str) -> None:
-    from consumer.settings import kafka_passthrough
+    from consumer.app.settings import kafka_passthrough
 
     objects = rendered[overlay]
     variables = env(objects)
@@ -228,7 +228,7 @@ def test_static_membership_uses_the_stable_pod_name(rendered: dict[str, list[Obj
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_variable_is_one_the_service_reads(rendered: dict[str, list[Obj]], overlay: str) -> None:
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
 
     known = {
         choice
@@ -251,7 +251,7 @@ def test_the_service_accepts_the_rendered_environment(
     rendered: dict[str, list[Obj]], overlay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the kubelet would hand the container, read by the service's own settings model."""
-    from consumer.settings import Settings, kafka_passthrough
+    from consumer.app.settings import Settings, kafka_passthrough
 
     objects = rendered[overlay]
     resolved = dict(settings(objects))
@@ -293,7 +293,7 @@ def test_the_service_accepts_the_rendered_environment(
 def test_memory_fits_every_render_worker_at_its_recycling_threshold(
     rendered: dict[str, list[Obj]], overlay: str
 ) -> None:
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
 
     objects = rendered[overlay]
     workers_ref = env(objects)["ORDERMAIL_RENDER_WORKERS"]["valueFrom"]["resourceFieldRef"]

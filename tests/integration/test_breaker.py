@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from consumer.producing import publish_orders
-from consumer.settings import Settings
-from consumer.topic_reader import read_records
+from consumer.app.settings import Settings
+from consumer.tools.producing import publish_orders
+from consumer.tools.topic_reader import read_records
 from schemas import Codec
 from schemas.samples import sample_order
 from tests.support import free_port, http_get

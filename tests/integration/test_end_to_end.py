@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from consumer.producing import publish_orders, publish_raw
-from consumer.settings import Settings
-from consumer.topic_reader import committed_and_end, read_outcomes, read_records
+from consumer.app.settings import Settings
+from consumer.tools.producing import publish_orders, publish_raw
+from consumer.tools.topic_reader import committed_and_end, read_outcomes, read_records
 from rendering import PasswordPolicy
 from rendering.locales import Formatter, choose_language
 from schemas import Codec

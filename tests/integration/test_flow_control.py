@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from confluent_kafka import Producer
 
-from consumer.topic_reader import committed_and_end, read_outcomes
-from schemas import Codec
-from schemas.codec import load_schema
+from consumer.tools.topic_reader import committed_and_end, read_outcomes
+from schemas import ORDER_SCHEMA, Codec
 from schemas.samples import sample_order
 
 if TYPE_CHECKING:
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     from tests.integration.conftest import ServiceFactory, Sink, Topics
 
 pytestmark = pytest.mark.integration
-READER = load_schema("order_completed.avsc")
+READER = ORDER_SCHEMA
 
 
 def _publish_to_partition(bootstrap: str, topic: str, orders: list[OrderCompleted], partition: int) -> None:

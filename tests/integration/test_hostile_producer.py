@@ -31,9 +31,8 @@ from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from consumer.topic_reader import read_outcomes
-from schemas import Codec
-from schemas.codec import load_schema
+from consumer.tools.topic_reader import read_outcomes
+from schemas import ORDER_SCHEMA, Codec
 from schemas.samples import sample_order
 from tests.support import free_port, http_get
 
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 CODEC = Codec.from_directory()
-ORDER_SCHEMA = load_schema("order_completed.avsc")
 HEADER_NAMES = [
     "From",
     "To",

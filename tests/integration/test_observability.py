@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from consumer.producing import publish_orders
-from consumer.settings import Settings
-from consumer.topic_reader import read_outcomes
+from consumer.app.settings import Settings
+from consumer.tools.producing import publish_orders
+from consumer.tools.topic_reader import read_outcomes
 from schemas import Codec
 from schemas.samples import sample_order
 from tests.support import free_port, http_get

@@ -11,12 +11,12 @@ import pytest
 from confluent_kafka.schema_registry import Schema as RegistrySchema
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from consumer.producing import publish_raw
-from consumer.settings import Settings
-from consumer.topic_reader import read_records
-from schemas import Codec
+from consumer.app.settings import Settings
+from consumer.tools.producing import publish_raw
+from consumer.tools.topic_reader import read_records
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, Codec
 from schemas.check import check_schemas
-from schemas.codec import SCHEMA_DIR, load_schema
+from schemas.codec import SCHEMA_DIR
 from schemas.samples import sample_order
 from tests.conftest import ROOT
 
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from tests.conftest import ServiceFactory, Sink, Topics
 
 pytestmark = pytest.mark.integration
-ORDER = load_schema("order_completed.avsc")
-OUTCOME = load_schema("delivery_outcome.avsc")
+ORDER = ORDER_SCHEMA
+OUTCOME = OUTCOME_SCHEMA
 
 
 @pytest.fixture

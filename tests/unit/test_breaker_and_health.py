@@ -1,5 +1,5 @@
-from consumer.breaker import DeadLetterBreaker
-from consumer.health import HealthServer
+from consumer.kafka.breaker import DeadLetterBreaker
+from consumer.observability.health import HealthServer
 from tests.support import http_get
 
 

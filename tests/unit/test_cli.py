@@ -21,7 +21,7 @@ def _event_file(tmp_path: Path) -> Path:
 def test_render_writes_an_encrypted_pdf_and_a_plain_one_on_request(tmp_path: Path) -> None:
     event = _event_file(tmp_path)
     locked, plain = tmp_path / "locked.pdf", tmp_path / "plain.pdf"
-    ordermail = [sys.executable, "-m", "consumer.cli", "render", str(event)]
+    ordermail = [sys.executable, "-m", "consumer.app.cli", "render", str(event)]
     subprocess.run([*ordermail, "--out", str(locked)], check=True, capture_output=True)
     subprocess.run([*ordermail, "--out", str(plain), "--no-encrypt"], check=True, capture_output=True)
     assert (
@@ -38,7 +38,7 @@ def test_render_refuses_an_invalid_event(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(event))
     result = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "render", str(path), "--out", str(tmp_path / "x.pdf")],
+        [sys.executable, "-m", "consumer.app.cli", "render", str(path), "--out", str(tmp_path / "x.pdf")],
         capture_output=True,
         text=True,
     )

@@ -5,11 +5,11 @@ import avro.schema
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from schemas import Codec, DecodeError
+from schemas import ORDER_SCHEMA, Codec, DecodeError
 from schemas.codec import SCHEMA_DIR, Schema, load_schema
 from schemas.samples import sample_order
 
-READER = load_schema("order_completed.avsc")
+READER = ORDER_SCHEMA
 
 
 def _older_writer() -> Schema:

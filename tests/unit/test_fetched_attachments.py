@@ -17,7 +17,7 @@ from typing import Any
 import pikepdf
 import pytest
 
-from consumer.render_pool import RenderConfig, RenderPool
+from consumer.processing.render_pool import RenderConfig, RenderPool
 from rendering import PasswordPolicy
 from schemas.samples import sample_order
 from tests.unit.test_pipeline import FakePublisher, FakeRenderer, FakeSmtp, _inbound, _pipeline, _run

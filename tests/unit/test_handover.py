@@ -7,8 +7,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, TopicPartition
 
-from consumer.handover import Handover
-from consumer.offsets import OffsetTracker, format_metadata, parse_metadata
+from consumer.kafka.handover import Handover
+from consumer.kafka.offsets import OffsetTracker, format_metadata, parse_metadata
 
 INPUT = "orders"
 

@@ -4,7 +4,7 @@ import json
 
 from prometheus_client import REGISTRY
 
-from consumer.metrics import KafkaStatistics
+from consumer.observability.metrics import KafkaStatistics
 
 
 def _report(rxmsgs: int, lag: int, state: str = "UP") -> str:

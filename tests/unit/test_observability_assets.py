@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY
 
-import consumer.metrics  # noqa: F401 — registers the metrics
+import consumer.observability.metrics  # noqa: F401 — registers the metrics
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy/observability"
 

@@ -1,6 +1,6 @@
 import threading
 
-from consumer.offsets import OffsetTracker, parse_metadata
+from consumer.kafka.offsets import OffsetTracker, parse_metadata
 
 TP = ("orders", 0)
 
@@ -86,7 +86,7 @@ def test_metadata_points_before_every_outcome_of_uncommitted_events() -> None:
 
 
 def test_metadata_round_trip_and_foreign_values() -> None:
-    from consumer.offsets import format_metadata
+    from consumer.kafka.offsets import format_metadata
 
     assert parse_metadata(format_metadata(42)) == 42
     assert parse_metadata("") is None

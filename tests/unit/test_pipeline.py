@@ -13,18 +13,17 @@ from typing import Any
 
 import pytest
 
-from consumer.pipeline import Pipeline, PipelineConfig
-from consumer.records import Inbound, Origin
-from consumer.render_pool import Fetched
-from consumer.retry import RetrySchedule, RetryState
+from consumer.processing.pipeline import Pipeline, PipelineConfig
+from consumer.processing.ports import Fetched
+from consumer.processing.records import Inbound, Origin
+from consumer.processing.retry import RetrySchedule, RetryState
 from delivery import SendError, SendResult
 from rendering import RenderedAttachment, RenderedMail, RenderError
-from schemas import Codec, OrderCompleted
-from schemas.codec import load_schema
+from schemas import ORDER_SCHEMA, Codec, OrderCompleted
 from schemas.samples import sample_order
 
 CODEC = Codec.from_directory()
-READER = load_schema("order_completed.avsc")
+READER = ORDER_SCHEMA
 
 
 @dataclass
@@ -384,16 +383,15 @@ def test_free_text_at_its_limits_is_sent() -> None:
 def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_without_the_record() -> None:
     """The record itself is refused (MSG_SIZE_TOO_LARGE): the service keeps going, the record is
     dead-lettered without headers, then without key and value, and rejected."""
-    from confluent_kafka import KafkaError
 
-    from consumer.outcomes import PublishError
+    from consumer.processing.ports import PublishError
 
     class RefusingPublisher(FakePublisher):
         async def publish_dead_letter(
             self, inbound: Inbound, headers: list[tuple[str, bytes]], *, omit_record: bool = False
         ) -> int:
             if not omit_record:
-                raise PublishError("dlq", KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+                raise PublishError("dlq: MSG_SIZE_TOO_LARGE", record_level=True)
             return await super().publish_dead_letter(inbound, headers, omit_record=omit_record)
 
     publisher = RefusingPublisher()
@@ -411,13 +409,12 @@ def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_without_the_recor
 
 
 def test_a_broker_that_does_not_acknowledge_stops_processing() -> None:
-    from confluent_kafka import KafkaError
 
-    from consumer.outcomes import PublishError
+    from consumer.processing.ports import PublishError
 
     class DownPublisher(FakePublisher):
         async def publish_outcome(self, outcome: dict[str, Any], partition: int) -> int:
-            raise PublishError("outcomes", KafkaError(KafkaError._MSG_TIMED_OUT))
+            raise PublishError("outcomes: _MSG_TIMED_OUT", record_level=False)
 
     with pytest.raises(PublishError):
         asyncio.run(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from consumer.policy import POLICY, REASONS, Action, action_for
+from consumer.processing.policy import POLICY, REASONS, Action, action_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -26,7 +26,7 @@ def test_the_readme_error_policy_table_names_every_reason() -> None:
 
 
 def test_only_reasons_that_point_at_our_side_count_towards_the_breaker() -> None:
-    from consumer.policy import DEPLOY_SUSPECT
+    from consumer.processing.policy import DEPLOY_SUSPECT
 
     assert DEPLOY_SUSPECT <= REASONS
     producer_garbage = {

@@ -15,8 +15,8 @@ from pathlib import Path
 import pikepdf
 import pytest
 
-from consumer.cli import main
-from consumer.preview import Choice, PreviewServer, PreviewState, render_preview, sample
+from consumer.app.cli import main
+from consumer.tools.preview import Choice, PreviewServer, PreviewState, render_preview, sample
 from rendering import TEMPLATE_DIR, Renderer
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from consumer.records import Inbound, Origin, RetryState
+from consumer.processing.records import Inbound, Origin, RetryState
 from schemas.samples import sample_order
 from tests.unit.test_pipeline import CODEC, READER, FakePublisher, FakeRenderer, FakeSmtp, _pipeline, _run
 

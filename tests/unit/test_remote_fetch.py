@@ -25,7 +25,7 @@ import pikepdf
 import pytest
 import trustme
 
-from consumer.policy import Action, action_for
+from consumer.processing.policy import Action, action_for
 from delivery.remote import (
     FetchError,
     FetchPolicy,

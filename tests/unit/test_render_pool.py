@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.render_pool import RenderConfig, RenderPool
+from consumer.processing.render_pool import RenderConfig, RenderPool
 from rendering import TEMPLATE_DIR, RenderError
 from schemas.samples import sample_order
 
@@ -123,7 +123,7 @@ def test_a_reservation_renders_once_and_gives_an_unused_worker_back() -> None:
 
 def test_settling_after_warm_up_freezes_what_was_built() -> None:
     probe = (
-        "import gc; from consumer.render_pool import settle_after_warm_up as settle;"
+        "import gc; from consumer.processing.render_pool import settle_after_warm_up as settle;"
         "settle(); print(gc.get_freeze_count())"
     )
     frozen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
@@ -135,7 +135,7 @@ def test_frames_called_with_room_stop_mapping_memory_on_each_deep_call() -> None
     each descent (page faults each time); under ``_with_frame_room`` it faults its pages once."""
     probe = (
         "import resource\n"
-        "from consumer.render_pool import _with_frame_room\n"
+        "from consumer.processing.render_pool import _with_frame_room\n"
         "def down(n): return 0 if n == 0 else down(n - 1) + 1\n"
         "def oscillate():\n"
         "    for _ in range(300): down(400)\n"

@@ -11,11 +11,11 @@ import avro.io
 import avro.schema
 import pytest
 
-from schemas import Codec, DecodeError
-from schemas.codec import SCHEMA_DIR, Schema, load_schema
+from schemas import ORDER_SCHEMA, Codec, DecodeError
+from schemas.codec import SCHEMA_DIR, Schema
 from schemas.samples import sample_order
 
-CURRENT = load_schema("order_completed.avsc")
+CURRENT = ORDER_SCHEMA
 
 
 def _variant(change: str) -> Schema:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.settings import Settings, kafka_passthrough
-from consumer.startup import check_environment
+from consumer.app.settings import Settings, kafka_passthrough
+from consumer.app.startup import check_environment
 from delivery import TlsMode
 
 
@@ -69,7 +69,7 @@ def test_retry_schedule_from_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_default_workers_follow_a_cgroup_cpu_limit(
     tmp_path: Path, cpu_max: str | None, expected: object
 ) -> None:
-    from consumer.settings import usable_cpus
+    from consumer.app.settings import usable_cpus
 
     path = tmp_path / "cpu.max"
     if cpu_max is not None:

@@ -17,7 +17,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from consumer.policy import Action, action_for
+from consumer.processing.policy import Action, action_for
 from delivery import SendError, SmtpConfig, SmtpPool, TlsMode
 from tests.support import free_port
 

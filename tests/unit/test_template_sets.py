@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import pikepdf
 import pytest
 
-from consumer.assembly import start_render_pool
-from consumer.cli import main
-from consumer.render_pool import RenderConfig
-from consumer.settings import Settings
+from consumer.app.assembly import start_render_pool
+from consumer.app.cli import main
+from consumer.app.settings import Settings
+from consumer.processing.render_pool import RenderConfig
 from rendering import TEMPLATE_DIR, Renderer, RenderError
 from rendering.messages import LABELS
 from schemas.samples import sample_order
@@ -186,7 +186,8 @@ def test_the_workers_split_the_template_check_without_gaps_or_overlap() -> None:
 def test_the_service_main_process_never_loads_weasyprint() -> None:
     """Only the render workers (and the CLI's rendering commands) need it: ~0.6 s and ~60 MB."""
     probe = (
-        "import sys, consumer.cli, consumer.service, consumer.assembly, consumer.pipeline;"
+        "import sys, consumer.app.cli, consumer.kafka.service, consumer.app.assembly,"
+        " consumer.processing.pipeline;"
         "print('weasyprint' in sys.modules)"
     )
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

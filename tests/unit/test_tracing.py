@@ -17,14 +17,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from consumer.outcomes import OutcomePublisher
-from consumer.pipeline import Pipeline, PipelineConfig
-from consumer.records import Inbound
-from consumer.render_pool import Fetched
+from consumer.kafka.publisher import OutcomePublisher
+from consumer.processing.pipeline import Pipeline, PipelineConfig
+from consumer.processing.ports import Fetched
+from consumer.processing.records import Inbound
 from delivery import SendError
 from rendering import RenderedMail
-from schemas import Codec, OrderCompleted
-from schemas.codec import load_schema
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, Codec, OrderCompleted
 from schemas.samples import sample_order
 from tests.unit.test_pipeline import FakeRenderer, FakeSmtp
 
@@ -95,7 +94,7 @@ def _run(
             3,
             42 + i,
             order["order_id"].encode(),
-            CODEC.encode(order, load_schema("order_completed.avsc")),
+            CODEC.encode(order, ORDER_SCHEMA),
             headers,
             0,
         )
@@ -160,7 +159,7 @@ def test_an_event_yields_one_connected_trace_with_the_expected_structure() -> No
     traceparent = dict(outcome_record["headers"])["traceparent"].decode()
     assert traceparent.split("-")[1] == TRACE_ID
     assert traceparent.split("-")[2] == format(spans["send outcomes"].context.span_id, "016x")
-    outcome = CODEC.decode(outcome_record["value"], load_schema("delivery_outcome.avsc"))
+    outcome = CODEC.decode(outcome_record["value"], OUTCOME_SCHEMA)
     assert outcome["trace_id"] == TRACE_ID
 
 

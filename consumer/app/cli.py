@@ -9,6 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA
+
 __all__ = ["main"]
 
 log = logging.getLogger("ordermail")
@@ -86,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(_args: argparse.Namespace) -> int:
-    from consumer.fork_server import start_fork_server
+    from consumer.processing.fork_server import start_fork_server
 
     start_fork_server()  # first: the render workers' imports overlap the service's own
-    from consumer.logs import configure_logging
-    from consumer.service import Service
-    from consumer.settings import Settings
-    from consumer.startup import check_environment
-    from consumer.telemetry import configure_tracing, shutdown_tracing
+    from consumer.app.settings import Settings
+    from consumer.app.startup import check_environment
+    from consumer.kafka.service import Service
+    from consumer.observability.logs import configure_logging
+    from consumer.observability.telemetry import configure_tracing, shutdown_tracing
 
     configure_logging()
     configure_tracing()
@@ -108,9 +110,9 @@ def _run(_args: argparse.Namespace) -> int:
 
 
 def _produce_sample(args: argparse.Namespace) -> int:
-    from consumer.assembly import codec_for
-    from consumer.producing import publish_orders
-    from consumer.settings import Settings
+    from consumer.app.assembly import codec_for
+    from consumer.app.settings import Settings
+    from consumer.tools.producing import publish_orders
     from schemas.samples import sample_orders
 
     settings = Settings()
@@ -121,9 +123,9 @@ def _produce_sample(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from consumer.preview import PreviewError, load_event
-    from consumer.render_pool import RenderConfig
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
+    from consumer.processing.render_pool import RenderConfig
+    from consumer.tools.preview import PreviewError, load_event
     from rendering import RenderError
     from schemas import InvalidEvent, validate_order
 
@@ -153,9 +155,9 @@ def _sample_name(value: str) -> str:
 def _preview(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from consumer.preview import preview_command
-    from consumer.render_pool import RenderConfig
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
+    from consumer.processing.render_pool import RenderConfig
+    from consumer.tools.preview import preview_command
 
     config = RenderConfig.from_settings(Settings())  # the service's password template, hint, default set
     return preview_command(
@@ -173,8 +175,8 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _templates(args: argparse.Namespace) -> int:
-    from consumer.render_pool import RenderConfig
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
+    from consumer.processing.render_pool import RenderConfig
     from rendering import RenderError
 
     config = RenderConfig.from_settings(Settings())
@@ -191,15 +193,14 @@ def _templates(args: argparse.Namespace) -> int:
 
 
 def _schemas(_args: argparse.Namespace) -> int:
-    from consumer.assembly import codec_for
-    from consumer.settings import Settings
+    from consumer.app.assembly import codec_for
+    from consumer.app.settings import Settings
     from schemas.check import check_schemas
-    from schemas.codec import load_schema
 
     settings = Settings()
     subjects = {
-        load_schema("order_completed.avsc").name: f"{settings.input_topic}-value",
-        load_schema("delivery_outcome.avsc").name: f"{settings.outcome_topic}-value",
+        ORDER_SCHEMA.name: f"{settings.input_topic}-value",
+        OUTCOME_SCHEMA.name: f"{settings.outcome_topic}-value",
     }
     registry = codec_for(settings).registry
     report = check_schemas(subjects=subjects, registry=registry)

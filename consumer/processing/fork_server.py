@@ -17,7 +17,7 @@ __all__ = ["start_fork_server", "worker_context"]
 
 def worker_context() -> multiprocessing.context.ForkServerContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["consumer.render_pool", "rendering.renderer"])
+    context.set_forkserver_preload(["consumer.processing.render_pool", "rendering.renderer"])
     return context
 
 

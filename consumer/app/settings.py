@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumer.retry import RetrySchedule
+from consumer.processing.retry import RetrySchedule
 from delivery import DkimSigner, SmtpConfig, TlsMode
 from delivery.remote import FetchPolicy
 

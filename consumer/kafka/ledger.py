@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from consumer.outcomes import OUTCOME_SCHEMA
+from consumer.processing.outcomes import OUTCOME_SCHEMA
 from schemas import DecodeError
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ until it is due (without blocking anything else), then tries again; after the la
 when the event is older than the maximum age, it is ``FAILED`` and dead-lettered.
 
 The deferral's state travels in ``ordermail.retry.*`` headers, read by
-:class:`consumer.records.Inbound` (strictly, and only on the retry topic).
+:class:`consumer.processing.records.Inbound` (strictly, and only on the retry topic).
 
 Ordering: a deferred event leaves its partition's order. For receipts that is harmless: an
 order completes once, so no later event of the same order can be overtaken in a way a customer
@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from consumer.records import RetryState
+from consumer.processing.records import RetryState
 
 __all__ = ["RetrySchedule", "RetryState"]
 

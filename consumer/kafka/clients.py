@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from consumer.settings import kafka_passthrough
+from consumer.app.settings import kafka_passthrough
 
 if TYPE_CHECKING:
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
 
 __all__ = ["consumer_config", "producer_config"]
 

@@ -7,18 +7,16 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from consumer.kafka_clients import producer_config
-from schemas.codec import load_schema
+from consumer.kafka.clients import producer_config
+from schemas import ORDER_SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
     from schemas import Codec, OrderCompleted
 
 __all__ = ["publish_orders", "publish_raw"]
-
-ORDER_SCHEMA = load_schema("order_completed.avsc")
 
 
 def publish_orders(settings: Settings, codec: Codec, orders: Iterable[OrderCompleted]) -> int:

@@ -21,11 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
-from consumer.metrics import ENCRYPT_SECONDS, RENDER_SECONDS, SEND_SECONDS
-from consumer.outcomes import PublishError, dead_letter_headers, outcome_for
-from consumer.policy import Action, Reason, action_for
-from consumer.retry import RetrySchedule, RetryState
-from consumer.telemetry import (
+from consumer.observability.metrics import ENCRYPT_SECONDS, RENDER_SECONDS, SEND_SECONDS
+from consumer.observability.telemetry import (
     SMTP_CODE,
     annotate_outcome,
     consumer_span_attributes,
@@ -34,6 +31,10 @@ from consumer.telemetry import (
     step,
     tracer,
 )
+from consumer.processing.outcomes import dead_letter_headers, outcome_for
+from consumer.processing.policy import Action, Reason, action_for
+from consumer.processing.ports import PublishError
+from consumer.processing.retry import RetrySchedule, RetryState
 from delivery import (
     Attachment,
     DkimError,
@@ -47,24 +48,20 @@ from delivery.headers import ComposeError
 from delivery.remote import FetchError, FetchPolicy, fetch_all
 from rendering import RenderError
 from rendering.documents import safe_filename
-from schemas import DecodeError, InvalidEvent, validate_order
-from schemas.codec import load_schema
+from schemas import ORDER_SCHEMA, DecodeError, InvalidEvent, validate_order
 from schemas.validation import is_uuid as _is_uuid
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from consumer.outcomes import OutcomePublisher
-    from consumer.records import Inbound
-    from consumer.render_pool import Fetched, RenderPool
-    from delivery import SmtpPool
+    from consumer.processing.ports import Fetched, Publisher, Renderer, Sender
+    from consumer.processing.records import Inbound
     from rendering import RenderedMail
     from schemas import Codec, DeliveryOutcome, DeliveryStatus, OrderCompleted
 
 __all__ = ["Done", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("ordermail.pipeline")
-ORDER_SCHEMA = load_schema("order_completed.avsc")
 # What an outcome may carry as the event's or order's id when the event itself is invalid: ids,
 # not text (an invalid event_id may be anything, an e-mail address included).
 _PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -127,9 +124,9 @@ class Pipeline:
         self,
         config: PipelineConfig,
         codec: Codec,
-        renderer: RenderPool,
-        smtp: SmtpPool,
-        publisher: OutcomePublisher,
+        renderer: Renderer,
+        smtp: Sender,
+        publisher: Publisher,
         *,
         is_handled: Callable[[Inbound, str], bool] = lambda _inbound, _event_id: False,
     ) -> None:

@@ -26,7 +26,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from consumer.fork_server import worker_context
+from consumer.processing.fork_server import worker_context
+from consumer.processing.ports import Fetched
 from delivery.remote import TYPE as NOT_A_PDF
 from delivery.remote import FetchError
 from rendering import (
@@ -42,14 +43,12 @@ from rendering import (
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
     from rendering import Renderer
     from schemas import OrderCompleted
 
-__all__ = ["Fetched", "PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"]
+__all__ = ["PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"]
 
-# Documents fetched for an order (name, bytes as fetched): opened and encrypted in the worker.
-Fetched = tuple[tuple[str, bytes], ...]
 log = logging.getLogger("ordermail.render")
 START_TIMEOUT_S = 60.0
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")

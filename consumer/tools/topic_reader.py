@@ -13,13 +13,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.records import message_headers
-from schemas import Codec
-from schemas.codec import load_schema
+from consumer.processing.records import message_headers
+from schemas import OUTCOME_SCHEMA, Codec
 
 __all__ = ["Record", "committed_and_end", "read_outcomes", "read_records"]
-
-OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
-from consumer.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
+from consumer.kafka.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
-    from consumer.ledger import Ledger
+    from consumer.kafka.ledger import Ledger
 
 __all__ = ["Handover"]
 

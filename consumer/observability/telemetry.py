@@ -27,10 +27,21 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, S
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from consumer.records import Headers, Inbound
+    from consumer.processing.records import Headers, Inbound
     from schemas import DeliveryOutcome
 
-__all__ = ["configure_tracing", "consumer_span_attributes", "context_from", "inject_into", "tracer"]
+__all__ = [
+    "annotate_outcome",
+    "configure_tracing",
+    "consumer_span_attributes",
+    "context_from",
+    "inject_into",
+    "producer_span_attributes",
+    "shutdown_tracing",
+    "span_from_duration",
+    "step",
+    "tracer",
+]
 
 MESSAGING_SYSTEM = "messaging.system"
 DESTINATION = "messaging.destination.name"
@@ -142,6 +153,16 @@ def annotate_outcome(span: Span, outcome: DeliveryOutcome | None) -> None:
         span.set_attribute(ERROR_TYPE, outcome["reason"])
         if outcome["status"] != "DEFERRED":
             span.set_status(StatusCode.ERROR)
+
+
+def producer_span_attributes(topic: str, partition: int) -> dict[str, str | int]:
+    return {
+        MESSAGING_SYSTEM: "kafka",
+        DESTINATION: topic,
+        PARTITION: str(partition),
+        OPERATION_TYPE: "send",
+        OPERATION_NAME: "send",
+    }
 
 
 def consumer_span_attributes(inbound: Inbound, group_id: str) -> dict[str, str | int]:

@@ -9,7 +9,7 @@ from delivery import TlsMode
 from rendering.fonts import harfbuzz_subset_available
 
 if TYPE_CHECKING:
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
 
 __all__ = ["check_environment"]
 

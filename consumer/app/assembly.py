@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import Producer
 
-from consumer.kafka_clients import consumer_config, producer_config
-from consumer.ledger import Ledger
-from consumer.outcomes import OutcomePublisher
-from consumer.pipeline import Pipeline, PipelineConfig
-from consumer.records import Inbound
-from consumer.render_pool import RenderConfig, RenderPool
+from consumer.kafka.clients import consumer_config, producer_config
+from consumer.kafka.ledger import Ledger
+from consumer.kafka.publisher import OutcomePublisher
+from consumer.processing.pipeline import Pipeline, PipelineConfig
+from consumer.processing.records import Inbound
+from consumer.processing.render_pool import RenderConfig, RenderPool
 from delivery import SmtpPool
 from rendering import RenderError
 from schemas import Codec
 
 if TYPE_CHECKING:
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
 
 log = logging.getLogger("ordermail.assembly")
 

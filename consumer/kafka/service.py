@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumer.assembly import assemble
-from consumer.breaker import DeadLetterBreaker
-from consumer.handover import Handover
-from consumer.health import HealthServer
-from consumer.kafka_clients import consumer_config
-from consumer.metrics import (
+from consumer.app.assembly import assemble
+from consumer.kafka.breaker import DeadLetterBreaker
+from consumer.kafka.clients import consumer_config
+from consumer.kafka.handover import Handover
+from consumer.kafka.offsets import OffsetTracker, TopicPartitionKey
+from consumer.observability.health import HealthServer
+from consumer.observability.metrics import (
     BREAKER_OPEN,
     DEAD_LETTERS,
     DEFERRALS,
@@ -36,14 +37,13 @@ from consumer.metrics import (
     SMTP_CONNECTIONS,
     KafkaStatistics,
 )
-from consumer.offsets import OffsetTracker, TopicPartitionKey
-from consumer.pipeline import Done
-from consumer.policy import DEPLOY_SUSPECT
-from consumer.records import Inbound
-from consumer.render_pool import settle_after_warm_up
+from consumer.processing.pipeline import Done
+from consumer.processing.policy import DEPLOY_SUSPECT
+from consumer.processing.records import Inbound
+from consumer.processing.render_pool import settle_after_warm_up
 
 if TYPE_CHECKING:
-    from consumer.settings import Settings
+    from consumer.app.settings import Settings
 
 __all__ = ["Service"]
 

@@ -1,84 +1,29 @@
-"""Outcome events and dead letters, and the producer that publishes them.
+"""The idempotent producer that publishes outcomes, dead letters and deferred records, and
+reports each broker acknowledgement back to the event loop that awaits it.
 
-Each outcome goes to the same partition number as its input record (co-partitioning is explicit,
-not left to key hashing), keyed by ``order_id``. Callers await the broker's acknowledgement:
-an offset is committed only after that.
+Callers await the acknowledgement: an offset is committed only after that. A refusal is a
+:class:`PublishError` that says whether the record itself was refused (its size, its partition)
+or the broker is unreachable or refusing everything for now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from consumer.telemetry import (
-    DESTINATION,
-    MESSAGING_SYSTEM,
-    OPERATION_NAME,
-    OPERATION_TYPE,
-    PARTITION,
-    inject_into,
-    tracer,
-)
-from schemas.codec import load_schema
+from consumer.observability.telemetry import inject_into, producer_span_attributes, tracer
+from consumer.processing.ports import PublishError
+from schemas import OUTCOME_SCHEMA
 
 if TYPE_CHECKING:
-    from consumer.records import Headers, Inbound
-    from schemas import Codec, DeliveryOutcome, DeliveryStatus
+    from consumer.processing.records import Headers, Inbound
+    from schemas import Codec, DeliveryOutcome
 
-__all__ = ["OutcomePublisher", "PublishError", "dead_letter_headers", "outcome_for"]
-
-OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
-
-
-def outcome_for(
-    inbound: Inbound,
-    *,
-    event_id: str | None,
-    order_id: str | None,
-    status: DeliveryStatus,
-    reason: str | None,
-    attempt: int,
-    **known: Any,
-) -> DeliveryOutcome:
-    outcome: DeliveryOutcome = {
-        "event_id": event_id or inbound.surrogate_event_id(),
-        "order_id": order_id or inbound.order_key,
-        "status": status,
-        "reason": reason,
-        "attempt": attempt,
-        "occurred_at": datetime.now(UTC),
-        "source_partition": inbound.origin.partition,
-        "source_offset": inbound.origin.offset,
-    }
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        outcome["trace_id"] = format(context.trace_id, "032x")
-    outcome.update(known)  # type: ignore[typeddict-item]
-    return outcome
-
-
-def dead_letter_headers(
-    inbound: Inbound, *, status: str, reason: str, group_id: str, foreign: bool = True
-) -> Headers:
-    """The original headers (unless not ``foreign``) plus where the record came from and why it
-    is here (no free text)."""
-    added = {
-        "ordermail.error.class": reason,
-        "ordermail.error.status": status,
-        "ordermail.error.message": f"{status.lower()}: {reason}",
-        "ordermail.consumer.group": group_id,
-    }
-    return [
-        *(inbound.foreign_headers() if foreign else []),
-        *inbound.origin.headers(),
-        *((k, v.encode()) for k, v in added.items()),
-    ]
+__all__ = ["OutcomePublisher", "PublishError"]
 
 
 # Refusals that are about the record itself (its size, its partition), not the broker's state:
@@ -96,15 +41,8 @@ _RECORD_ERRORS = frozenset(
 )
 
 
-class PublishError(Exception):
-    """The broker did not acknowledge a record; its offset must not be committed.
-
-    ``record_level``: the broker (or librdkafka) refused this record for what it is, so trying it
-    again cannot help; otherwise the broker is unreachable or refusing everything for now."""
-
-    def __init__(self, topic: str, error: KafkaError) -> None:
-        super().__init__(f"{topic}: {error.name()}")
-        self.record_level = error.code() in _RECORD_ERRORS
+def _refused(topic: str, error: KafkaError) -> PublishError:
+    return PublishError(f"{topic}: {error.name()}", record_level=error.code() in _RECORD_ERRORS)
 
 
 class OutcomePublisher:
@@ -124,17 +62,10 @@ class OutcomePublisher:
 
     async def publish_outcome(self, outcome: DeliveryOutcome, partition: int) -> int:
         value = self._codec.encode(outcome, OUTCOME_SCHEMA, subject=f"{self._outcome_topic}-value")
-        attributes = {
-            MESSAGING_SYSTEM: "kafka",
-            DESTINATION: self._outcome_topic,
-            PARTITION: str(partition),
-            OPERATION_TYPE: "send",
-            OPERATION_NAME: "send",
-        }
         with tracer().start_as_current_span(
             f"send {self._outcome_topic}",
             kind=SpanKind.PRODUCER,
-            attributes=attributes,
+            attributes=producer_span_attributes(self._outcome_topic, partition),
             record_exception=False,
         ):
             # The outcome carries the trace on, so analytics can join it.
@@ -164,9 +95,7 @@ class OutcomePublisher:
         acknowledged: asyncio.Future[int] = loop.create_future()
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
-            result: int | Exception = (
-                PublishError(topic, error) if error is not None else message.offset() or 0
-            )
+            result: int | Exception = _refused(topic, error) if error is not None else message.offset() or 0
             loop.call_soon_threadsafe(_settle, acknowledged, result)
 
         kwargs: dict[str, Any] = {
@@ -184,7 +113,7 @@ class OutcomePublisher:
             except BufferError:  # local queue full: wait for acknowledgements to drain it
                 await asyncio.sleep(0.05)
             except KafkaException as exc:
-                raise PublishError(topic, exc.args[0]) from None
+                raise _refused(topic, exc.args[0]) from None
         return await acknowledged
 
     def close(self, timeout_s: float = 10.0) -> int:

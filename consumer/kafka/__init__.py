@@ -1,0 +1,7 @@
+"""Everything that talks to Kafka on the service's behalf: the poll loop (``service``), which
+offsets may be committed and with what metadata (``offsets``), taking partitions over
+(``handover``), recognising redelivered events (``ledger``), client configuration (``clients``),
+the dead-letter breaker (``breaker``) and the producer of outcomes, dead letters and deferred
+records (``publisher``)."""
+
+__all__ = ["breaker", "clients", "handover", "ledger", "offsets", "publisher", "service"]

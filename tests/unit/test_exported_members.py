@@ -1,0 +1,190 @@
+"""The public surface of each package and module, pinned: a name added to or dropped from an
+``__all__`` is a decision, seen in review here. Also the dependency rules the layout stands on."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPORTED: dict[str, list[str]] = {
+    "consumer.app": ["assembly", "cli", "settings", "startup"],
+    "consumer.app.assembly": ["Parts", "assemble", "codec_for", "start_render_pool"],
+    "consumer.app.cli": ["main"],
+    "consumer.app.settings": ["Settings", "kafka_passthrough"],
+    "consumer.app.startup": ["check_environment"],
+    "consumer.kafka": ["breaker", "clients", "handover", "ledger", "offsets", "publisher", "service"],
+    "consumer.kafka.breaker": ["DeadLetterBreaker"],
+    "consumer.kafka.clients": ["consumer_config", "producer_config"],
+    "consumer.kafka.handover": ["Handover"],
+    "consumer.kafka.ledger": ["Ledger"],
+    "consumer.kafka.offsets": ["OffsetTracker", "TopicPartitionKey", "format_metadata", "parse_metadata"],
+    "consumer.kafka.publisher": ["OutcomePublisher", "PublishError"],
+    "consumer.kafka.service": ["Service"],
+    "consumer.observability": ["health", "logs", "metrics", "telemetry"],
+    "consumer.observability.health": ["HealthServer"],
+    "consumer.observability.logs": ["configure_logging"],
+    "consumer.observability.metrics": ["KafkaStatistics"],
+    "consumer.observability.telemetry": [
+        "annotate_outcome",
+        "configure_tracing",
+        "consumer_span_attributes",
+        "context_from",
+        "inject_into",
+        "producer_span_attributes",
+        "shutdown_tracing",
+        "span_from_duration",
+        "step",
+        "tracer",
+    ],
+    "consumer.processing": [
+        "fork_server",
+        "outcomes",
+        "pipeline",
+        "policy",
+        "ports",
+        "records",
+        "render_pool",
+        "retry",
+    ],
+    "consumer.processing.fork_server": ["start_fork_server", "worker_context"],
+    "consumer.processing.outcomes": ["OUTCOME_SCHEMA", "dead_letter_headers", "outcome_for"],
+    "consumer.processing.pipeline": ["Done", "Pipeline", "PipelineConfig"],
+    "consumer.processing.policy": [
+        "Action",
+        "DEPLOY_SUSPECT",
+        "POLICY",
+        "PipelineReason",
+        "REASONS",
+        "Reason",
+        "action_for",
+    ],
+    "consumer.processing.ports": ["Fetched", "PublishError", "Publisher", "Renderer", "Sender"],
+    "consumer.processing.records": [
+        "Headers",
+        "Inbound",
+        "OWN_PREFIX",
+        "Origin",
+        "RetryState",
+        "message_headers",
+    ],
+    "consumer.processing.render_pool": ["PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"],
+    "consumer.processing.retry": ["RetrySchedule", "RetryState"],
+    "consumer.tools": ["preview", "producing", "topic_reader"],
+    "consumer.tools.preview": [
+        "LOCALES",
+        "Preview",
+        "PreviewError",
+        "PreviewServer",
+        "SAMPLES",
+        "fingerprint",
+        "load_event",
+        "preview_command",
+        "render_preview",
+        "sample",
+    ],
+    "consumer.tools.producing": ["publish_orders", "publish_raw"],
+    "consumer.tools.topic_reader": ["Record", "committed_and_end", "read_outcomes", "read_records"],
+    "schemas": [
+        "Codec",
+        "DecodeError",
+        "DeliveryOutcome",
+        "DeliveryStatus",
+        "InvalidEvent",
+        "ORDER_SCHEMA",
+        "OUTCOME_SCHEMA",
+        "OrderCompleted",
+        "SCHEMA_DIR",
+        "validate_order",
+    ],
+    "rendering": [
+        "DEFAULT_PASSWORD_TEMPLATE",
+        "DEFAULT_SET",
+        "PasswordPolicy",
+        "RenderError",
+        "RenderedAttachment",
+        "RenderedMail",
+        "Renderer",
+        "TEMPLATE_DIR",
+        "encrypt_pdf",
+        "harfbuzz_subset_available",
+        "weasyprint_uses_harfbuzz_subset",
+    ],
+    "delivery": [
+        "Attachment",
+        "DkimError",
+        "DkimSigner",
+        "SendError",
+        "SendResult",
+        "SmtpConfig",
+        "SmtpPool",
+        "TlsMode",
+        "compose",
+        "message_id_for",
+    ],
+}
+
+
+@pytest.mark.parametrize(("name", "exported"), EXPORTED.items())
+def test_each_module_exports_exactly_its_pinned_names(name: str, exported: list[str]) -> None:
+    module = importlib.import_module(name)
+    assert sorted(module.__all__) == exported
+    for public in exported:
+        assert hasattr(module, public) or importlib.import_module(f"{name}.{public}")
+
+
+def test_every_module_of_consumer_belongs_to_a_pinned_package() -> None:
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for path in (ROOT / "consumer").glob("*/*.py")
+        if path.name != "__init__.py"
+    }
+    pinned = {name for name in EXPORTED if name.count(".") == 2}
+    assert modules == pinned
+    assert not [p.name for p in (ROOT / "consumer").glob("*.py") if p.name != "__init__.py"]
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Modules of ours a file imports when it runs (``if TYPE_CHECKING:`` blocks left out)."""
+    tree = ast.parse(path.read_text())
+    skipped = {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for child in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+RULES = [
+    # (files, modules they must not import at run time)
+    ("schemas", ("consumer", "rendering", "delivery")),
+    ("rendering", ("consumer", "delivery")),
+    ("delivery", ("consumer", "rendering", "schemas")),
+    ("consumer/processing", ("consumer.kafka", "consumer.tools")),
+    ("consumer/observability", ("consumer.app", "consumer.kafka", "consumer.processing", "consumer.tools")),
+    ("consumer/kafka", ("consumer.tools",)),
+]
+
+
+@pytest.mark.parametrize(("folder", "forbidden"), RULES)
+def test_dependencies_point_one_way(folder: str, forbidden: tuple[str, ...]) -> None:
+    broken = {
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in (ROOT / folder).rglob("*.py")
+        for module in _runtime_imports(path)
+        if module.split(".")[0] in {"consumer", "rendering", "delivery", "schemas"}
+        and any(module == f or module.startswith(f"{f}.") for f in forbidden)
+    }
+    assert not broken
