@@ -31,17 +31,16 @@ from consumer.observability.telemetry import (
     step,
     tracer,
 )
+from consumer.processing.mail import receipt_message
 from consumer.processing.outcomes import dead_letter_headers, outcome_for
 from consumer.processing.policy import Action, Reason, action_for
 from consumer.processing.ports import PublishError
 from consumer.processing.retry import RetrySchedule, RetryState
 from delivery import (
-    Attachment,
     DkimError,
     DkimSigner,
     SendError,
     SendResult,
-    compose,
     message_id_for,
 )
 from delivery.headers import ComposeError
@@ -345,15 +344,8 @@ class Pipeline:
 
     def _compose(self, order: OrderCompleted, mail: RenderedMail) -> bytes:
         try:
-            data = compose(
-                sender=self._config.mail_from,
-                recipient=order["customer"]["email"],
-                subject=mail.subject,
-                text=mail.text_body,
-                html=mail.html_body,
-                attachments=[Attachment(a.filename, a.data) for a in mail.attachments],
-                message_id=message_id_for(order["event_id"], self._config.message_domain),
-                date=datetime.now(UTC),
+            data = receipt_message(
+                order, mail, sender=self._config.mail_from, message_domain=self._config.message_domain
             )
         except ComposeError as error:
             raise _Stop(error.reason) from None

@@ -35,7 +35,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from jinja2 import Environment
 
-from delivery.message import Attachment, compose, message_id_for
+from consumer.processing.mail import receipt_message
 from rendering import Renderer, RenderError
 from schemas import InvalidEvent, OrderCompleted, validate_order
 from schemas.samples import sample_order
@@ -166,16 +166,7 @@ def render_preview(
         for number, image in enumerate(page_images(plain), start=1):
             files[f"page-{stem}-{number}.png"] = image
             pages.append(f"page-{stem}-{number}.png")
-    files["message.eml"] = compose(
-        sender=SENDER,
-        recipient=order["customer"]["email"],
-        subject=mail.subject,
-        text=mail.text_body,
-        html=mail.html_body,
-        attachments=[Attachment(attachment.filename, attachment.data) for attachment in mail.attachments],
-        message_id=message_id_for(order["event_id"], _DOMAIN),
-        date=datetime.now(UTC),
-    )
+    files["message.eml"] = receipt_message(order, mail, sender=SENDER, message_domain=_DOMAIN)
     encrypted = any(attachment.encrypted for attachment in mail.attachments)
     return Preview(
         subject=mail.subject,

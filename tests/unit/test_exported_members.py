@@ -42,6 +42,7 @@ EXPORTED: dict[str, list[str]] = {
     ],
     "consumer.processing": [
         "fork_server",
+        "mail",
         "outcomes",
         "pipeline",
         "policy",
@@ -51,6 +52,7 @@ EXPORTED: dict[str, list[str]] = {
         "retry",
     ],
     "consumer.processing.fork_server": ["start_fork_server", "worker_context"],
+    "consumer.processing.mail": ["receipt_message"],
     "consumer.processing.outcomes": ["OUTCOME_SCHEMA", "dead_letter_headers", "outcome_for"],
     "consumer.processing.pipeline": ["Done", "Pipeline", "PipelineConfig"],
     "consumer.processing.policy": [
