@@ -91,6 +91,7 @@ def _run(_args: argparse.Namespace) -> int:
     from consumer.processing.fork_server import start_fork_server
 
     start_fork_server()  # first: the render workers' imports overlap the service's own
+    from consumer.app.assembly import assemble
     from consumer.app.settings import Settings
     from consumer.app.startup import check_environment
     from consumer.kafka.service import Service
@@ -101,7 +102,7 @@ def _run(_args: argparse.Namespace) -> int:
     configure_tracing()
     settings = Settings()
     check_environment(settings)
-    service = Service(settings)
+    service = Service(settings, assemble(settings))
     service.install_signal_handlers()
     try:
         return service.run()

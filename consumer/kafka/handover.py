@@ -19,7 +19,6 @@ It all runs from the poll loop, never inside a rebalance callback, so the loop k
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
@@ -56,15 +55,16 @@ class Handover:
     def waiting(self) -> bool:
         return bool(self._waiting)
 
-    def receive(self, tps: set[TopicPartitionKey]) -> None:
-        deadline = time.monotonic() + self._wait_limit_s
+    def receive(self, tps: set[TopicPartitionKey], now: float) -> None:
+        deadline = now + self._wait_limit_s
         self._waiting.update(dict.fromkeys(tps, deadline))
 
-    def prepare(self, consumer: Consumer) -> tuple[set[TopicPartitionKey], set[TopicPartitionKey]]:
+    def prepare(
+        self, consumer: Consumer, now: float
+    ) -> tuple[set[TopicPartitionKey], set[TopicPartitionKey]]:
         """Takes over what can be taken over now: returns the partitions ready to consume and those
         whose anchor must be committed first. Raises ``KafkaException`` when the broker does not
         answer; nothing is lost then, call again later."""
-        now = time.monotonic()
         due = {tp for tp, limit in self._waiting.items() if now >= limit or not self._tracker.in_flight({tp})}
         if not due:
             return set(), set()

@@ -5,13 +5,12 @@ position is the highest *contiguous* completed offset + 1. Alongside it we recor
 commit metadata, a position in the co-partitioned outcome topic that precedes every outcome
 of every event at or after the committed offset, including events that already finished out
 of order: whoever owns the partition next reads outcomes from there to recognise events that
-were already handled (see ``ledger.py``). Thread-safe: the poll loop starts and commits, the
-workers finish.
+were already handled (see ``ledger.py``). Used by the poll thread alone: finished events reach
+it through the service's bridge.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 __all__ = ["OffsetTracker", "TopicPartitionKey", "format_metadata", "parse_metadata"]
@@ -62,97 +61,71 @@ class OffsetTracker:
         # Offsets still in flight when their partition was revoked or lost: never committed by
         # us, but waited for before the partition is taken on again (see Service._on_assign).
         self._orphans: dict[TopicPartitionKey, set[int]] = {}
-        self._changed = threading.Condition()
 
     def start(self, tp: TopicPartitionKey, offset: int) -> None:
-        with self._changed:
-            partition = self._partitions.setdefault(tp, _Partition())
-            partition.pending.add(offset)
-            partition.next_offset = max(offset + 1, partition.next_offset or 0)
+        partition = self._partitions.setdefault(tp, _Partition())
+        partition.pending.add(offset)
+        partition.next_offset = max(offset + 1, partition.next_offset or 0)
 
     def finish(self, tp: TopicPartitionKey, offset: int, outcome_offset: int | None = None) -> None:
-        with self._changed:
-            orphans = self._orphans.get(tp)
-            if orphans is not None and offset in orphans:
-                orphans.discard(offset)
-                if not orphans:
-                    del self._orphans[tp]
-                self._changed.notify_all()
-                return
-            partition = self._partitions.get(tp)
-            if partition is not None:
-                partition.pending.discard(offset)
-                if outcome_offset is not None:
-                    partition.outcome_offsets[offset] = outcome_offset
-                    partition.next_outcome_offset = max(
-                        outcome_offset + 1, partition.next_outcome_offset or 0
-                    )
-            self._changed.notify_all()
+        orphans = self._orphans.get(tp)
+        if orphans is not None and offset in orphans:
+            orphans.discard(offset)
+            if not orphans:
+                del self._orphans[tp]
+            return
+        partition = self._partitions.get(tp)
+        if partition is not None:
+            partition.pending.discard(offset)
+            if outcome_offset is not None:
+                partition.outcome_offsets[offset] = outcome_offset
+                partition.next_outcome_offset = max(outcome_offset + 1, partition.next_outcome_offset or 0)
 
     def note_outcome_end(self, tp: TopicPartitionKey, end_offset: int) -> None:
         """The outcome partition's end when we took the partition over: ours come after it."""
-        with self._changed:
-            partition = self._partitions.setdefault(tp, _Partition())
-            partition.next_outcome_offset = max(end_offset, partition.next_outcome_offset or 0)
+        partition = self._partitions.setdefault(tp, _Partition())
+        partition.next_outcome_offset = max(end_offset, partition.next_outcome_offset or 0)
 
     def inherit(self, tp: TopicPartitionKey, outcome_offset: int, input_end: int) -> None:
         """An earlier owner's outcomes from ``outcome_offset`` on belong to events before
         ``input_end``: until the commit passes them, the next owner must read them too."""
-        with self._changed:
-            self._partitions.setdefault(tp, _Partition()).inherited = (outcome_offset, input_end)
+        self._partitions.setdefault(tp, _Partition()).inherited = (outcome_offset, input_end)
 
     def anchor(self, tp: TopicPartitionKey, position: int) -> None:
         """A partition taken on without a commit of ours: ``position`` is offered for commit, with
         the outcome position noted by :meth:`note_outcome_end`, before any of its events runs."""
-        with self._changed:
-            partition = self._partitions.setdefault(tp, _Partition())
-            if partition.next_offset is None:
-                partition.next_offset = position
+        partition = self._partitions.setdefault(tp, _Partition())
+        if partition.next_offset is None:
+            partition.next_offset = position
 
     def in_flight(self, tps: set[TopicPartitionKey] | None = None) -> int:
-        with self._changed:
-            pending = sum(len(p.pending) for tp, p in self._partitions.items() if tps is None or tp in tps)
-            return pending + sum(len(o) for tp, o in self._orphans.items() if tps is None or tp in tps)
-
-    def wait_idle(self, tps: set[TopicPartitionKey] | None, timeout_s: float) -> bool:
-        """Blocks until nothing in ``tps`` (all when None) is in flight; False on timeout."""
-        with self._changed:
-            return self._changed.wait_for(
-                lambda: (
-                    all(not p.pending for tp, p in self._partitions.items() if tps is None or tp in tps)
-                    and not any(tps is None or tp in tps for tp in self._orphans)
-                ),
-                timeout=timeout_s,
-            )
+        pending = sum(len(p.pending) for tp, p in self._partitions.items() if tps is None or tp in tps)
+        return pending + sum(len(o) for tp, o in self._orphans.items() if tps is None or tp in tps)
 
     def committable(
         self, tps: set[TopicPartitionKey] | None = None
     ) -> dict[TopicPartitionKey, tuple[int, str]]:
         """Positions that moved since they were last committed, each with its commit metadata."""
-        with self._changed:
-            result = {}
-            for tp, partition in self._partitions.items():
-                position = partition.position()
-                if (tps is None or tp in tps) and position is not None and position != partition.committed:
-                    outcome_position = partition.outcome_position(position)
-                    metadata = format_metadata(outcome_position) if outcome_position is not None else ""
-                    result[tp] = (position, metadata)
-            return result
+        result = {}
+        for tp, partition in self._partitions.items():
+            position = partition.position()
+            if (tps is None or tp in tps) and position is not None and position != partition.committed:
+                outcome_position = partition.outcome_position(position)
+                metadata = format_metadata(outcome_position) if outcome_position is not None else ""
+                result[tp] = (position, metadata)
+        return result
 
     def mark_committed(self, positions: dict[TopicPartitionKey, int]) -> None:
-        with self._changed:
-            for tp, position in positions.items():
-                partition = self._partitions.get(tp)
-                if partition is not None:
-                    partition.committed = position
-                    partition.outcome_offsets = {
-                        o: v for o, v in partition.outcome_offsets.items() if o >= position
-                    }
+        for tp, position in positions.items():
+            partition = self._partitions.get(tp)
+            if partition is not None:
+                partition.committed = position
+                partition.outcome_offsets = {
+                    o: v for o, v in partition.outcome_offsets.items() if o >= position
+                }
 
     def forget(self, tps: set[TopicPartitionKey]) -> None:
-        with self._changed:
-            for tp in tps:
-                partition = self._partitions.pop(tp, None)
-                if partition is not None and partition.pending:
-                    self._orphans.setdefault(tp, set()).update(partition.pending)
-            self._changed.notify_all()
+        for tp in tps:
+            partition = self._partitions.pop(tp, None)
+            if partition is not None and partition.pending:
+                self._orphans.setdefault(tp, set()).update(partition.pending)

@@ -1,10 +1,15 @@
 """The poll loop: fetch, dispatch, commit what is done, pause when full, drain on shutdown.
 
 One thread polls Kafka and never blocks on work; events run on a worker event loop in a
-second thread (SMTP I/O) with rendering in worker processes. An offset is committed only when
-every earlier offset of its partition has an acknowledged outcome. Commits are asynchronous
-(a broker that is away must not stall the loop), except the last one before a partition is
-given up.
+second thread (SMTP I/O) with rendering in worker processes. Everything the loop decides with
+(offsets in flight, the breaker, pauses, the handover) belongs to the poll thread alone: finished
+events come back through a :class:`~consumer.kafka.bridge.Bridge`, and the clock is passed in.
+An offset is committed only when every earlier offset of its partition has an acknowledged
+outcome. Commits are asynchronous (a broker that is away must not stall the loop), except the
+last one before a partition is given up.
+
+``Service`` is built from its parts (``consumer.app.assembly``) and a consumer factory, and
+:meth:`Service.run_once` turns the loop once: tests drive it with a fake consumer.
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumer.app.assembly import assemble
 from consumer.kafka.breaker import DeadLetterBreaker
+from consumer.kafka.bridge import Bridge, Crashed
 from consumer.kafka.clients import consumer_config
 from consumer.kafka.handover import Handover
 from consumer.kafka.offsets import OffsetTracker, TopicPartitionKey
@@ -43,6 +47,9 @@ from consumer.processing.records import Inbound
 from consumer.processing.render_pool import settle_after_warm_up
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from consumer.app.assembly import Parts
     from consumer.app.settings import Settings
 
 __all__ = ["Service"]
@@ -54,8 +61,20 @@ COMMIT_ANSWER_S = 90.0
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        parts: Parts,
+        *,
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
+        self._parts = parts
+        self._ledger, self._pipeline = parts.ledger, parts.pipeline
+        self._consumer_factory = consumer_factory
+        self._clock = clock
+        self._bridge = Bridge()
         self._stopping = threading.Event()
         self._fatal: str | None = None
         self._tracker = OffsetTracker()
@@ -69,21 +88,38 @@ class Service:
         self._subscribed = False
         self._commit_sent: float | None = None  # when the asynchronous commit awaiting its answer left
         self._next_takeover = 0.0
+        self._next_commit = 0.0
         self._ever_assigned = False
+        self._health: HealthServer | None = None
         self._kafka_statistics = KafkaStatistics()
         self._loop = asyncio.new_event_loop()
         self._worker = threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True)
+        self._handover = Handover(parts.ledger, self._tracker, settings.drain_timeout_s)
 
     def stop(self, *_: object) -> None:
         self._stopping.set()
 
     def run(self) -> int:
         """Runs until :meth:`stop` (or SIGTERM/SIGINT when installed); returns an exit code."""
-        settings = self._settings
-        parts = assemble(settings)
-        self._ledger, self._pipeline = parts.ledger, parts.pipeline
-        self._handover = Handover(parts.ledger, self._tracker, settings.drain_timeout_s)
-        self._consumer = Consumer(
+        try:
+            self.start()
+            while not self._stopping.is_set():
+                self.run_once(self._clock())
+            self.drain()
+        finally:
+            unacknowledged = self.close()
+        if unacknowledged:
+            log.error("%d records unacknowledged at shutdown", unacknowledged)
+        if self._fatal:
+            log.error("stopped: %s", self._fatal)
+            return 1
+        return 0
+
+    def start(self) -> None:
+        """Creates the consumer, starts the event loop thread and the probes, checks the topics
+        and subscribes."""
+        settings, parts = self._settings, self._parts
+        self._consumer = self._consumer_factory(
             consumer_config(
                 settings,
                 **{
@@ -99,50 +135,49 @@ class Service:
         SMTP_CONNECTIONS.set_function(lambda: parts.smtp.idle_connections)
         self._worker.start()
         self._health = HealthServer(settings.health_port, self.not_ready) if settings.health_port else None
-        try:
-            self._check_topics()
-            self._consumer.subscribe(
-                [settings.input_topic, settings.retry_topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-            self._subscribed = True
-            settle_after_warm_up()  # the service's own long-lived objects, as in the render workers
-            log.info("consuming %s as group %s", settings.input_topic, settings.group_id)
-            self._poll_until_stopped()
-            self._drain()
-        finally:
+        self._check_topics()
+        self._consumer.subscribe(
+            [settings.input_topic, settings.retry_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._subscribed = True
+        self._next_commit = self._clock() + settings.commit_interval_s
+        settle_after_warm_up()  # the service's own long-lived objects, as in the render workers
+        log.info("consuming %s as group %s", settings.input_topic, settings.group_id)
+
+    def close(self) -> int:
+        """Stops the event loop and closes every part; returns the records left unacknowledged."""
+        parts = self._parts
+        if self._worker.is_alive():
             asyncio.run_coroutine_threadsafe(parts.smtp.close(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._worker.join(timeout=5)
-            unacknowledged = parts.publisher.close()
-            parts.render_pool.close()
-            self._ledger.close()
-            if self._health:
-                self._health.close()
+        unacknowledged = parts.publisher.close()
+        parts.render_pool.close()
+        self._ledger.close()
+        if self._health:
+            self._health.close()
+        if hasattr(self, "_consumer"):
             _close_with_timeout(self._consumer, timeout_s=10)
-        if unacknowledged:
-            log.error("%d records unacknowledged at shutdown", unacknowledged)
-        if self._fatal:
-            log.error("stopped: %s", self._fatal)
-            return 1
-        return 0
+        return unacknowledged
 
-    def _poll_until_stopped(self) -> None:
-        next_commit = time.monotonic() + self._settings.commit_interval_s
-        while not self._stopping.is_set():
-            message = self._consumer.poll(self._poll_timeout())
-            if message is not None:
-                self._handle(message)
-            if self._health:
-                self._health.beat()
-            self._apply_backpressure()
-            if self._handover.waiting and time.monotonic() >= self._next_takeover:
-                self._take_over()
-            if time.monotonic() >= next_commit and not self._commit_awaited():
-                self._commit()
-                next_commit = time.monotonic() + self._settings.commit_interval_s
+    def run_once(self, now: float) -> None:
+        """One turn of the loop: fetch and dispatch one record, settle what finished, apply
+        backpressure, take partitions over and commit when due."""
+        message = self._consumer.poll(self._poll_timeout())
+        if message is not None:
+            self._handle(message)
+        self._settle_finished()
+        if self._health:
+            self._health.beat()
+        self._apply_backpressure()
+        if self._handover.waiting and now >= self._next_takeover:
+            self._take_over(now)
+        if now >= self._next_commit and not self._commit_awaited(now):
+            self._commit(now=now)
+            self._next_commit = now + self._settings.commit_interval_s
 
     def _poll_timeout(self) -> float:
         """Short polls until the first assignment and while partitions wait to be taken over:
@@ -162,8 +197,21 @@ class Service:
         # ordermail.* headers are ours only where we wrote them: on the retry topic
         inbound = Inbound.from_message(message, trusted=message.topic() == self._settings.retry_topic)
         self._tracker.start((inbound.topic, inbound.partition), inbound.offset)
-        future = asyncio.run_coroutine_threadsafe(self._pipeline.process(inbound, self._done), self._loop)
-        future.add_done_callback(self._check_crashed)
+        future = asyncio.run_coroutine_threadsafe(
+            self._pipeline.process(inbound, self._bridge.finished), self._loop
+        )
+        future.add_done_callback(self._bridge.crashed_if_failed)
+
+    def _settle_finished(self, wait_s: float = 0.0) -> None:
+        """Applies what the event loop finished since the last turn (waiting up to ``wait_s``
+        for the first of it): the poll thread's own state changes only here."""
+        for item in self._bridge.take(wait_s):
+            if isinstance(item, Crashed):
+                # Only a broker that does not acknowledge gets here (the pipeline settles everything
+                # else per record): stop without committing past it, so the event is redelivered.
+                self._fail(f"processing aborted: {item.error_type}")
+            else:
+                self._done(*item)
 
     def _done(self, inbound: Inbound, done: Done | None) -> None:
         tp = (inbound.topic, inbound.partition)
@@ -206,14 +254,6 @@ class Service:
             self._kafka_statistics.brokers_up = 0  # not ready now, not at the next statistics report
         if error.code() != KafkaError._TRANSPORT:  # connection churn: librdkafka reconnects by itself
             log.warning("kafka: %s", error.name())
-
-    def _check_crashed(self, future: Future[None]) -> None:
-        # Only a broker that does not acknowledge gets here (the pipeline settles everything else
-        # per record): stop without committing past it, so the event is redelivered, not lost.
-        # The exception's type only: a message may quote a record.
-        error = None if future.cancelled() else future.exception()
-        if error is not None:
-            self._fail(f"processing aborted: {type(error).__name__}")
 
     def _fail(self, reason: str) -> None:
         if self._fatal is None:
@@ -278,17 +318,19 @@ class Service:
         if run:
             self._consumer.resume(run)
 
-    def _take_over(self) -> None:
+    def _take_over(self, now: float) -> None:
         try:
-            ready, anchors = self._handover.prepare(self._consumer)
+            ready, anchors = self._handover.prepare(self._consumer, now)
         except KafkaException as exc:  # nothing consumed yet from those partitions: try again soon
             log.warning("taking over partitions failed: %s", _error_name(exc))
-            self._next_takeover = time.monotonic() + 1.0
+            self._next_takeover = now + 1.0
             return
         self._set_paused(ready)
-        self._commit(anchors)
+        self._commit(anchors, now=now)
 
-    def _commit(self, tps: set[TopicPartitionKey] | None = None, *, wait: bool = False) -> None:
+    def _commit(
+        self, tps: set[TopicPartitionKey] | None = None, *, wait: bool = False, now: float | None = None
+    ) -> None:
         positions = self._tracker.committable(tps)
         if not positions:
             return
@@ -300,13 +342,13 @@ class Service:
                 self._committed(self._consumer.commit(offsets=offsets, asynchronous=False))
             else:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
-                self._commit_sent = time.monotonic()
+                self._commit_sent = self._clock() if now is None else now
         except KafkaException as exc:  # the next commit retries; nothing is lost
             log.warning("commit failed: %s", _error_name(exc))
 
-    def _commit_awaited(self) -> bool:
+    def _commit_awaited(self, now: float) -> bool:
         # librdkafka answers every commit, if only with a timeout; the limit is a safety net.
-        return self._commit_sent is not None and time.monotonic() - self._commit_sent < COMMIT_ANSWER_S
+        return self._commit_sent is not None and now - self._commit_sent < COMMIT_ANSWER_S
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The answer to an asynchronous commit (served by ``poll``)."""
@@ -322,13 +364,14 @@ class Service:
         released = self._handover.anchored({(tp.topic, tp.partition) for tp in offsets})
         self._set_paused(released & self._assigned)
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         """Stop fetching, let in-flight events finish (bounded), commit."""
         self._pause({self._settings.input_topic, self._settings.retry_topic})
         self._release(self._assigned)
-        deadline = time.monotonic() + self._settings.drain_timeout_s
-        while self._tracker.in_flight() and time.monotonic() < deadline and self._fatal is None:
-            self._consumer.poll(POLL_TIMEOUT_S)  # keeps group membership alive while draining
+        deadline = self._clock() + self._settings.drain_timeout_s
+        while self._tracker.in_flight() and self._clock() < deadline and self._fatal is None:
+            self._consumer.poll(0)  # keeps group membership alive while draining
+            self._settle_finished(wait_s=POLL_TIMEOUT_S)  # wakes as soon as an event finishes
         left = self._tracker.in_flight()
         if left:
             log.warning("shutdown deadline reached with %d events in flight; they will be redelivered", left)
@@ -338,7 +381,7 @@ class Service:
         consumer.incremental_assign(partitions)  # now, so the pauses below apply to it
         assigned = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned |= assigned
-        self._handover.receive({tp for tp in assigned if tp[0] == self._settings.input_topic})
+        self._handover.receive({tp for tp in assigned if tp[0] == self._settings.input_topic}, self._clock())
         self._next_takeover = 0.0
         self._ever_assigned = True
         self._set_paused(assigned)
@@ -347,7 +390,10 @@ class Service:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._release(revoked)
-        if not self._tracker.wait_idle(revoked, self._settings.drain_timeout_s):
+        deadline = self._clock() + self._settings.drain_timeout_s
+        while self._tracker.in_flight(revoked) and self._clock() < deadline:
+            self._settle_finished(wait_s=min(0.1, max(0.0, deadline - self._clock())))
+        if self._tracker.in_flight(revoked):
             log.warning("revoked partitions still had work in flight; it will be redelivered")
         self._commit(revoked, wait=True)
         self._forget(revoked)

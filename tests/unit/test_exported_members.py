@@ -16,8 +16,18 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.app.cli": ["main"],
     "consumer.app.settings": ["Settings", "kafka_passthrough"],
     "consumer.app.startup": ["check_environment"],
-    "consumer.kafka": ["breaker", "clients", "handover", "ledger", "offsets", "publisher", "service"],
+    "consumer.kafka": [
+        "breaker",
+        "bridge",
+        "clients",
+        "handover",
+        "ledger",
+        "offsets",
+        "publisher",
+        "service",
+    ],
     "consumer.kafka.breaker": ["DeadLetterBreaker"],
+    "consumer.kafka.bridge": ["Bridge", "Crashed"],
     "consumer.kafka.clients": ["consumer_config", "producer_config"],
     "consumer.kafka.handover": ["Handover"],
     "consumer.kafka.ledger": ["Ledger"],
@@ -176,7 +186,7 @@ RULES = [
     ("delivery", ("consumer", "rendering", "schemas")),
     ("consumer/processing", ("consumer.kafka", "consumer.tools")),
     ("consumer/observability", ("consumer.app", "consumer.kafka", "consumer.processing", "consumer.tools")),
-    ("consumer/kafka", ("consumer.tools",)),
+    ("consumer/kafka", ("consumer.tools", "consumer.app.assembly", "consumer.app.cli")),
 ]
 
 

@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, TopicP
 from consumer.kafka.handover import Handover
 from consumer.kafka.offsets import OffsetTracker, format_metadata, parse_metadata
 
+NOW = 1000.0  # the poll loop's clock, passed in
 INPUT = "orders"
 
 
@@ -56,9 +57,9 @@ def handover_for(ledger: FakeLedger, tracker: OffsetTracker, wait_limit_s: float
 def test_a_partition_never_committed_is_anchored_at_its_start_before_it_runs() -> None:
     tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
     handover = handover_for(ledger, tracker)
-    handover.receive({(INPUT, 0)})
+    handover.receive({(INPUT, 0)}, NOW)
     consumer: Any = FakeConsumer({}, {0: (5, 90)})
-    ready, anchors = handover.prepare(consumer)
+    ready, anchors = handover.prepare(consumer, NOW)
     assert (ready, anchors) == (set(), {(INPUT, 0)})
     assert handover.held == {(INPUT, 0)}  # not consumed until the anchor commit is confirmed
     ((position, metadata),) = tracker.committable().values()
@@ -70,9 +71,9 @@ def test_a_partition_never_committed_is_anchored_at_its_start_before_it_runs() -
 def test_a_commit_without_our_metadata_is_anchored_where_it_stands() -> None:
     tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
     handover = handover_for(ledger, tracker)
-    handover.receive({(INPUT, 0)})
+    handover.receive({(INPUT, 0)}, NOW)
     consumer: Any = FakeConsumer({0: (17, "set by a reset tool")}, {0: (5, 90)})
-    assert handover.prepare(consumer) == (set(), {(INPUT, 0)})
+    assert handover.prepare(consumer, NOW) == (set(), {(INPUT, 0)})
     ((position, metadata),) = tracker.committable().values()
     assert (position, parse_metadata(metadata)) == (17, 40)
 
@@ -80,9 +81,9 @@ def test_a_commit_without_our_metadata_is_anchored_where_it_stands() -> None:
 def test_an_anchored_partition_is_released_at_once_with_the_ledger_read() -> None:
     tracker, ledger = OffsetTracker(), FakeLedger({0: 40, 1: 12})
     handover = handover_for(ledger, tracker)
-    handover.receive({(INPUT, 0), (INPUT, 1)})
+    handover.receive({(INPUT, 0), (INPUT, 1)}, NOW)
     consumer: Any = FakeConsumer({0: (30, format_metadata(25)), 1: (8, format_metadata(12))}, {0: (0, 60)})
-    assert handover.prepare(consumer) == ({(INPUT, 0), (INPUT, 1)}, set())
+    assert handover.prepare(consumer, NOW) == ({(INPUT, 0), (INPUT, 1)}, set())
     assert ledger.loaded == {0: 25, 1: 12}
     assert tracker.committable() == {}  # nothing to commit before anything runs
     assert handover.held == set()
@@ -91,9 +92,9 @@ def test_an_anchored_partition_is_released_at_once_with_the_ledger_read() -> Non
 def test_outcomes_of_an_earlier_owner_stay_in_reach_until_the_commit_passes_its_events() -> None:
     tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
     handover = handover_for(ledger, tracker)
-    handover.receive({(INPUT, 0)})
+    handover.receive({(INPUT, 0)}, NOW)
     consumer: Any = FakeConsumer({0: (30, format_metadata(25))}, {0: (0, 60)})
-    handover.prepare(consumer)  # outcomes 25..39 belong to events the earlier owner handled
+    handover.prepare(consumer, NOW)  # outcomes 25..39 belong to events the earlier owner handled
     tp = (INPUT, 0)
     for offset in range(30, 62):
         tracker.start(tp, offset)
@@ -113,27 +114,28 @@ def test_earlier_work_of_the_partition_is_waited_for_then_given_up_on() -> None:
     tracker.forget({(INPUT, 0)})  # lost while offset 3 was being processed
     consumer: Any = FakeConsumer({0: (0, format_metadata(0))}, {0: (0, 10)})
     handover = handover_for(ledger, tracker)
-    handover.receive({(INPUT, 0)})
-    assert handover.prepare(consumer) == (set(), set())
+    handover.receive({(INPUT, 0)}, NOW)
+    assert handover.prepare(consumer, NOW) == (set(), set())
     assert handover.held == {(INPUT, 0)}
     tracker.finish((INPUT, 0), 3)
-    assert handover.prepare(consumer) == ({(INPUT, 0)}, set())
+    assert handover.prepare(consumer, NOW) == ({(INPUT, 0)}, set())
 
     tracker.start((INPUT, 1), 3)
     tracker.forget({(INPUT, 1)})
-    impatient = handover_for(FakeLedger({1: 0}), tracker, wait_limit_s=0)
-    impatient.receive({(INPUT, 1)})
+    impatient = handover_for(FakeLedger({1: 0}), tracker, wait_limit_s=5)
+    impatient.receive({(INPUT, 1)}, NOW)
     consumer = FakeConsumer({1: (0, format_metadata(0))}, {})
-    assert impatient.prepare(consumer) == ({(INPUT, 1)}, set())  # still in flight: may be sent twice
+    assert impatient.prepare(consumer, NOW + 4.9) == (set(), set())  # the clock decides, passed in
+    assert impatient.prepare(consumer, NOW + 5) == ({(INPUT, 1)}, set())  # still in flight: may be sent twice
 
 
 def test_dropped_partitions_are_no_longer_held() -> None:
     tracker, ledger = OffsetTracker(), FakeLedger({0: 1})
     handover = handover_for(ledger, tracker)
-    handover.receive({(INPUT, 0), (INPUT, 1)})
+    handover.receive({(INPUT, 0), (INPUT, 1)}, NOW)
     consumer: Any = FakeConsumer({}, {0: (0, 1)})
     handover.drop({(INPUT, 1)})
-    assert handover.prepare(consumer) == (set(), {(INPUT, 0)})
+    assert handover.prepare(consumer, NOW) == (set(), {(INPUT, 0)})
     handover.drop({(INPUT, 0)})
     assert handover.held == set()
     assert not handover.waiting
