@@ -22,9 +22,11 @@ def receipt_message(
     *,
     sender: str,
     message_domain: str,
+    message_id: str | None = None,
     date: datetime | None = None,
 ) -> bytes:
-    """Raises :class:`delivery.headers.ComposeError` when the message cannot be built safely."""
+    """Raises :class:`delivery.headers.ComposeError` when the message cannot be built safely.
+    ``message_id``: when the caller already derived it (:func:`delivery.message_id_for`)."""
     return compose(
         sender=sender,
         recipient=order["customer"]["email"],
@@ -32,6 +34,6 @@ def receipt_message(
         text=mail.text_body,
         html=mail.html_body,
         attachments=[Attachment(attachment.filename, attachment.data) for attachment in mail.attachments],
-        message_id=message_id_for(order["event_id"], message_domain),
+        message_id=message_id or message_id_for(order["event_id"], message_domain),
         date=date or datetime.now(UTC),
     )

@@ -236,7 +236,8 @@ class Pipeline:
             async with self._fetching if order.get("attachments") else contextlib.nullcontext():
                 fetched = await self._fetch(order)  # bytes held until rendered: a bounded few
                 mail = self._within_size(await self._render(order, fetched))
-            data = self._compose(order, mail)
+            facts = _mail_facts(order, mail, self._config.message_domain)  # once per event
+            data = self._compose(order, mail, facts["message_id"])
             # Built before sending: once the relay has the e-mail, nothing but publishing is left.
             sent = outcome_for(
                 inbound,
@@ -245,9 +246,9 @@ class Pipeline:
                 status="SENT",
                 reason=None,
                 attempt=attempts,
-                **_mail_facts(order, mail, self._config.message_domain),
+                **facts,
             )
-            result, attempts = await self._send(order, mail, data, attempts)
+            result, attempts = await self._send(order, data, attempts, facts)
         except _Stop as stop:
             # (an invalid event's earlier outcome may carry a surrogate: versions before 0.2 wrote one)
             if any(self._is_handled(inbound, i) for i in (ids.event_id, inbound.surrogate_event_id()) if i):
@@ -342,10 +343,14 @@ class Pipeline:
             raise _Stop("attachment_too_large", attachment_bytes=_total_bytes(mail))
         return mail
 
-    def _compose(self, order: OrderCompleted, mail: RenderedMail) -> bytes:
+    def _compose(self, order: OrderCompleted, mail: RenderedMail, message_id: str) -> bytes:
         try:
             data = receipt_message(
-                order, mail, sender=self._config.mail_from, message_domain=self._config.message_domain
+                order,
+                mail,
+                sender=self._config.mail_from,
+                message_domain=self._config.message_domain,
+                message_id=message_id,
             )
         except ComposeError as error:
             raise _Stop(error.reason) from None
@@ -357,7 +362,7 @@ class Pipeline:
         return data
 
     async def _send(
-        self, order: OrderCompleted, mail: RenderedMail, data: bytes, attempts: int
+        self, order: OrderCompleted, data: bytes, attempts: int, facts: dict[str, Any]
     ) -> tuple[SendResult, int]:
         """Quick tries with backoff; returns the result and the total attempts so far."""
         recipient = order["customer"]["email"]
@@ -377,7 +382,6 @@ class Pipeline:
                     continue
                 tries += 1
                 if action not in {Action.RETRY, Action.THROTTLE} or tries >= self._config.send_attempts:
-                    facts = _mail_facts(order, mail, self._config.message_domain)
                     raise _Stop(
                         error.reason, smtp_code=error.code, attempt=attempts + tries, **facts
                     ) from None
