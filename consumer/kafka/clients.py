@@ -1,15 +1,24 @@
-"""librdkafka configuration for the consumer and the outcome producer."""
+"""librdkafka configuration for the consumer and the outcome producer, and the few things done
+with a consumer besides polling it: checking the topics at start-up, naming an error, closing."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer.app.settings import kafka_passthrough
 
 if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
     from consumer.app.settings import Settings
 
-__all__ = ["consumer_config", "producer_config"]
+__all__ = ["check_topics", "close_with_timeout", "consumer_config", "error_name", "producer_config"]
+
+log = logging.getLogger("ordermail.service")
 
 
 def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -68,3 +77,33 @@ _CONSUMER_ONLY = (
     "max.poll",
     "session.",
 )
+
+
+def check_topics(consumer: Consumer, settings: Settings) -> None:
+    """Outcomes and deferred events go to the input's partition number: those topics need as
+    many partitions as the input (or the first deferral would fail, long after start-up)."""
+    metadata = consumer.list_topics(timeout=30)
+    counts = {}
+    for name in (settings.input_topic, settings.outcome_topic, settings.dlq_topic, settings.retry_topic):
+        topic = metadata.topics.get(name)
+        if topic is None or topic.error is not None:
+            raise SystemExit(f"topic {name} does not exist")
+        counts[name] = len(topic.partitions)
+    for co_partitioned in (settings.outcome_topic, settings.retry_topic):
+        if counts[co_partitioned] < counts[settings.input_topic]:
+            raise SystemExit(f"{co_partitioned} needs as many partitions as the input topic: {counts}")
+
+
+def error_name(exc: KafkaException) -> str:
+    """librdkafka's error code name: the only part of its text we log."""
+    error = exc.args[0] if exc.args else None
+    return error.name() if isinstance(error, KafkaError) else type(exc).__name__
+
+
+def close_with_timeout(consumer: Consumer, *, timeout_s: float) -> None:
+    """``Consumer.close()`` has been seen to hang: never let it block shutdown forever."""
+    closer = threading.Thread(target=consumer.close, name="consumer-close", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
+    if closer.is_alive():
+        log.warning("consumer close timed out after %.0fs", timeout_s)

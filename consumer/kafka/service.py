@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumer.kafka.breaker import DeadLetterBreaker
 from consumer.kafka.bridge import Bridge, Crashed
-from consumer.kafka.clients import consumer_config
+from consumer.kafka.clients import check_topics, close_with_timeout, consumer_config, error_name
 from consumer.kafka.handover import Handover
 from consumer.kafka.offsets import OffsetTracker, TopicPartitionKey
 from consumer.observability.health import HealthServer
@@ -135,7 +135,7 @@ class Service:
         SMTP_CONNECTIONS.set_function(lambda: parts.smtp.idle_connections)
         self._worker.start()
         self._health = HealthServer(settings.health_port, self.not_ready) if settings.health_port else None
-        self._check_topics()
+        check_topics(self._consumer, self._settings)
         self._consumer.subscribe(
             [settings.input_topic, settings.retry_topic],
             on_assign=self._on_assign,
@@ -160,7 +160,7 @@ class Service:
         if self._health:
             self._health.close()
         if hasattr(self, "_consumer"):
-            _close_with_timeout(self._consumer, timeout_s=10)
+            close_with_timeout(self._consumer, timeout_s=10)
         return unacknowledged
 
     def run_once(self, now: float) -> None:
@@ -322,7 +322,7 @@ class Service:
         try:
             ready, anchors = self._handover.prepare(self._consumer, now)
         except KafkaException as exc:  # nothing consumed yet from those partitions: try again soon
-            log.warning("taking over partitions failed: %s", _error_name(exc))
+            log.warning("taking over partitions failed: %s", error_name(exc))
             self._next_takeover = now + 1.0
             return
         self._set_paused(ready)
@@ -344,7 +344,7 @@ class Service:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
                 self._commit_sent = self._clock() if now is None else now
         except KafkaException as exc:  # the next commit retries; nothing is lost
-            log.warning("commit failed: %s", _error_name(exc))
+            log.warning("commit failed: %s", error_name(exc))
 
     def _commit_awaited(self, now: float) -> bool:
         # librdkafka answers every commit, if only with a timeout; the limit is a safety net.
@@ -416,36 +416,6 @@ class Service:
         self._tracker.forget(tps)
         self._ledger.forget({p for t, p in tps if t == self._settings.input_topic})
 
-    def _check_topics(self) -> None:
-        """Outcomes and deferred events go to the input's partition number: those topics need as
-        many partitions as the input (or the first deferral would fail, long after start-up)."""
-        metadata = self._consumer.list_topics(timeout=30)
-        counts = {}
-        settings = self._settings
-        for name in (settings.input_topic, settings.outcome_topic, settings.dlq_topic, settings.retry_topic):
-            topic = metadata.topics.get(name)
-            if topic is None or topic.error is not None:
-                raise SystemExit(f"topic {name} does not exist")
-            counts[name] = len(topic.partitions)
-        for co_partitioned in (settings.outcome_topic, settings.retry_topic):
-            if counts[co_partitioned] < counts[settings.input_topic]:
-                raise SystemExit(f"{co_partitioned} needs as many partitions as the input topic: {counts}")
-
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-
-
-def _error_name(exc: KafkaException) -> str:
-    """librdkafka's error code name: the only part of its text we log."""
-    error = exc.args[0] if exc.args else None
-    return error.name() if isinstance(error, KafkaError) else type(exc).__name__
-
-
-def _close_with_timeout(consumer: Consumer, *, timeout_s: float) -> None:
-    """``Consumer.close()`` has been seen to hang: never let it block shutdown forever."""
-    closer = threading.Thread(target=consumer.close, name="consumer-close", daemon=True)
-    closer.start()
-    closer.join(timeout_s)
-    if closer.is_alive():
-        log.warning("consumer close timed out after %.0fs", timeout_s)
