@@ -16,7 +16,9 @@ import pikepdf
 import pytest
 
 from consumer.app.cli import main
-from consumer.tools.preview import Choice, PreviewServer, PreviewState, render_preview, sample
+from consumer.tools.preview.render import render_preview, sample
+from consumer.tools.preview.server import PreviewServer
+from consumer.tools.preview.state import Choice, PreviewState
 from rendering import TEMPLATE_DIR, Renderer
 
 PNG = b"\x89PNG\r\n\x1a\n"
