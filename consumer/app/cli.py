@@ -126,7 +126,7 @@ def _produce_sample(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     from consumer.app.settings import Settings
     from consumer.processing.render_pool import RenderConfig
-    from consumer.tools.preview import PreviewError, load_event
+    from consumer.tools.preview.render import PreviewError, load_event
     from rendering import RenderError
     from schemas import InvalidEvent, validate_order
 
@@ -158,7 +158,7 @@ def _preview(args: argparse.Namespace) -> int:
 
     from consumer.app.settings import Settings
     from consumer.processing.render_pool import RenderConfig
-    from consumer.tools.preview import preview_command
+    from consumer.tools.preview.command import preview_command
 
     config = RenderConfig.from_settings(Settings())  # the service's password template, hint, default set
     return preview_command(

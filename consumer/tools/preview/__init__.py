@@ -7,24 +7,4 @@
 * ``server`` — the HTTP server of ``--serve``; the page itself is ``page.html`` (package data).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from consumer.tools.preview.command import preview_command as preview_command
-    from consumer.tools.preview.render import PreviewError as PreviewError
-    from consumer.tools.preview.render import load_event as load_event
-
 __all__ = ["command", "render", "server", "state"]
-
-# Until consumer/app/cli.py imports these from their modules: each loads its module on first use,
-# so importing the package stays light.
-_MOVED = {"PreviewError": "render", "load_event": "render", "preview_command": "command"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"{__name__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
