@@ -43,9 +43,9 @@ from consumer.app.assembly import codec_for
 from consumer.app.settings import Settings
 from consumer.kafka.clients import producer_config
 from consumer.processing.render_pool import RenderConfig, RenderPool
-from consumer.tools.producing import ORDER_SCHEMA, publish_orders
-from consumer.tools.topic_reader import OUTCOME_SCHEMA, read_outcomes
-from schemas import Codec, OrderCompleted
+from consumer.tools.producing import publish_orders
+from consumer.tools.topic_reader import read_outcomes
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, Codec, OrderCompleted
 from schemas.samples import sample_order
 from tests.support import free_port, wait_for_port
 
@@ -388,7 +388,7 @@ def await_outcomes(
                 raise SystemExit(f"only {len(found)} of {count} outcomes after {timeout_s:.0f} s")
             for message in consumer.consume(500, timeout=1.0):
                 if message.error() is None:
-                    outcome = codec.decode(message.value(), OUTCOME_SCHEMA)
+                    outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
                     found.append((Stamp(message.timestamp()[1]), outcome))
             progress(label, len(found), count)
     finally:

@@ -70,7 +70,8 @@ def pod_spec(objects: list[Obj]) -> Obj:
 
 
 def container(objects: list[Obj]) -> Obj:
-    (main,) = [c for c in pod_spec(objects)["containers"] if c["name"] == "ordermail"]
+    named: list[Obj] = [c for c in pod_spec(objects)["containers"] if c["name"] == "ordermail"]
+    (main,) = named
     return main
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from schemas import OrderCompleted
-    from tests.integration.conftest import ServiceFactory, Sink, Topics
+    from tests.conftest import ServiceFactory, Sink, Topics
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from schemas import OrderCompleted
-    from tests.integration.conftest import ServiceFactory, Sink, Topics
+    from tests.conftest import ServiceFactory, Sink, Topics
 
 pytestmark = pytest.mark.integration
 READER = ORDER_SCHEMA

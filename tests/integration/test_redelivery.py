@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from tests.integration.conftest import ServiceFactory, Sink, Topics
+    from tests.conftest import ServiceFactory, Sink, Topics
 
 pytestmark = pytest.mark.integration
 

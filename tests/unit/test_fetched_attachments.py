@@ -61,7 +61,9 @@ def test_a_fetched_pdf_is_attached_encrypted_with_the_customers_password(
     message = email.message_from_bytes(smtp.messages[0], policy=policy.default)
     parts = list(message.iter_attachments())
     assert [part.get_filename() for part in parts] == [parts[0].get_filename(), "warranty_0.pdf"]
-    assert parts[0].get_filename().endswith(".pdf")
+    filename = parts[0].get_filename()
+    assert filename is not None
+    assert filename.endswith(".pdf")
     fetched = parts[1].get_content()
     with pytest.raises(pikepdf.PasswordError):
         pikepdf.open(BytesIO(fetched))

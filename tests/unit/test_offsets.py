@@ -64,8 +64,9 @@ def test_metadata_points_before_every_outcome_of_uncommitted_events() -> None:
     assert parse_metadata(metadata) == 104  # everything before is committed: read from the end
     tracker.mark_committed({TP: 14})
     tracker.start(TP, 14)
-    ((position, metadata),) = tracker.committable().values() or [(None, None)]
-    assert position is None or parse_metadata(metadata) == 104
+    committable: list[tuple[int | None, str | None]] = [*tracker.committable().values()] or [(None, None)]
+    ((last_position, last_metadata),) = committable
+    assert last_position is None or parse_metadata(last_metadata) == 104
 
 
 def test_metadata_round_trip_and_foreign_values() -> None:

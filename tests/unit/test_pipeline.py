@@ -9,17 +9,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from consumer.processing.pipeline import Pipeline, PipelineConfig
 from consumer.processing.ports import Fetched
-from consumer.processing.records import Inbound, Origin
+from consumer.processing.records import Headers, Inbound, Origin
 from consumer.processing.retry import RetrySchedule, RetryState
 from delivery import SendError, SendResult
 from rendering import RenderedAttachment, RenderedMail, RenderError
-from schemas import ORDER_SCHEMA, Codec, OrderCompleted
+from rendering.errors import RenderErrorReason
+from schemas import ORDER_SCHEMA, Codec, DeliveryOutcome, OrderCompleted
 from schemas.samples import sample_order
 
 CODEC = Codec.from_directory()
@@ -29,7 +30,7 @@ READER = ORDER_SCHEMA
 @dataclass
 class FakeRenderer:
     delay_s: float = 0.0
-    error: str | None = None
+    error: RenderErrorReason | None = None
     pdf_size: int = 2000
     active: int = 0
     max_active: int = 0
@@ -40,7 +41,7 @@ class FakeRenderer:
         await asyncio.sleep(random.uniform(0, self.delay_s))
         self.active -= 1
         if self.error:
-            raise RenderError(self.error)  # type: ignore[arg-type]
+            raise RenderError(self.error)
         pdf = RenderedAttachment("r.pdf", b"%PDF" + b"x" * self.pdf_size, pages=1, encrypted=True)
         return RenderedMail("subject", "text", "<p>html</p>", (pdf,), 5.0, 1.0, "default", "en")
 
@@ -72,21 +73,21 @@ class FakeSmtp:
 
 @dataclass
 class FakePublisher:
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[DeliveryOutcome] = field(default_factory=list)
     dead_letters: list[tuple[Inbound, dict[str, bytes]]] = field(default_factory=list)
-    retries: list[tuple[Inbound, list[tuple[str, bytes]]]] = field(default_factory=list)
+    retries: list[tuple[Inbound, Headers]] = field(default_factory=list)
 
-    async def publish_outcome(self, outcome: dict[str, Any], partition: int) -> int:
+    async def publish_outcome(self, outcome: DeliveryOutcome, partition: int) -> int:
         self.outcomes.append(outcome)
         return len(self.outcomes)
 
     async def publish_dead_letter(
-        self, inbound: Inbound, headers: list[tuple[str, bytes]], *, omit_record: bool = False
+        self, inbound: Inbound, headers: Headers, *, omit_record: bool = False
     ) -> int:
         self.dead_letters.append((inbound, dict(headers)))
         return len(self.dead_letters)
 
-    async def publish_retry(self, inbound: Inbound, headers: list[tuple[str, bytes]]) -> int:
+    async def publish_retry(self, inbound: Inbound, headers: Headers) -> int:
         self.retries.append((inbound, headers))
         return len(self.retries)
 
@@ -99,7 +100,7 @@ def _pipeline(renderer: FakeRenderer, smtp: FakeSmtp, publisher: FakePublisher, 
         retry_backoff_s=0.001,
         **config,
     )
-    return Pipeline(settings, CODEC, renderer, smtp, publisher)  # type: ignore[arg-type]
+    return Pipeline(settings, CODEC, renderer, smtp, publisher)
 
 
 def _inbound(order: OrderCompleted | None, offset: int, *, value: bytes | None = None) -> Inbound:
@@ -127,11 +128,12 @@ async def _run(pipeline: Pipeline, inbounds: list[Inbound]) -> list[tuple[int, s
 def test_same_key_in_arrival_order_different_keys_in_parallel() -> None:
     random.seed(7)
     base = [sample_order(seed) for seed in range(3)]
-    inbounds, expected_order = [], {o["order_id"]: [] for o in base}  # type: ignore[var-annotated]
+    inbounds: list[Inbound] = []
+    expected_order: dict[str, list[str]] = {o["order_id"]: [] for o in base}
     for offset in range(30):
-        order = dict(base[offset % 3])
+        order = base[offset % 3].copy()
         order["event_id"] = f"00000000-0000-4000-8000-{offset:012d}"
-        inbounds.append(_inbound(order, offset))  # type: ignore[arg-type]
+        inbounds.append(_inbound(order, offset))
         expected_order[order["order_id"]].append(f"<{order['event_id']}.ordermail@shop.example>")
     renderer, smtp, publisher = FakeRenderer(delay_s=0.01), FakeSmtp(delay_s=0.01), FakePublisher()
 
@@ -228,9 +230,9 @@ def test_events_already_handled_are_skipped_without_mail_or_outcome() -> None:
     pipeline = Pipeline(
         PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="g"),
         CODEC,
-        FakeRenderer(),  # type: ignore[arg-type]
-        smtp,  # type: ignore[arg-type]
-        publisher,  # type: ignore[arg-type]
+        FakeRenderer(),
+        smtp,
+        publisher,
         is_handled=lambda inbound, event_id: (
             event_id in {handled_order["event_id"], _inbound(None, 9, value=b"").surrogate_event_id()}
         ),
@@ -330,12 +332,12 @@ def test_a_waiting_deferred_record_is_let_go_on_release() -> None:
 
 
 def _invalid(field: str, value: Any) -> OrderCompleted:
-    order: Any = sample_order(7)
+    order = sample_order(7)
     if field == "email":
         order["customer"]["email"] = value
     else:
-        order[field] = value
-    return order  # type: ignore[no-any-return]
+        cast("dict[str, Any]", order)[field] = value  # any field, any value: invalid on purpose
+    return order
 
 
 @pytest.mark.parametrize(
@@ -388,7 +390,7 @@ def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_without_the_recor
 
     class RefusingPublisher(FakePublisher):
         async def publish_dead_letter(
-            self, inbound: Inbound, headers: list[tuple[str, bytes]], *, omit_record: bool = False
+            self, inbound: Inbound, headers: Headers, *, omit_record: bool = False
         ) -> int:
             if not omit_record:
                 raise PublishError("dlq: MSG_SIZE_TOO_LARGE", record_level=True)
@@ -413,7 +415,7 @@ def test_a_broker_that_does_not_acknowledge_stops_processing() -> None:
     from consumer.processing.ports import PublishError
 
     class DownPublisher(FakePublisher):
-        async def publish_outcome(self, outcome: dict[str, Any], partition: int) -> int:
+        async def publish_outcome(self, outcome: DeliveryOutcome, partition: int) -> int:
             raise PublishError("outcomes: _MSG_TIMED_OUT", record_level=False)
 
     with pytest.raises(PublishError):

@@ -109,9 +109,9 @@ def test_a_reservation_renders_once_and_gives_an_unused_worker_back() -> None:
         async with pool.reserved():
             pass  # e.g. the event was cancelled before its turn
         async with pool.reserved() as render:  # the only worker: waits forever if it was lost
-            pages = (await render(sample_order(1))).pages
+            pages = (await render(sample_order(1), ())).pages
             with pytest.raises(RuntimeError):
-                await render(sample_order(2))
+                await render(sample_order(2), ())
         return pages
 
     try:

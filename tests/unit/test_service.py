@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,7 +198,15 @@ class _Closable:
         self.closed.append("closed")
         return 0
 
-    async def aclose(self) -> None:
+
+@dataclass
+class _AsyncClosable:
+    """The SMTP pool's part: its close is a coroutine."""
+
+    idle_connections: int = 0
+    closed: list[str] = field(default_factory=list)
+
+    async def close(self) -> None:
         self.closed.append("closed")
 
 
@@ -221,7 +229,7 @@ class Harness:
     pipeline: FakePipeline
     ledger: FakeLedger
     clock: Clock
-    closables: list[_Closable]
+    closables: list[_Closable | _AsyncClosable]
 
     def turn_until(
         self, condition: Callable[[], bool], *, step_s: float = 0.01, limit_s: float = 5.0
@@ -240,7 +248,7 @@ class Harness:
 
 
 @pytest.fixture
-def harness() -> Any:
+def harness() -> Iterator[Harness]:
     settings = Settings(
         ORDERMAIL_INPUT_TOPIC=INPUT,
         ORDERMAIL_RETRY_TOPIC=RETRY,
@@ -262,8 +270,8 @@ def harness() -> Any:
         return consumers[-1]
 
     pipeline, ledger, clock = FakePipeline(), FakeLedger(), Clock()
-    render_pool, smtp, publisher = _Closable(), _Closable(), _Closable()
-    smtp.close = smtp.aclose  # type: ignore[method-assign]
+    render_pool, smtp, publisher = _Closable(), _AsyncClosable(), _Closable()
+    # Parts holds the real classes (no protocols): the codec is unused, the others are fakes.
     parts = Parts(None, render_pool, smtp, publisher, ledger, pipeline)  # type: ignore[arg-type]
     service = Service(settings, parts, consumer_factory=factory, clock=clock)
     service.start()

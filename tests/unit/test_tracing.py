@@ -71,19 +71,27 @@ class FakeKafkaProducer:
         return 0
 
 
+def _publisher(producer: FakeKafkaProducer) -> OutcomePublisher:
+    return OutcomePublisher(
+        producer,  # type: ignore[arg-type]  # OutcomePublisher takes confluent-kafka's Producer itself
+        CODEC,
+        outcome_topic="outcomes",
+        dlq_topic="dlq",
+        retry_topic="retry",
+    )
+
+
 def _run(
     smtp: FakeSmtp, renderer: FakeRenderer | None = None, seeds: tuple[int, ...] = (5,)
 ) -> FakeKafkaProducer:
     """Processes one event per seed, all at once, each continuing the producer's trace."""
     producer = FakeKafkaProducer()
-    publisher = OutcomePublisher(
-        producer, CODEC, outcome_topic="outcomes", dlq_topic="dlq", retry_topic="retry"
-    )  # type: ignore[arg-type]
+    publisher = _publisher(producer)
     pipeline = Pipeline(
         PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="ordermail"),
         CODEC,
-        renderer or FakeRenderer(),  # type: ignore[arg-type]
-        smtp,  # type: ignore[arg-type]
+        renderer or FakeRenderer(),
+        smtp,
         publisher,
     )
     headers = [("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01".encode())]
@@ -134,8 +142,9 @@ def test_an_event_yields_one_connected_trace_with_the_expected_structure() -> No
     assert consume.parent is not None
     assert format(consume.parent.span_id, "016x") == PARENT_SPAN  # joined the producer's trace
     for child in ("decode", "wait for render worker", "render", "smtp send", "send outcomes"):
-        assert spans[child].parent is not None
-        assert spans[child].parent.span_id == consume.context.span_id
+        parent = spans[child].parent
+        assert parent is not None
+        assert parent.span_id == consume.context.span_id
     assert spans["encrypt"].parent is not None
     assert spans["encrypt"].parent.span_id == spans["render"].context.span_id
     assert spans["smtp send"].kind is SpanKind.CLIENT
@@ -220,14 +229,12 @@ def test_a_deferred_event_is_retried_in_the_same_trace() -> None:
     EXPORTER.clear()
 
     # The retry record, consumed from the retry topic, continues the producer's trace.
-    publisher = OutcomePublisher(
-        FakeKafkaProducer(), CODEC, outcome_topic="outcomes", dlq_topic="dlq", retry_topic="retry"
-    )  # type: ignore[arg-type]
+    publisher = _publisher(FakeKafkaProducer())
     pipeline = Pipeline(
         PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="ordermail"),
         CODEC,
-        FakeRenderer(),  # type: ignore[arg-type]
-        FakeSmtp(),  # type: ignore[arg-type]
+        FakeRenderer(),
+        FakeSmtp(),
         publisher,
     )
     headers = [(k, v) for k, v in retry_record["headers"] if k != "ordermail.retry.due"] + [
