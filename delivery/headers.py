@@ -27,6 +27,7 @@ __all__ = [
     "MAX_SUBJECT",
     "ComposeError",
     "ComposeReason",
+    "check_filename",
     "check_header_block",
     "message_id_for",
     "message_id_line",
@@ -35,7 +36,7 @@ __all__ = [
     "subject_line",
 ]
 
-ComposeReason = Literal["unsafe_recipient", "header_check_failed"]
+ComposeReason = Literal["unsafe_recipient", "unsafe_filename", "header_check_failed"]
 MAX_SUBJECT = 200
 # What compose writes at the top of every message, in this order, once each.
 HEADER_NAMES = (
@@ -55,6 +56,9 @@ _WORDS = re.compile(r"\s*\S+")
 # An addr-spec as email-validator accepts it (dot-atom local part, no quoting, no display name).
 _ADDRESS = re.compile(r"[^\s\"(),:;<>@\[\\\]]+@[^\s\"(),:;<>@\[\\\]]+")
 _MSG_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Attachment names as they may reach a Content-Disposition: letters and digits of any script,
+# ".", "-", "_" and inner spaces, at most 100 (no quote, slash, control character or "=?").
+_FILENAME = re.compile(r"[\w.-](?:[\w. -]{0,98}[\w.-])?")
 _MSG_ID = re.compile(r"<[A-Za-z0-9._-]+@[A-Za-z0-9._-]+>")
 _Q_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!*+-/")
 
@@ -93,6 +97,14 @@ def message_id_for(event_id: str, domain: str) -> str:
     Only letters, digits, ``.``, ``_`` and ``-`` of the event id are kept (a UUID keeps them all)."""
     left = _MSG_ID_UNSAFE.sub("", event_id)[:80] or "event"
     return f"<{left}.ordermail@{_MSG_ID_UNSAFE.sub('', domain)[:200] or 'localhost'}>"
+
+
+def check_filename(name: str) -> str:
+    """``name`` when an attachment may carry it; naming is the caller's (``rendering`` names its
+    documents, the pipeline the fetched ones), this only refuses what would be unsafe."""
+    if _FILENAME.fullmatch(name) is None:
+        raise ComposeError("unsafe_filename")
+    return name
 
 
 def message_id_line(message_id: str) -> bytes:

@@ -7,8 +7,9 @@ Everything else is constant or the operator's (From), and written directly: byte
 :class:`email.message.EmailMessage` and :class:`email.generator.BytesGenerator` make of the same
 parts (a test compares), at a fraction of the cost. They parse and re-fold some 18 headers per
 message, most of them constants, which made composing the main process's largest cost per order.
-Attachment names keep only letters, digits, ``.``, ``-``, ``_`` and spaces before :mod:`email`
-encodes them (RFC 2231), so no ``=?`` reaches its parser there either.
+Attachment names are named by the caller and only checked here (letters, digits, ``.``, ``-``,
+``_`` and inner spaces, at most 100; anything else is refused) before :mod:`email` encodes them
+(RFC 2231), so no ``=?``, quote or line break reaches its parser there either.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import binascii
 import re
 import secrets
-import unicodedata
 from dataclasses import dataclass
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import MIMEPart
@@ -27,11 +27,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from delivery.headers import (
+    check_filename,
     check_header_block,
     message_id_for,
     message_id_line,
     recipient_line,
-    single_line,
     subject_line,
 )
 
@@ -39,10 +39,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-__all__ = ["Attachment", "compose", "message_id_for", "safe_filename"]
+__all__ = ["Attachment", "compose", "message_id_for"]
 
-MAX_FILENAME = 100
-_UNSAFE_FILENAME = re.compile(r"[^\w.\- ]+")
 _LINE_END = re.compile(r"\r\n|\r|\n")  # email.generator's own (its NLCRE)
 _CRLF = b"\r\n"
 _BASE64_LINE = 76  # email's: 57 bytes a line, for its 78-character limit
@@ -184,7 +182,7 @@ def _attachment_part(attachment: Attachment, international: bool) -> list[bytes]
     return [
         _folded("Content-Type", attachment.mime_type, international),
         _folded("Content-Transfer-Encoding", "base64", international),
-        _disposition(safe_filename(attachment.filename), international),
+        _disposition(check_filename(attachment.filename), international),
         _folded("MIME-Version", "1.0", international),
         _CRLF,
         _base64_lines(attachment.content),
@@ -194,7 +192,9 @@ def _attachment_part(attachment: Attachment, international: bool) -> list[bytes]
 def _disposition(filename: str, international: bool) -> bytes:
     line = f'Content-Disposition: attachment; filename="{filename}"\r\n'
     if line.isascii() and len(line) <= _MAX_LINE + 2:
-        return line.encode("ascii")  # what email writes for a short ASCII name (safe_filename has no quotes)
+        return line.encode(
+            "ascii"
+        )  # what email writes for a short ASCII name (check_filename allows no quotes)
     part = MIMEPart(policy=_COMPOSE)  # its set_param does email's RFC 2231 encoding and folding
     part["Content-Disposition"] = "attachment"
     part.set_param("filename", filename, header="Content-Disposition")
@@ -204,15 +204,3 @@ def _disposition(filename: str, international: bool) -> bytes:
 def _base64_lines(data: bytes) -> bytes:
     encoded = binascii.b2a_base64(data, newline=False)
     return b"".join(encoded[i : i + _BASE64_LINE] + _CRLF for i in range(0, len(encoded), _BASE64_LINE))
-
-
-def safe_filename(name: str) -> str:
-    """Keeps letters of any script (encoded per RFC 2231 by :mod:`email`), drops path tricks."""
-    cleaned = (
-        _UNSAFE_FILENAME.sub("_", unicodedata.normalize("NFC", single_line(name))).strip(" ._")
-        or "attachment"
-    )
-    stem, dot, ext = cleaned.rpartition(".")
-    if not dot:
-        return cleaned[:MAX_FILENAME]
-    return f"{stem[: MAX_FILENAME - len(ext) - 1]}.{ext}"

@@ -98,6 +98,7 @@ POLICY: dict[Reason, Action] = {
     "too_many_attachments": Action.REJECT,
     # composing (a recipient that is not a bare address, a header block not as we meant it)
     "unsafe_recipient": Action.REJECT,
+    "unsafe_filename": Action.REJECT,
     "header_check_failed": Action.REJECT,
     "dkim_failed": Action.REJECT,
     "internal_error": Action.REJECT,

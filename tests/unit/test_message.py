@@ -11,7 +11,6 @@ import pytest
 
 from delivery import Attachment, compose, message_id_for
 from delivery.headers import MAX_SUBJECT, ComposeError, single_line
-from delivery.message import safe_filename
 
 
 class Fields(TypedDict):
@@ -98,7 +97,7 @@ def _with_the_standard_library(
             attachment.content,
             maintype=maintype,
             subtype=subtype,
-            filename=safe_filename(attachment.filename),
+            filename=attachment.filename,
         )
     message.set_boundary(f"{boundary}_mixed")
     for part in message.iter_parts():
@@ -164,16 +163,40 @@ def test_subject_is_length_limited() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"),
+    "name",
     [
-        ("../../etc/passwd", "etc_passwd"),
-        ("a\r\nb.pdf", "a b.pdf"),
-        ("", "attachment"),
-        ("x" * 300 + ".pdf", "x" * 96 + ".pdf"),
+        "../../etc/passwd",
+        "a\r\nb.pdf",
+        "",
+        "x" * 97 + ".pdf",
+        'a".pdf',
+        "=?utf-8?q?a?=.pdf",
+        " a.pdf",
+        "a/b.pdf",
     ],
 )
-def test_filenames_are_made_safe(name: str, expected: str) -> None:
-    assert safe_filename(name) == expected
+def test_an_attachment_name_a_header_may_not_carry_is_refused_not_rewritten(name: str) -> None:
+    with pytest.raises(ComposeError) as refused:
+        _compose(attachments=[Attachment(name, PDF)])
+    assert refused.value.reason == "unsafe_filename"
+
+
+def test_names_are_the_callers_one_rule_rendering_s() -> None:
+    """The documents' names come from rendering's rule (and fetched ones too, in the pipeline):
+    whatever it makes, an attachment may carry."""
+    from delivery.headers import check_filename
+    from rendering.documents import safe_filename
+
+    for name in [
+        "../../etc/passwd",
+        "a\r\nb.pdf",
+        "",
+        "x" * 300 + ".pdf",
+        'a".pdf',
+        "=?utf-8?q?a?=",
+        "квитанция",
+    ]:
+        assert check_filename(safe_filename(name)) == safe_filename(name)
 
 
 CYRILLIC = "Ваш заказ оформлен, квитанция во вложении, спасибо за покупку в нашем магазине. " * 3
@@ -186,7 +209,7 @@ WIRE_CASES: list[Overrides] = [
     {"subject": "Order ORD-1\r\nBcc: victim@example.org \x1b[31m" + "x" * 300, "text": "", "html": "\r"},
     {"text": "a" * 79 + "\n" + "b" * 500 + " \n\t\n", "html": "<p>" + "é" * 100 + "=</p>\n" * 12},
     {"text": CYRILLIC + "\n" + CYRILLIC, "html": "\n".join([CYRILLIC] * 12)},  # base64 wins
-    {"attachments": [Attachment("R" * 150 + ".pdf", b""), Attachment("Kvittering ÆØÅ " * 9 + ".pdf", PDF)]},
+    {"attachments": [Attachment("R" * 96 + ".pdf", b""), Attachment("Kvittering ÆØÅ " * 5 + "1.pdf", PDF)]},
     {"attachments": [Attachment("notes.txt", b"plain", "text/plain"), Attachment("ORD-1.pdf", PDF * 3)]},
     # ASCII names around the 78-character line where email starts folding
     {"attachments": [Attachment(f"{'x' * n}.pdf", PDF) for n in (30, 31, 32)] + [Attachment("K 1.pdf", PDF)]},
