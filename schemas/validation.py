@@ -15,7 +15,15 @@ if TYPE_CHECKING:
 
     from schemas.model import OrderCompleted
 
-__all__ = ["MAX_LINES", "MAX_TEXT", "InvalidEvent", "InvalidReason", "is_uuid", "validate_order"]
+__all__ = [
+    "MAX_LINES",
+    "MAX_TEXT",
+    "InvalidEvent",
+    "InvalidReason",
+    "is_order_id",
+    "is_uuid",
+    "validate_order",
+]
 
 InvalidReason = Literal[
     "invalid_event_id",
@@ -54,10 +62,7 @@ class InvalidEvent(Exception):
 def validate_order(order: OrderCompleted) -> None:
     """Raise :class:`InvalidEvent` for the first problem found."""
     _check(is_uuid(order["event_id"]), "invalid_event_id")
-    order_id = order["order_id"]
-    _check(
-        bool(order_id.strip()) and len(order_id) <= 64 and not _CONTROL.search(order_id), "invalid_order_id"
-    )
+    _check(is_order_id(order["order_id"]), "invalid_order_id")
     _check(_LOCALE.fullmatch(order["locale"]) is not None, "invalid_locale")
     _check(_CURRENCY.fullmatch(order["currency"]) is not None, "invalid_currency")
     _check(_COUNTRY.fullmatch(order["customer"]["billing_address"]["country"]) is not None, "invalid_country")
@@ -88,6 +93,11 @@ def validate_order(order: OrderCompleted) -> None:
 def _check(condition: bool, reason: InvalidReason) -> None:
     if not condition:
         raise InvalidEvent(reason)
+
+
+def is_order_id(value: str) -> bool:
+    """Not blank, at most 64 characters, on one line: it reaches the subject and file names."""
+    return bool(value.strip()) and len(value) <= 64 and _CONTROL.search(value) is None
 
 
 def is_uuid(value: str) -> bool:

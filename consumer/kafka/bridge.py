@@ -48,6 +48,8 @@ class Bridge:
     def take(self, wait_s: float = 0.0) -> list[Finished]:
         """Poll thread side: everything finished so far, waiting up to ``wait_s`` for a first one."""
         items: list[Finished] = []
+        if wait_s <= 0 and self._queue.empty():  # the poll loop's usual turn: nothing finished
+            return items
         try:
             items.append(self._queue.get(timeout=wait_s) if wait_s > 0 else self._queue.get_nowait())
             while True:

@@ -95,6 +95,17 @@ class Service:
         self._loop = asyncio.new_event_loop()
         self._worker = threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True)
         self._handover = Handover(parts.ledger, self._tracker, settings.drain_timeout_s)
+        self._consumer = self._consumer_factory(
+            consumer_config(
+                settings,
+                **{
+                    "statistics.interval.ms": 5000,
+                    "stats_cb": self._kafka_statistics,
+                    "error_cb": self._on_error,
+                    "on_commit": self._on_commit,
+                },
+            )
+        )
 
     def stop(self, *_: object) -> None:
         self._stopping.set()
@@ -116,20 +127,8 @@ class Service:
         return 0
 
     def start(self) -> None:
-        """Creates the consumer, starts the event loop thread and the probes, checks the topics
-        and subscribes."""
+        """Starts the event loop thread and the probes, checks the topics and subscribes."""
         settings, parts = self._settings, self._parts
-        self._consumer = self._consumer_factory(
-            consumer_config(
-                settings,
-                **{
-                    "statistics.interval.ms": 5000,
-                    "stats_cb": self._kafka_statistics,
-                    "error_cb": self._on_error,
-                    "on_commit": self._on_commit,
-                },
-            )
-        )
         RENDER_WORKERS.set_function(lambda: parts.render_pool.size)
         RENDER_WORKERS_REPLACED.set_function(lambda: parts.render_pool.stats.recycled)
         SMTP_CONNECTIONS.set_function(lambda: parts.smtp.idle_connections)
@@ -159,8 +158,7 @@ class Service:
         self._ledger.close()
         if self._health:
             self._health.close()
-        if hasattr(self, "_consumer"):
-            close_with_timeout(self._consumer, timeout_s=10)
+        close_with_timeout(self._consumer, timeout_s=10)
         return unacknowledged
 
     def run_once(self, now: float) -> None:

@@ -16,7 +16,6 @@ import re
 import time
 import traceback
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
@@ -48,7 +47,7 @@ from delivery.remote import FetchError, FetchPolicy, fetch_all
 from rendering import RenderError
 from rendering.documents import safe_filename
 from schemas import ORDER_SCHEMA, DecodeError, InvalidEvent, validate_order
-from schemas.validation import is_uuid as _is_uuid
+from schemas.validation import is_order_id, is_uuid
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,7 +63,6 @@ log = logging.getLogger("ordermail.pipeline")
 # What an outcome may carry as the event's or order's id when the event itself is invalid: ids,
 # not text (an invalid event_id may be anything, an e-mail address included).
 _PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_PLAUSIBLE_ORDER_ID = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -112,9 +110,9 @@ class _Ids:
 
     def take(self, record: Any) -> None:
         event_id, order_id = record.get("event_id"), record.get("order_id")
-        if isinstance(event_id, str) and (_PLAUSIBLE_ID.fullmatch(event_id) or _is_uuid(event_id)):
+        if isinstance(event_id, str) and (_PLAUSIBLE_ID.fullmatch(event_id) or is_uuid(event_id)):
             self.event_id = event_id
-        if isinstance(order_id, str) and _PLAUSIBLE_ORDER_ID.fullmatch(order_id) and order_id.strip():
+        if isinstance(order_id, str) and is_order_id(order_id):
             self.order_id = order_id
 
 
@@ -186,16 +184,9 @@ class Pipeline:
         """The plainest outcome and dead letter there are. When the dead-letter topic refuses the
         record itself, it gets one without the producer's headers, then one without key and value
         (its headers say where the original lies)."""
-        outcome: DeliveryOutcome = {
-            "event_id": ids.event_id or inbound.surrogate_event_id(),
-            "order_id": ids.order_id or inbound.order_key[:64],
-            "status": "REJECTED",
-            "reason": reason,
-            "attempt": 1,
-            "occurred_at": datetime.now(UTC),
-            "source_partition": inbound.origin.partition,
-            "source_offset": inbound.origin.offset,
-        }
+        outcome = outcome_for(
+            inbound, event_id=ids.event_id, order_id=ids.order_id, status="REJECTED", reason=reason, attempt=1
+        )
         group = self._config.group_id
         for foreign, omit_record in ((True, False), (False, False), (False, True)):
             headers = dead_letter_headers(
@@ -211,7 +202,6 @@ class Pipeline:
         return Done(outcome, offset, dead_lettered=True)
 
     async def _process(self, inbound: Inbound, ids: _Ids) -> Done | None:
-        retry = inbound.retry
         with tracer().start_as_current_span(
             f"process {inbound.topic}",
             context=context_from(inbound.headers),
@@ -219,14 +209,15 @@ class Pipeline:
             attributes=consumer_span_attributes(inbound, self._config.group_id),
             record_exception=False,  # exception texts may quote event data
         ) as span:
-            done = await self._handle(inbound, retry, ids)
+            done = await self._handle(inbound, ids)
             annotate_outcome(span, done.outcome if done else None)
             context = span.get_span_context()
             return (
                 replace(done, span_id=format(context.span_id, "016x")) if done and context.is_valid else done
             )
 
-    async def _handle(self, inbound: Inbound, retry: RetryState | None, ids: _Ids) -> Done | None:
+    async def _handle(self, inbound: Inbound, ids: _Ids) -> Done | None:
+        retry = inbound.retry
         attempts = retry.attempts if retry else 0
         try:
             with step("decode"):
@@ -250,7 +241,7 @@ class Pipeline:
             )
             result, attempts = await self._send(order, data, attempts, facts)
         except _Stop as stop:
-            # (an invalid event's earlier outcome may carry a surrogate: versions before 0.2 wrote one)
+            # (before 0960b71 an invalid event's outcome carried a surrogate id: either may be there)
             if any(self._is_handled(inbound, i) for i in (ids.event_id, inbound.surrogate_event_id()) if i):
                 return None
             return await self._finish_failed(inbound, ids, stop, retry)

@@ -363,8 +363,11 @@ def test_a_broker_that_does_not_acknowledge_stops_the_loop_without_committing_pa
 ) -> None:
     h = harness
     h.pipeline.error = PublishError("outcomes: _MSG_TIMED_OUT", record_level=False)
-    _assign(h, records=1, committed=(0, format_metadata(0)))
+    _assign(h, records=1)  # anchored first: there is a commit to look at
     h.turn_until(lambda: h.service.not_ready() is not None and "aborted" in (h.service.not_ready() or ""))
+    h.clock.now += 10  # a periodic commit would be due
+    h.service.run_once(h.clock.now)
     assert h.service.not_ready() == "stopped: processing aborted: PublishError"
     committed = [positions[TP][0] for _, positions in h.consumer.commits if TP in positions]
+    assert committed
     assert all(offset == 0 for offset in committed)  # never past the event
