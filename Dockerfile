@@ -46,14 +46,17 @@ COPY consumer ./consumer
 COPY schemas ./schemas
 COPY rendering ./rendering
 COPY delivery ./delivery
-RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
+# The translations' .po files compiled to .mo (not in git), inside the wheel's package data.
+RUN /opt/ordermail/bin/pybabel compile --statistics -D messages -d rendering/templates/shared/locale \
+ && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
  && /opt/build/bin/pip --python /opt/ordermail/bin/python install --no-index --no-deps /dist/*.whl \
  && /opt/ordermail/bin/python -m compileall -q /opt/ordermail
 
 FROM python:3.11.14-slim-bookworm AS runtime
 # Runtime Debian packages: the runtime part of deploy/local/system-deps (tests/deploy checks that
 # the two lists agree). Without libharfbuzz-subset0 WeasyPrint silently renders ~5x slower; the
-# service warns at start-up. fontconfig adds fc-match (rendering/fonts.py uses it) and lets us
+# service warns at start-up. Noto draws the scripts DejaVu lacks (Arabic, Hebrew, Devanagari,
+# Thai, CJK; the serif CJK faces are never used and removed). fontconfig adds fc-match (rendering/fonts.py uses it) and lets us
 # build the font cache here, since the root filesystem is read-only at run time.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -61,8 +64,10 @@ RUN apt-get update \
       libpangoft2-1.0-0 \
       libharfbuzz-subset0 \
       fonts-dejavu-core \
+      fonts-noto-core \
+      fonts-noto-cjk \
       fontconfig \
- && rm -rf /var/lib/apt/lists/* \
+ && rm -rf /var/lib/apt/lists/* /usr/share/fonts/opentype/noto/NotoSerifCJK* \
  && fc-cache -f \
  && python -m compileall -q /usr/local/lib/python3.11 \
  && groupadd --system --gid 10001 ordermail \

@@ -9,9 +9,25 @@ STACK := deploy/local/stack
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(LOCK_ARGS)
 
-.PHONY: setup lock system-deps stack-up-registry demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
+.PHONY: setup catalogs extract lock system-deps stack-up-registry demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) catalogs
+
+# Translations: rendering/templates/**/locale/<language>/LC_MESSAGES/messages.po, compiled by Babel
+# to .mo (not committed) whenever a .po is newer; `ordermail templates check` checks the catalogs.
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard rendering/templates/shared/locale/*/LC_MESSAGES/*.po \
+	rendering/templates/sets/*/locale/*/LC_MESSAGES/*.po))
+catalogs: $(CATALOGS)
+%.mo: %.po | $(STAMP)
+	@$(BIN)/pybabel compile --statistics -i $< -o $@
+
+# After changing a translatable text: re-extracts messages.pot and merges it into every language's
+# .po (new texts arrive untranslated, changed ones fuzzy: translate them, then `make catalogs`).
+extract: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --project ordermail \
+	  --copyright-holder ordermail -o rendering/templates/shared/locale/messages.pot .
+	$(BIN)/pybabel update --no-location --width 100 -i rendering/templates/shared/locale/messages.pot \
+	  -d rendering/templates/shared/locale
 
 system-deps:
 	@deploy/local/system-deps

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from rendering.addresses import address_lines
 from rendering.locales import Formatter
 from rendering.messages import label_for
 
@@ -18,10 +19,17 @@ if TYPE_CHECKING:
     from rendering.template_sets import Texts
     from schemas.model import Address, OrderCompleted
 
-__all__ = ["document_context", "filename_context", "mail_context", "public_context", "safe_order_id"]
+__all__ = [
+    "document_context",
+    "document_language",
+    "filename_context",
+    "mail_context",
+    "public_context",
+    "safe_order_id",
+    "text_direction",
+]
 
-_POSTAL_CODE_AFTER_REGION = frozenset({"US", "CA", "AU"})
-_POSTAL_CODE_OWN_LINE = frozenset({"GB", "IE"})
+_RIGHT_TO_LEFT = frozenset({"ar", "he", "fa", "ur"})
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9-]+")
 
 
@@ -30,12 +38,26 @@ def safe_order_id(order_id: str) -> str:
     return _UNSAFE_FILENAME_CHARS.sub("_", order_id).strip("_")[:64] or "order"
 
 
+def document_language(tag: str, language: str) -> str:
+    """The document's ``lang``: the order's own tag when it is in the text language (``zh-TW``
+    for Chinese texts picks traditional Han glyphs), else the text language."""
+    normalised = tag.replace("_", "-")
+    return normalised if normalised.split("-")[0].lower() == language.split("-", maxsplit=1)[0] else language
+
+
+def text_direction(language: str) -> str:
+    return "rtl" if language.split("-", maxsplit=1)[0] in _RIGHT_TO_LEFT else "ltr"
+
+
 def public_context(
     order: OrderCompleted, language: str, texts: Texts, *, shop: str, logo: bool
 ) -> dict[str, Any]:
     """No personal data: texts, the shop and the order number."""
     return {
+        **texts.template_functions(),
         "language": language,
+        "lang": document_language(order["locale"], language),
+        "dir": text_direction(language),
         "t": texts.labels,
         "shop_name": shop,
         "show_logo": logo,
@@ -44,7 +66,12 @@ def public_context(
 
 
 def filename_context(order: OrderCompleted, language: str, texts: Texts) -> dict[str, Any]:
-    return {"language": language, "t": texts.labels, "order_id": safe_order_id(order["order_id"])}
+    return {
+        **texts.template_functions(),
+        "language": language,
+        "t": texts.labels,
+        "order_id": safe_order_id(order["order_id"]),
+    }
 
 
 def document_context(
@@ -106,10 +133,20 @@ def document_context(
 
 
 def mail_context(
-    order: OrderCompleted, *, shop: str, filenames: list[str], password_explanation: str, encrypted: bool
+    order: OrderCompleted,
+    texts: Texts,
+    *,
+    shop: str,
+    filenames: list[str],
+    password_explanation: str,
+    encrypted: bool,
 ) -> dict[str, Any]:
     """``attachment_filename`` is the first attachment's (the main document); ``attachments`` all."""
+    language = texts.language
     return {
+        **texts.template_functions(),
+        "language": language,
+        "dir": text_direction(language),
         "shop_name": shop,
         "order_id": order["order_id"],
         "attachment_filename": filenames[0],
@@ -120,20 +157,16 @@ def mail_context(
 
 
 def _address_lines(address: Address, fmt: Formatter) -> list[str]:
-    lines = [address["line1"]]
-    if address.get("line2"):
-        lines.append(str(address["line2"]))
-    city, postal_code, region = address["city"], address["postal_code"], address.get("region")
-    country = address["country"].upper()
-    if country in _POSTAL_CODE_AFTER_REGION:
-        lines.append(
-            ", ".join(part for part in (city, " ".join(filter(None, (region, postal_code)))) if part)
-        )
-    elif country in _POSTAL_CODE_OWN_LINE:
-        lines.extend(part for part in (city, region, postal_code) if part)
-    else:
-        lines.append(" ".join(part for part in (postal_code, city) if part))
-        if region:
-            lines.append(region)
-    lines.append(fmt.country(country))
-    return lines
+    """The country's own layout; its latin-script one when the address is written in Latin letters
+    (a Japanese address typed as ``1-1 Chiyoda``, ``Tokyo``)."""
+    return address_lines(address, fmt.country(address["country"]), latin=_written_in_latin(address))
+
+
+def _written_in_latin(address: Address) -> bool:
+    text = "".join(str(value or "") for value in address.values())
+    return all(_is_latin(ord(char)) for char in text if char.isalpha())
+
+
+def _is_latin(point: int) -> bool:
+    """Basic Latin to Latin Extended-B (with º, ª), and Latin Extended Additional (Vietnamese)."""
+    return point < 0x0250 or 0x1E00 <= point <= 0x1EFF

@@ -1,7 +1,8 @@
 """Font facts the renderer and the service's start-up checks rely on.
 
-The receipt uses DejaVu Sans 2.37, shipped in ``templates/shared/assets/fonts`` (with its licence), so the
-output does not depend on the fonts a machine has; fontconfig's "DejaVu Sans" is the fallback.
+The receipt uses DejaVu Sans 2.37, shipped in ``templates/shared/assets/fonts`` (with its licence),
+for Latin, Greek and Cyrillic; the scripts it lacks fall back to the Noto families below, which
+fontconfig finds (Debian packages, in the image too). ``rendering.glyphs`` proves no box is drawn.
 WeasyPrint subsets embedded fonts with HarfBuzz when ``libharfbuzz-subset`` (>= 4.1) can be
 loaded; otherwise it silently falls back to fontTools, which makes every render ~5x slower.
 """
@@ -16,13 +17,27 @@ import subprocess
 from pathlib import Path
 
 __all__ = [
+    "FALLBACK_FAMILIES",
     "FONT_FAMILY",
     "displayable",
     "harfbuzz_subset_available",
+    "missing_families",
     "weasyprint_uses_harfbuzz_subset",
 ]
 
 FONT_FAMILY = "DejaVu Sans"
+# The scripts DejaVu Sans lacks, in the order base.css falls back to them (Debian's fonts-noto-core
+# and fonts-noto-cjk; the image installs them). fontconfig loads a face when a document needs it.
+FALLBACK_FAMILIES = (
+    "Noto Sans Arabic",
+    "Noto Sans Hebrew",
+    "Noto Sans Devanagari",
+    "Noto Sans Thai",
+    "Noto Sans CJK JP",
+    "Noto Sans CJK SC",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK KR",
+)
 _SONAMES = ("libharfbuzz-subset.so.0", "libharfbuzz-subset.0.dylib", "libharfbuzz-subset-0.dll")
 _FALLBACK_FONT_FILES = (
     Path(__file__).resolve().parent
@@ -56,33 +71,60 @@ def weasyprint_uses_harfbuzz_subset() -> bool:
 
 @functools.cache
 def _codepoints() -> frozenset[int] | None:
-    """Code points the receipt font has glyphs for; None when the font file cannot be read."""
-    path = _font_file()
-    if path is None:
-        return None
+    """Code points the receipt's fonts have glyphs for (DejaVu Sans and every fallback family
+    installed); None when no font file can be read."""
     from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 
-    try:
-        with TTFont(path, lazy=True) as font:
-            return frozenset(font["cmap"].getBestCmap())
-    except Exception:  # noqa: BLE001 - an unreadable font only disables the coverage check
-        return None
+    points: set[int] = set()
+    readable = False
+    for path, index in _font_files():
+        try:
+            with TTFont(path, fontNumber=index, lazy=True) as font:
+                points.update(font["cmap"].getBestCmap())
+                readable = True
+        except Exception:  # noqa: BLE001, S112 - an unreadable font only narrows the coverage check
+            continue
+    return frozenset(points) if readable else None
 
 
-def _font_file() -> Path | None:
-    if _FALLBACK_FONT_FILES[0].is_file():
-        return _FALLBACK_FONT_FILES[0]
+def _font_files() -> list[tuple[Path, int]]:
+    files = [(path, 0) for path in _FALLBACK_FONT_FILES[:1] if path.is_file()]
+    for family in FALLBACK_FAMILIES if files else (FONT_FAMILY, *FALLBACK_FAMILIES):
+        match = _fc_match(family)
+        # The CJK faces of one collection cover the same characters: one is read.
+        if match is not None and match[0] == family and all(match[1] != path for path, _ in files):
+            files.append(match[1:])
+    if not files:
+        files = [(path, 0) for path in _FALLBACK_FONT_FILES if path.is_file()][:1]
+    return files
+
+
+@functools.cache
+def _fc_match(family: str) -> tuple[str, Path, int] | None:
+    """fontconfig's choice for ``family``: (its family, file, index in a collection)."""
     fc_match = shutil.which("fc-match")
-    if fc_match:
-        result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
-            [fc_match, "-f", "%{file}", FONT_FAMILY], capture_output=True, text=True, check=False, timeout=10
-        )
-        if result.returncode == 0 and result.stdout and Path(result.stdout).is_file():
-            return Path(result.stdout)
-    return next((path for path in _FALLBACK_FONT_FILES if path.is_file()), None)
+    if not fc_match:
+        return None
+    result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+        [fc_match, "-f", "%{family[0]}|%{file}|%{index}", family],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    found, _, rest = result.stdout.partition("|")
+    file, _, index = rest.partition("|")
+    if result.returncode != 0 or not Path(file).is_file():
+        return None
+    return found, Path(file), int(index or 0)
+
+
+def missing_families() -> list[str]:
+    """Fallback families fontconfig cannot find: receipts in their scripts would show boxes."""
+    return [family for family in FALLBACK_FAMILIES if (_fc_match(family) or ("",))[0] != family]
 
 
 def displayable(text: str) -> bool:
-    """Whether every character of ``text`` has a glyph in the receipt font (True if unknown)."""
+    """Whether every character of ``text`` has a glyph in the receipt's fonts (True if unknown)."""
     points = _codepoints()
     return points is None or all(ord(char) in points or char.isspace() for char in text)

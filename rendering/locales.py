@@ -1,10 +1,13 @@
 """Which language the texts use, and locale-aware formatting of money, dates and numbers.
 
-Texts ship in Spanish and English. The event's BCP 47 ``locale`` picks the language by
-truncation (``es-MX`` -> ``es``); anything else falls back to English. Money, dates and numbers
-are still formatted with Babel for the event's *own* locale (``de-DE`` gets ``1.234,56 €``),
-unless the result holds characters the receipt font cannot draw (``ja-JP`` writes ``￥`` and
-``年``): then the text language's locale formats it instead, so the PDF never shows empty boxes.
+The event's BCP 47 ``locale`` picks the texts' language among a template set's catalogs by
+truncation (``es-MX`` -> ``es``), else the set's default. Money, dates and numbers are
+formatted with Babel for the event's *own* locale (``de-AT`` gets ``1.234,56 €`` in German
+texts), always in Latin digits (Babel's default numbering system, chosen on purpose: ``ar-EG``
+writes ``1,234.56 ج.م.``), because the order number, the SKUs and the password the customer
+types are in Latin digits too. When the result holds characters the receipt's fonts cannot draw
+(the taka sign of ``bn-BD``), the text language's locale formats it instead, so the PDF never
+shows empty boxes.
 
 Money is integer minor units of the currency; it becomes a :class:`~decimal.Decimal` scaled by
 the currency's precision (JPY 0, EUR 2, BHD 3), never a float.
@@ -22,24 +25,23 @@ from babel.numbers import format_currency, format_decimal, get_currency_precisio
 from rendering.fonts import displayable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Container
     from datetime import datetime
 
-__all__ = ["DEFAULT_LANGUAGE", "SUPPORTED_LANGUAGES", "Formatter", "choose_language", "minor_to_decimal"]
+__all__ = ["DEFAULT_LANGUAGE", "Formatter", "choose_language", "minor_to_decimal"]
 
-SUPPORTED_LANGUAGES = ("en", "es")
 DEFAULT_LANGUAGE = "en"
 
 
-def choose_language(tag: str) -> str:
-    """The shipped language for a BCP 47 tag: ``es-MX`` -> ``es``, ``fr-FR`` -> ``en``."""
+def choose_language(tag: str, languages: Container[str], default: str = DEFAULT_LANGUAGE) -> str:
+    """One of ``languages`` for a BCP 47 tag by truncation: ``es-MX`` -> ``es``; else ``default``."""
     parts = tag.replace("_", "-").lower().split("-")
     while parts:
         candidate = "-".join(parts)
-        if candidate in SUPPORTED_LANGUAGES:
+        if candidate in languages:
             return candidate
         parts.pop()
-    return DEFAULT_LANGUAGE
+    return default
 
 
 def parse_locale(tag: str, fallback: str = DEFAULT_LANGUAGE) -> Locale:

@@ -3,54 +3,64 @@
 ::
 
     templates/
-      shared/              layouts/, partials/, base.css, assets/fonts/: used by every set
+      shared/              layouts/, partials/, base.css, assets/fonts/, locale/ (the catalogs)
       sets/<name>/
         set.toml           default language, shop name, the attachments (template, file name, encrypted)
         receipt.html ...   attachment templates, style.css, assets/
-        <language>/        subject.txt, body.txt, body.html, labels.toml (optional texts)
+        subject.txt, body.txt, body.html   the e-mail, its texts marked for translation
+        locale/            (optional) the set's own catalogs, looked up before shared/'s
+        <language>/        (optional) a template written for one language only
 
 Every file (template, stylesheet, asset) is looked up in the set first, then in ``shared/``: a
-set overrides what it needs and inherits the rest. An attachment template may also be given per
-language (``es/receipt.html`` before ``receipt.html``). The set's languages are its language
-folders; an event's locale picks one by truncation (``es-MX`` -> ``es``), else the set's
-default language. Texts: the built-in labels of ``messages.py`` for that language, then the
-language folder's ``labels.toml`` (keys, plus ``[codes]`` and ``[password]`` tables); a language
-without built-in labels must define them all (start-up validation finds any that are missing).
+set overrides what it needs and inherits the rest. A template may also be given per language
+(``ja/receipt.html`` before ``receipt.html``). The set's languages are the catalogs' (see
+``catalogs.py``) plus English, the source; an event's locale picks one by truncation
+(``es-MX`` -> ``es``), else the set's default language. Templates translate with ``_()`` and
+``{% trans %}``; the labels the code knows by key (``messages.py``) are ``t.<key>``.
 """
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 from weasyprint import CSS
 
+from rendering.catalogs import load_translations
 from rendering.errors import RenderError
 from rendering.fetcher import AssetFetcher
+from rendering.locales import choose_language
 from rendering.messages import CODES, DEFAULT_PASSWORD_EXPLANATION, GENERIC_PASSWORD_EXPLANATION, LABELS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    import gettext
+    from collections.abc import Callable, Mapping
 
     from weasyprint.text.fonts import FontConfiguration
 
 __all__ = ["AttachmentTemplate", "MailTemplates", "TemplateSet", "Texts", "load_sets"]
 
-_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
-
 
 @dataclass(frozen=True)
 class Texts:
+    """One language's texts: the labels and codes by key, and the catalog for templates' own."""
+
+    language: str
     labels: Mapping[str, str]
     codes: Mapping[str, str]  # payment and shipping method codes -> names
     password_default: str  # how the default password template forms the password
     password_generic: str  # said when the operator's own template has no hint
+    gettext: Callable[[str], str]
+    ngettext: Callable[[str, str, int], str]
+
+    def template_functions(self) -> dict[str, object]:
+        """What ``_()`` and ``{% trans %}`` call in a template rendered in this language."""
+        return {"gettext": self.gettext, "ngettext": self.ngettext}
 
 
 @dataclass(frozen=True)
@@ -86,12 +96,7 @@ class TemplateSet:
 
     def language_for(self, tag: str) -> str:
         """``es-MX`` -> ``es`` when the set has Spanish; its default language otherwise."""
-        parts = tag.replace("_", "-").lower().split("-")
-        while parts:
-            if "-".join(parts) in self.mail:
-                return "-".join(parts)
-            parts.pop()
-        return self.default_language
+        return choose_language(tag, self.mail, self.default_language)
 
 
 def load_sets(template_dir: Path, fonts: FontConfiguration) -> dict[str, TemplateSet]:
@@ -107,16 +112,18 @@ def _load_set(folder: Path, shared: Path, fonts: FontConfiguration) -> TemplateS
     try:
         config = tomllib.loads((folder / "set.toml").read_text(encoding="utf-8"))
         environment = _environment([folder, shared])
-        languages = sorted(p.name for p in folder.iterdir() if p.is_dir() and _LANGUAGE.match(p.name))
+        translations = load_translations([folder, shared])
+        languages = sorted(translations)
         mail = {
             language: MailTemplates(
-                environment.get_template(f"{language}/subject.txt"),
-                environment.get_template(f"{language}/body.txt"),
-                environment.get_template(f"{language}/body.html"),
+                *(
+                    environment.select_template([f"{language}/{name}", name])
+                    for name in ("subject.txt", "body.txt", "body.html")
+                )
             )
             for language in languages
         }
-        texts = {language: _texts(folder / language / "labels.toml", language) for language in languages}
+        texts = {language: _texts(language, translations[language]) for language in languages}
         fetcher = AssetFetcher([folder, shared])
         names = environment.overlay(autoescape=False)  # file names are not HTML
         attachments = tuple(
@@ -159,8 +166,9 @@ def _load_set(folder: Path, shared: Path, fonts: FontConfiguration) -> TemplateS
 
 
 def _environment(search_path: list[Path]) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    environment = SandboxedEnvironment(
         loader=FileSystemLoader(search_path),
+        extensions=["jinja2.ext.i18n"],  # _() and {% trans %}; gettext comes with each render's context
         autoescape=select_autoescape(
             enabled_extensions=("html",), disabled_extensions=("txt",), default=True, default_for_string=True
         ),
@@ -169,6 +177,9 @@ def _environment(search_path: list[Path]) -> SandboxedEnvironment:
         lstrip_blocks=True,
         auto_reload=False,
     )
+    # Whitespace inside {% trans %} collapses, as `make extract` (babel.cfg) wrote the msgids.
+    environment.policies["ext.i18n.trimmed"] = True
+    return environment
 
 
 def _find(name: str, *folders: Path) -> Path:
@@ -178,13 +189,14 @@ def _find(name: str, *folders: Path) -> Path:
     raise FileNotFoundError(f"stylesheet {name!r} is neither in the set nor in shared/")
 
 
-def _texts(path: Path, language: str) -> Texts:
-    extra: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    codes = {**CODES.get(language, {}), **extra.pop("codes", {})}
-    password = extra.pop("password", {})
-    labels = {**LABELS.get(language, {}), **{k: str(v) for k, v in extra.items()}}
-    default = password.get("default", DEFAULT_PASSWORD_EXPLANATION.get(language))
-    generic = password.get("generic", GENERIC_PASSWORD_EXPLANATION.get(language))
-    if not default or not generic:
-        raise ValueError(f"{language}/labels.toml needs a [password] table with 'default' and 'generic'")
-    return Texts(MappingProxyType(labels), MappingProxyType(codes), str(default), str(generic))
+def _texts(language: str, catalog: gettext.NullTranslations) -> Texts:
+    translate = catalog.gettext
+    return Texts(
+        language=language,
+        labels=MappingProxyType({key: translate(text) for key, text in LABELS.items()}),
+        codes=MappingProxyType({key: translate(text) for key, text in CODES.items()}),
+        password_default=translate(DEFAULT_PASSWORD_EXPLANATION),
+        password_generic=translate(GENERIC_PASSWORD_EXPLANATION),
+        gettext=translate,
+        ngettext=catalog.ngettext,
+    )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from schemas.model import Address, OrderCompleted, OrderLine
 
-__all__ = ["sample_order", "sample_orders"]
+__all__ = ["SCRIPT_SAMPLES", "sample_order", "sample_orders", "script_sample"]
 
 _PEOPLE = {
     "es-ES": (
@@ -135,6 +135,162 @@ def sample_order(seed: int, *, lines: int | None = None) -> OrderCompleted:
         "channel": rng.choice(["web", "app", "store"]),
         "attachments": None,
     }
+
+
+# One customer per script a receipt must draw: (locale, currency, first name, last name, street,
+# city, postal code, region, country, a product name). Invented, like everything here.
+SCRIPT_SAMPLES: dict[str, tuple[str, str, str, str, str, str, str, str | None, str, str]] = {
+    "latin-vietnamese": (
+        "vi-VN",
+        "VND",
+        "Thị Hương",
+        "Nguyễn",
+        "12 Đường Lê Lợi",
+        "Hà Nội",
+        "100000",
+        None,
+        "VN",
+        "Tai nghe không dây",
+    ),
+    "greek": (
+        "el-GR",
+        "EUR",
+        "Γιώργος",
+        "Παπαδόπουλος",
+        "Οδός Ερμού 10",
+        "Αθήνα",
+        "105 63",
+        None,
+        "GR",
+        "Ασύρματα ακουστικά",
+    ),
+    "cyrillic": (
+        "ru-RU",
+        "RUB",
+        "Иван",
+        "Петров",
+        "ул. Тверская, д. 7",
+        "Москва",
+        "125009",
+        None,
+        "RU",
+        "Беспроводные наушники",
+    ),
+    "arabic": (
+        "ar-EG",
+        "EGP",
+        "محمد",
+        "علي",
+        "١٢ شارع التحرير",
+        "القاهرة",
+        "11511",
+        None,
+        "EG",
+        "سماعات لاسلكية",
+    ),
+    "hebrew": (
+        "he-IL",
+        "ILS",
+        "דוד",
+        "כהן",
+        "רחוב הרצל 5",
+        "תל אביב",
+        "6100000",
+        None,
+        "IL",
+        "אוזניות אלחוטיות",
+    ),
+    "devanagari": (
+        "hi-IN",
+        "INR",
+        "राहुल",
+        "शर्मा",
+        "12 मुख्य मार्ग",
+        "नई दिल्ली",
+        "110001",
+        "दिल्ली",
+        "IN",
+        "वायरलेस ईयरफ़ोन",
+    ),
+    "thai": (
+        "th-TH",
+        "THB",
+        "สมชาย",
+        "ใจดี",
+        "123 ถนนสุขุมวิท",
+        "กรุงเทพมหานคร",
+        "10110",
+        None,
+        "TH",
+        "หูฟังไร้สาย",
+    ),
+    "chinese-simplified": (
+        "zh-CN",
+        "CNY",
+        "小明",
+        "王",
+        "建国路88号",
+        "朝阳区",
+        "100022",
+        "北京市",
+        "CN",
+        "无线耳机",
+    ),
+    "chinese-traditional": (
+        "zh-TW",
+        "TWD",
+        "大文",
+        "陳",
+        "信義路五段7號",
+        "信義區",
+        "110",
+        "臺北市",
+        "TW",
+        "無線耳機",
+    ),
+    "japanese": (
+        "ja-JP",
+        "JPY",
+        "太郎",
+        "山田",
+        "千代田1-1",
+        "千代田区",
+        "100-0001",
+        "東京都",
+        "JP",
+        "ワイヤレスイヤホン（黒）",
+    ),
+    "korean": (
+        "ko-KR",
+        "KRW",
+        "민준",
+        "김",
+        "세종대로 110",
+        "중구",
+        "04524",
+        "서울특별시",
+        "KR",
+        "무선 이어폰",
+    ),
+}
+
+
+def script_sample(script: str, *, seed: int = 11, lines: int = 3) -> OrderCompleted:
+    """A sample order whose customer, address and first product are written in ``script``."""
+    locale, currency, first, last, street, city, postal_code, region, country, product = SCRIPT_SAMPLES[
+        script
+    ]
+    order = sample_order(seed, lines=lines)
+    address: Address = {
+        "line1": street, "line2": None, "city": city, "postal_code": postal_code, "region": region,
+        "country": country,
+    }  # fmt: skip
+    order["locale"], order["currency"] = locale, currency
+    customer = order["customer"]
+    customer["first_name"], customer["last_name"], customer["billing_address"] = first, last, address
+    order["shipping_address"] = address
+    order["lines"][0]["name"] = product
+    return order
 
 
 def sample_orders(count: int, *, first_seed: int = 0) -> list[OrderCompleted]:

@@ -179,17 +179,24 @@ def _templates(args: argparse.Namespace) -> int:
     from consumer.app.settings import Settings
     from consumer.processing.render_pool import RenderConfig
     from rendering import RenderError
+    from rendering.template_check import catalog_problems, glyph_problems
 
     config = RenderConfig.from_settings(Settings())
     if args.template_dir:
         config = replace(config, template_dir=args.template_dir)
     try:
-        report = config.build().validate()
+        renderer = config.build()
+        report = renderer.validate(every_language=True)
+        problems = catalog_problems(config.template_dir) + glyph_problems(renderer)
     except RenderError as error:
         print(f"templates: broken: {error}", file=sys.stderr)
         return 1
     print("\n".join(report))
-    print(f"templates: ok ({len(report)} renderings)")
+    if problems:
+        print("\n".join(f"templates: {problem}" for problem in problems), file=sys.stderr)
+        print(f"templates: broken: {len(problems)} problems in the catalogs or the glyphs", file=sys.stderr)
+        return 1
+    print(f"templates: ok ({len(report)} renderings; catalogs complete; no missing glyphs)")
     return 0
 
 

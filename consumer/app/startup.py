@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from delivery import TlsMode
-from rendering.fonts import harfbuzz_subset_available
+from rendering.fonts import harfbuzz_subset_available, missing_families
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
@@ -21,6 +21,12 @@ def check_environment(settings: Settings) -> None:
         log.warning(
             "libharfbuzz-subset is missing: WeasyPrint falls back to fontTools, about 5x slower "
             "(install Debian's libharfbuzz-subset0)"
+        )
+    if missing := missing_families():
+        log.warning(
+            "fonts missing: %s: receipts in those scripts would show boxes "
+            "(install Debian's fonts-noto-core and fonts-noto-cjk)",
+            ", ".join(missing),
         )
     if settings.smtp_tls is TlsMode.NONE:
         log.warning("SMTP_TLS=none: e-mails travel to the relay unencrypted")

@@ -19,7 +19,8 @@ import pytest
 from consumer.app.settings import Settings
 from consumer.tools.producing import publish_orders, publish_raw
 from consumer.tools.topic_reader import committed_and_end, read_outcomes, read_records
-from rendering import PasswordPolicy
+from rendering import TEMPLATE_DIR, PasswordPolicy
+from rendering.catalogs import shipped_languages
 from rendering.locales import Formatter, choose_language
 from schemas import Codec
 from schemas.samples import sample_order
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from tests.conftest import ServiceFactory, Sink, Topics
 
 pytestmark = pytest.mark.integration
+
+LANGUAGES = shipped_languages(TEMPLATE_DIR)
 
 
 def _settings(bootstrap: str, topics: Topics) -> Settings:
@@ -79,7 +82,7 @@ def _check_pdf(pdf: bytes, order: OrderCompleted, password: str, workdir: Path) 
     assert order["order_id"] in text
     for line in order["lines"]:
         assert line["sku"] in text
-    total = Formatter(order["locale"], choose_language(order["locale"])).money(
+    total = Formatter(order["locale"], choose_language(order["locale"], LANGUAGES)).money(
         order["totals"]["total_minor"], order["currency"]
     )
     assert _normalise(total) in text

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from babel.numbers import format_currency
 from weasyprint import HTML
 
 from rendering import (
@@ -26,8 +27,10 @@ from rendering import (
     harfbuzz_subset_available,
     weasyprint_uses_harfbuzz_subset,
 )
+from rendering.catalogs import shipped_languages
 from rendering.context import safe_order_id
 from rendering.fetcher import AssetFetcher, FetchRefusedError, install_log_redaction
+from rendering.fonts import displayable
 from rendering.locales import Formatter, choose_language, minor_to_decimal
 from schemas.samples import sample_order
 
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
     from schemas.model import OrderCompleted
 
+LANGUAGES = shipped_languages(TEMPLATE_DIR)
 
 # ---- helpers
 
@@ -57,7 +61,7 @@ def normalise(text: str) -> str:
 
 
 def formatted_total(order: OrderCompleted) -> str:
-    formatter = Formatter(order["locale"], choose_language(order["locale"]))
+    formatter = Formatter(order["locale"], choose_language(order["locale"], LANGUAGES))
     return normalise(formatter.money(order["totals"]["total_minor"], order["currency"]))
 
 
@@ -94,15 +98,18 @@ def decrypt(mail: RenderedMail, password: str, tmp_path: Path) -> Path:
         ("es-419", "es"),
         ("en-GB", "en"),
         ("en-US", "en"),
-        ("fr-FR", "en"),
-        ("de-DE", "en"),
-        ("ja-JP", "en"),
+        ("fr-FR", "fr"),
+        ("de-AT", "de"),
+        ("ja-JP", "ja"),
+        ("zh-Hant-TW", "zh"),
+        ("pt-BR", "pt"),
+        ("sv-SE", "en"),
         ("xx-YY", "en"),
         ("", "en"),
     ],
 )
 def test_language_falls_back_by_truncation_then_to_english(tag: str, language: str) -> None:
-    assert choose_language(tag) == language
+    assert choose_language(tag, LANGUAGES) == language
 
 
 @pytest.mark.parametrize(
@@ -124,14 +131,39 @@ def test_language_falls_back_by_truncation_then_to_english(tag: str, language: s
 def test_money_uses_the_events_locale_and_the_currencys_minor_units(
     minor: int, currency: str, tag: str, expected: str
 ) -> None:
-    formatted = Formatter(tag, choose_language(tag)).money(minor, currency)
+    formatted = Formatter(tag, choose_language(tag, LANGUAGES)).money(minor, currency)
     # Babel may or may not put a no-break space after an ISO code; compare that one loosely.
     assert formatted.replace("BHD123", "BHD\xa0123") == expected
 
 
 def test_money_falls_back_to_the_text_locale_when_the_font_cannot_draw_it() -> None:
-    # ja-JP writes the full-width yen sign, which DejaVu Sans lacks: the receipt would show a box.
-    assert Formatter("ja-JP", "en").money(1234, "JPY") == "¥1,234"
+    # bn-BD writes the taka sign, which none of the receipt's fonts has: it would show a box.
+    assert not displayable(format_currency(Decimal("1234.56"), "BDT", locale="bn_BD"))
+    assert Formatter("bn-BD", "en").money(123456, "BDT") == "BDT1,234.56"
+    # ja-JP's full-width yen sign is drawn by Noto Sans CJK: the event's own locale is kept.
+    assert Formatter("ja-JP", "ja").money(1234, "JPY") == "￥1,234"
+
+
+@pytest.mark.parametrize(
+    ("tag", "language", "currency", "money", "date"),
+    [
+        ("ar-EG", "ar", "EGP", "\u200f1,234.56\xa0ج.م.\u200f", "27 نوفمبر 2026"),
+        ("hi-IN", "en", "INR", "₹1,234.56", "27 नवंबर 2026"),
+        ("ja-JP", "ja", "JPY", "￥123,456", "2026年11月27日"),
+        ("zh-TW", "zh", "TWD", "$1,234.56", "2026年11月27日"),
+        ("ko-KR", "ko", "KRW", "₩123,456", "2026년 11월 27일"),
+        ("th-TH", "en", "THB", "฿1,234.56", "27 พฤศจิกายน ค.ศ. 2026"),
+    ],
+)
+def test_money_and_dates_in_scripts_keep_latin_digits(
+    tag: str, language: str, currency: str, money: str, date: str
+) -> None:
+    """Babel's default numbering (Latin digits) for every locale, ar-EG included: the order
+    number, the SKUs and the password the customer types are in Latin digits too."""
+    formatter = Formatter(tag, language)
+    moment = datetime(2026, 11, 27, 9, 5, tzinfo=UTC)
+    assert (formatter.money(123456, currency), formatter.date(moment)) == (money, date)
+    assert displayable(money + date)
 
 
 def test_minor_units_become_exact_decimals_never_floats() -> None:
@@ -154,7 +186,7 @@ def test_minor_units_become_exact_decimals_never_floats() -> None:
 )
 def test_dates_use_the_events_locale(tag: str, expected: str) -> None:
     moment = datetime(2026, 11, 27, 19, 5, tzinfo=UTC)
-    formatter = Formatter(tag, choose_language(tag))
+    formatter = Formatter(tag, choose_language(tag, LANGUAGES))
     assert formatter.date(moment) == expected
     assert formatter.time(moment).endswith(" UTC")
 
@@ -164,19 +196,19 @@ def test_dates_use_the_events_locale(tag: str, expected: str) -> None:
 
 def test_spanish_receipt_for_es_mx(renderer: Renderer) -> None:
     html = renderer.render_html(make_order(locale="es-MX", currency="MXN"))
-    assert 'lang="es"' in html
+    assert 'lang="es-MX"' in html  # the order's own tag: its language's texts
     assert "Dirección de facturación" in html
     assert "Billing address" not in html
 
 
 def test_unknown_locale_gets_english_text_but_its_own_number_format(renderer: Renderer) -> None:
-    order = make_order(locale="fr-FR", currency="EUR")
+    order = make_order(locale="sv-SE", currency="EUR")  # no Swedish catalog
     order["totals"]["total_minor"] = 123456
-    order["customer"]["billing_address"]["country"] = "FR"
+    order["customer"]["billing_address"]["country"] = "SE"
     html = renderer.render_html(order)
     assert "Billing address" in html
-    assert "1\u202f234,56\xa0€" in html
-    assert "France" in html  # country names follow the text language
+    assert "1\xa0234,56\xa0€" in html
+    assert "Sweden" in html  # country names follow the text language
 
 
 def test_brand_replaces_the_shop_name(renderer: Renderer) -> None:
@@ -339,11 +371,11 @@ def test_spanish_mail(renderer: Renderer) -> None:
     assert mail.subject == f"ordermail demo shop: tu recibo del pedido {order['order_id']}"
     assert mail.attachment_filename == f"recibo-{order['order_id']}.pdf"
     assert "código postal de tu dirección de facturación" in mail.text_body
-    assert '<html lang="es">' in mail.html_body
+    assert '<html lang="es" dir="ltr">' in mail.html_body
 
 
 def test_english_mail_for_unknown_locale(renderer: Renderer) -> None:
-    order = make_order(locale="de-DE", currency="EUR")
+    order = make_order(locale="sv-SE", currency="EUR")
     mail = renderer.render_mail(order)
     assert mail.subject == f"ordermail demo shop: your receipt for order {order['order_id']}"
     assert mail.attachment_filename == f"receipt-{order['order_id']}.pdf"
@@ -490,8 +522,11 @@ def test_template_dir_is_packaged_with_its_assets() -> None:
         "sets/default/set.toml",
         "sets/default/receipt.html",
         "sets/default/assets/logo.svg",
-        "sets/default/en/body.txt",
-        "sets/default/es/body.html",
+        "sets/default/body.txt",
+        "sets/default/body.html",
+        "shared/locale/messages.pot",
+        "shared/locale/ja/LC_MESSAGES/messages.po",
+        "shared/locale/ja/LC_MESSAGES/messages.mo",
         "sets/nordic/returns.html",
     ):
         assert (TEMPLATE_DIR / name).is_file(), name

@@ -17,7 +17,6 @@ from consumer.app.cli import main
 from consumer.app.settings import Settings
 from consumer.processing.render_pool import RenderConfig
 from rendering import TEMPLATE_DIR, Renderer, RenderError
-from rendering.messages import LABELS
 from schemas.samples import sample_order
 
 if TYPE_CHECKING:
@@ -81,29 +80,37 @@ def test_the_brand_picks_the_set_and_unknown_brands_get_the_default(renderer: Re
 
 def test_locale_falls_back_to_the_language_then_the_sets_default(renderer: Renderer) -> None:
     assert renderer.render_mail(_order("es-MX")).language == "es"
-    assert renderer.render_mail(_order("fr-FR")).language == "en"
+    assert renderer.render_mail(_order("sv-SE")).language == "en"  # no Swedish catalog
     assert renderer.render_mail(_order("ES")).language == "es"
 
 
-def test_a_new_language_needs_only_a_folder_with_its_texts(templates: Path) -> None:
-    german = templates / "sets/default/de"
-    shutil.copytree(templates / "sets/default/en", german)
-    (german / "subject.txt").write_text("{{ shop_name }}: Ihre Quittung für Bestellung {{ order_id }}\n")
-    labels = {"receipt": "Quittung", "total": "Gesamt", "file_prefix": "quittung"}
-    lines = [f'{key} = "{labels.get(key, value)}"' for key, value in LABELS["en"].items()]
-    lines += ["[password]", 'default = "Das Passwort ist ..."', 'generic = "Das Passwort ..."']
-    (german / "labels.toml").write_text("\n".join(lines) + "\n")
-    renderer = Renderer(templates)
-    mail = renderer.render_mail(_order("de-AT"))
-    assert mail.language == "de"
-    assert mail.subject.endswith(f"Ihre Quittung für Bestellung {_order('de')['order_id']}")
-    assert mail.attachment_filename.startswith("quittung-")
-    assert any("de " in line for line in renderer.validate())
+def test_a_new_language_needs_only_a_catalog(templates: Path) -> None:
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po, write_po
 
-    (german / "labels.toml").write_text('receipt = "Quittung"\n')  # no built-in German texts to fall back on
-    with pytest.raises(RenderError) as caught:
+    source = templates / "shared/locale/es/LC_MESSAGES/messages.po"
+    with source.open("rb") as file:
+        catalog = read_po(file, locale="ca")
+    catalog["Receipt"].string = "Rebut"
+    catalog["receipt"].string = "rebut"
+    subject = "%(shop_name)s: your receipt for order %(order_id)s"
+    catalog[subject].string = "%(shop_name)s: el teu rebut de la comanda %(order_id)s"
+    catalan = templates / "shared/locale/ca/LC_MESSAGES"
+    catalan.mkdir(parents=True)
+    with (catalan / "messages.po").open("wb") as file:
+        write_po(file, catalog)
+    renderer_without_mo = pytest.raises(RenderError, match="make catalogs")
+    with renderer_without_mo:  # a .po without its compiled .mo stops the start
         Renderer(templates)
-    assert "password" in str(caught.value)
+    with (catalan / "messages.mo").open("wb") as file:
+        write_mo(file, catalog)
+    renderer = Renderer(templates)
+    order = _order("ca-ES")
+    mail = renderer.render_mail(order)
+    assert mail.language == "ca"
+    assert mail.subject.endswith(f"el teu rebut de la comanda {order['order_id']}")
+    assert mail.attachment_filename.startswith("rebut-")
+    assert any(line.startswith("default ca ") for line in renderer.validate())
 
 
 def test_a_set_file_overrides_the_shared_one(templates: Path, tmp_path: Path) -> None:
@@ -140,7 +147,8 @@ def test_an_unencrypted_attachment_never_sees_personal_data(templates: Path, tmp
 
 
 def test_a_broken_template_stops_the_start_not_a_live_event(templates: Path) -> None:
-    subject = templates / "sets/nordic/es/subject.txt"
+    subject = templates / "sets/nordic/es/subject.txt"  # a template for one language only
+    subject.parent.mkdir()
     subject.write_text("{{ order_id }} {{ no_such_variable }}\n")
     with pytest.raises(RenderError) as caught:
         Renderer(templates).validate()
@@ -157,7 +165,7 @@ def test_a_broken_template_stops_the_start_not_a_live_event(templates: Path) -> 
 
 def test_templates_check_names_what_is_broken(templates: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["templates", "check", "--template-dir", str(templates)]) == 0
-    assert "templates: ok (8 renderings)" in capsys.readouterr().out
+    assert "templates: ok (48 renderings; catalogs complete; no missing glyphs)" in capsys.readouterr().out
     (templates / "sets/default/receipt.html").write_text("{{ lines | no_such_filter }}")
     assert main(["templates", "check", "--template-dir", str(templates)]) == 1
     assert "templates: broken" in capsys.readouterr().err
@@ -180,7 +188,8 @@ def test_the_workers_split_the_template_check_without_gaps_or_overlap() -> None:
     everything = renderer.validate()
     halves = renderer.validate((0, 2)) + renderer.validate((1, 2))
     assert sorted(halves) == sorted(everything)
-    assert len(everything) == 8  # 2 sets x 2 languages x 2 samples
+    assert len(everything) == 48  # 2 sets x 12 languages x 2 samples
+    assert sum(line.endswith("p.") for line in everything) == 4  # as PDFs: each set's default language
 
 
 def test_the_service_main_process_never_loads_weasyprint() -> None:
