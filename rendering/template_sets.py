@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, pass_context, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 from weasyprint import CSS
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import gettext
     from collections.abc import Callable, Mapping
 
+    from jinja2.runtime import Context
     from weasyprint.text.fonts import FontConfiguration
 
 __all__ = ["AttachmentTemplate", "MailTemplates", "TemplateSet", "Texts", "load_sets"]
@@ -179,7 +180,17 @@ def _environment(search_path: list[Path]) -> SandboxedEnvironment:
     )
     # Whitespace inside {% trans %} collapses, as `make extract` (babel.cfg) wrote the msgids.
     environment.policies["ext.i18n.trimmed"] = True
+    environment.filters["ltr"] = _left_to_right
     return environment
+
+
+@pass_context
+def _left_to_right(context: Context, value: object) -> str:
+    """In a right-to-left document, ``value`` isolated as left-to-right text (Unicode LRI ... PDI):
+    a phone number ``+34 600`` or an SKU keeps its order instead of being reordered around the
+    Arabic or Hebrew text next to it. Elsewhere, the value as it is."""
+    text = str(value)
+    return f"\u2066{text}\u2069" if context.get("dir") == "rtl" else text
 
 
 def _find(name: str, *folders: Path) -> Path:

@@ -193,9 +193,13 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def _rss_mb() -> float:
+    """The worker's own resident memory: resident minus shared (file-backed) pages. A Noto CJK
+    collection maps ~20 MB per face and weight; those pages are the page cache's, shared by every
+    worker, and must not make a healthy worker look like a leaking one."""
     try:
         with Path("/proc/self/statm").open() as statm:
-            return int(statm.read().split()[1]) * _PAGE_SIZE / 2**20
+            _, resident, shared, *_ = statm.read().split()
+            return (int(resident) - int(shared)) * _PAGE_SIZE / 2**20
     except OSError:  # not Linux: peak instead of current
         import resource
 
