@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     source = preview.add_mutually_exclusive_group()
     source.add_argument(
-        "--sample", default="0", type=_sample_name, metavar="N", help="sample seed, or 'long' (several pages)"
+        "--sample",
+        default="0",
+        type=_sample_name,
+        metavar="N",
+        help="sample seed, 'long' (several pages), or a script (japanese, arabic, ...)",
     )
     source.add_argument(
         "--event", type=Path, metavar="FILE.json", help="an OrderCompleted event as JSON instead of a sample"
@@ -148,8 +152,12 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _sample_name(value: str) -> str:
-    if value != "long" and not value.isdecimal():
-        raise argparse.ArgumentTypeError("a sample seed number, or 'long'")
+    from schemas.samples import SCRIPT_SAMPLES
+
+    if value != "long" and not value.isdecimal() and value not in SCRIPT_SAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"a sample seed number, 'long', or a script: {', '.join(SCRIPT_SAMPLES)}"
+        )
     return value
 
 

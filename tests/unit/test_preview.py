@@ -20,6 +20,7 @@ from consumer.tools.preview.render import render_preview, sample
 from consumer.tools.preview.server import PreviewServer
 from consumer.tools.preview.state import Choice, PreviewState
 from rendering import TEMPLATE_DIR, Renderer
+from rendering.catalogs import shipped_languages
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -128,7 +129,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         templates,
         tmp_path / "out",
         lambda folder: Renderer(template_dir=folder),
-        {"0": lambda: sample("0"), "long": lambda: sample("long")},
+        {"0": lambda: sample("0"), "long": lambda: sample("long"), "japanese": lambda: sample("japanese")},
         Choice("0", "", ""),
     )
     preview_server = PreviewServer(("127.0.0.1", 0), state)
@@ -149,6 +150,19 @@ def _get(url: str) -> tuple[int, str, bytes]:
     except urllib.error.HTTPError as error:
         with error:
             return error.code, error.headers["Content-Type"], error.read()
+
+
+def test_the_locale_picker_offers_every_shipped_language_and_renders_it(server: tuple[str, Path]) -> None:
+    base, templates = server
+    status, _, body = _get(f"{base}/?sample=japanese&locale=ja-JP")
+    page = body.decode()
+    assert status == 200
+    for language in shipped_languages(templates):
+        assert f'<option value="{language}"' in page, language
+    assert "日本語" in page  # each language named in its own
+    assert "japanese: a customer writing japanese" in page
+    assert "【ordermail demo shop】" in page  # the subject, in Japanese
+    assert "山田" not in page  # personal data stays inside the PDF (shown only as page images)
 
 
 def test_the_page_shows_the_mail_and_its_pages_and_serves_only_its_own_files(

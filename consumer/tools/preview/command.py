@@ -29,6 +29,7 @@ from consumer.tools.preview.server import PreviewServer
 from consumer.tools.preview.state import Choice, PreviewState
 from rendering import Renderer, RenderError
 from schemas import InvalidEvent, OrderCompleted
+from schemas.samples import SCRIPT_SAMPLES
 
 __all__ = ["preview_command"]
 
@@ -47,7 +48,8 @@ def preview_command(
     port: int,
 ) -> int:
     """``ordermail preview``; ``build_renderer(template_dir)`` builds a renderer as the service would."""
-    sources: dict[str, Callable[[], OrderCompleted]] = {name: _sampler(name) for name in ("0", "long")}
+    names = ("0", "long", *SCRIPT_SAMPLES)
+    sources: dict[str, Callable[[], OrderCompleted]] = {name: _sampler(name) for name in names}
     if event is not None:
         sources = {"event": lambda: load_event(event), **sources}
     elif sample_name not in sources:

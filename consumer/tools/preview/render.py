@@ -21,7 +21,7 @@ from typing import Any
 from consumer.processing.mail import receipt_message
 from rendering import Renderer, RenderError
 from schemas import InvalidEvent, OrderCompleted, validate_order
-from schemas.samples import sample_order
+from schemas.samples import SCRIPT_SAMPLES, sample_order, script_sample
 
 __all__ = ["Preview", "PreviewError", "describe", "load_event", "render_preview", "sample"]
 
@@ -63,12 +63,15 @@ class Preview:
 
 
 def sample(name: str) -> OrderCompleted:
-    """``long``: sample 0 with 40 lines (several pages); a number: that sample seed."""
+    """``long``: sample 0 with 40 lines (several pages); a number: that sample seed; a script
+    (``japanese``, ``arabic``, ...): a customer writing in it."""
     if name == "long":
         return sample_order(0, lines=40)
     if name.isdecimal():
         return sample_order(int(name))
-    raise ValueError(f"no sample {name!r}: use a number or 'long'")
+    if name in SCRIPT_SAMPLES:
+        return script_sample(name)
+    raise ValueError(f"no sample {name!r}: use a number, 'long' or one of {', '.join(SCRIPT_SAMPLES)}")
 
 
 def load_event(path: Path) -> OrderCompleted:

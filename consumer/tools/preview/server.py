@@ -13,16 +13,25 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from babel import Locale, UnknownLocaleError
 from jinja2 import Environment
 
 from consumer.tools.preview.render import Preview, describe
 from consumer.tools.preview.state import Choice, PreviewState
 from rendering import Renderer
+from schemas.samples import SCRIPT_SAMPLES
 
 __all__ = ["LOCALES", "SAMPLES", "PreviewServer"]
 
-SAMPLES = {"0": "one page", "long": "several pages", "event": "the event file"}  # any seed number works too
-LOCALES = ("en", "es", "es-MX", "en-GB", "de-DE")  # offered by the page, besides the sets' languages
+# Any seed number works too; each script sample's customer, address and first product are in that script.
+SAMPLES = {
+    "0": "one page",
+    "long": "several pages",
+    "event": "the event file",
+    **{script: f"a customer writing {script.replace('-', ' ')}" for script in SCRIPT_SAMPLES},
+}
+# Offered by the page besides the sets' languages: regional variants that format or draw differently.
+LOCALES = ("es-MX", "en-GB", "en-US", "de-CH", "fr-CA", "pt-BR", "zh-TW", "ar-EG", "he-IL", "hi-IN", "th-TH")
 
 _TYPES = {
     ".png": "image/png",
@@ -94,6 +103,14 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_request(code, size)
 
 
+def _language_name(tag: str) -> str:
+    """The locale's name in its own language (``ja`` -> ``日本語``), for the picker."""
+    try:
+        return str(Locale.parse(tag, sep="-").display_name or tag)
+    except (ValueError, UnknownLocaleError):
+        return tag
+
+
 def _page(
     state: PreviewState,
     *,
@@ -106,7 +123,8 @@ def _page(
     set_names = renderer.set_names if renderer is not None else ()
     languages = sorted({tag for name in set_names for tag in renderer.languages(name)} if renderer else ())
     samples = [(name, f"{name}: {SAMPLES.get(name, name)}") for name in state.sources]
-    locales = [("", "the event's own"), *((tag, tag) for tag in dict.fromkeys([*LOCALES, *languages]))]
+    tags = sorted(dict.fromkeys([*languages, *LOCALES]))
+    locales = [("", "the event's own"), *((tag, f"{tag}: {_language_name(tag)}") for tag in tags)]
     sets = [("", "by the event's brand"), *((name, name) for name in set_names)]
     for options, value in ((locales, chosen.locale), (sets, chosen.template_set)):
         if value not in dict(options):
