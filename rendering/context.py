@@ -23,6 +23,7 @@ __all__ = [
     "document_context",
     "document_language",
     "filename_context",
+    "full_name",
     "mail_context",
     "public_context",
     "safe_order_id",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 _RIGHT_TO_LEFT = frozenset({"ar", "he", "fa", "ur"})
+_FAMILY_NAME_FIRST = {"zh": "", "ko": "", "ja": " ", "hu": " ", "vi": " "}  # language -> separator
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9-]+")
 
 
@@ -43,6 +45,15 @@ def document_language(tag: str, language: str) -> str:
     for Chinese texts picks traditional Han glyphs), else the text language."""
     normalised = tag.replace("_", "-")
     return normalised if normalised.split("-")[0].lower() == language.split("-", maxsplit=1)[0] else language
+
+
+def full_name(first: str, last: str, tag: str) -> str:
+    """The name as the customer's language writes it: family name first in Chinese, Japanese,
+    Korean, Hungarian and Vietnamese (no space between them in Chinese and Korean)."""
+    language = tag.replace("_", "-").split("-")[0].lower()
+    if language in _FAMILY_NAME_FIRST:
+        return _FAMILY_NAME_FIRST[language].join(part for part in (last, first) if part).strip()
+    return f"{first} {last}".strip()
 
 
 def text_direction(language: str) -> str:
@@ -107,7 +118,7 @@ def document_context(
         "payment_method": label_for(texts.codes, order.get("payment_method")),
         "shipping_method": label_for(texts.codes, order.get("shipping_method")),
         "billing": {
-            "name": f"{customer['first_name']} {customer['last_name']}".strip(),
+            "name": full_name(customer["first_name"], customer["last_name"], order["locale"]),
             "lines": _address_lines(customer["billing_address"], fmt),
             "email": customer["email"],
             "phone": customer.get("phone"),
