@@ -66,6 +66,7 @@ RUN apt-get update \
       fonts-dejavu-core \
       fonts-noto-core \
       fonts-noto-cjk \
+      fonts-noto-color-emoji \
       fontconfig \
  && rm -rf /var/lib/apt/lists/* /usr/share/fonts/opentype/noto/NotoSerifCJK* \
  && fc-cache -f \

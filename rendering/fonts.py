@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 __all__ = [
+    "COLOR_BITMAP_FACES",
     "FALLBACK_FAMILIES",
     "FONT_FAMILY",
     "displayable",
@@ -26,8 +27,9 @@ __all__ = [
 ]
 
 FONT_FAMILY = "DejaVu Sans"
-# The scripts DejaVu Sans lacks, in the order base.css falls back to them (Debian's fonts-noto-core
-# and fonts-noto-cjk; the image installs them). fontconfig loads a face when a document needs it.
+# The scripts DejaVu Sans lacks, in the order base.css falls back to them (Debian's fonts-noto-core,
+# fonts-noto-cjk and fonts-noto-color-emoji; the image installs them). fontconfig loads a face
+# only when a document needs it.
 FALLBACK_FAMILIES = (
     "Noto Sans Arabic",
     "Noto Sans Hebrew",
@@ -37,7 +39,11 @@ FALLBACK_FAMILIES = (
     "Noto Sans CJK SC",
     "Noto Sans CJK TC",
     "Noto Sans CJK KR",
+    "Noto Color Emoji",
 )
+# Faces whose glyphs are colour bitmaps (CBDT): WeasyPrint draws each as an image, and the font
+# it embeds for the text layer has empty outlines (as embedded, the name has no spaces).
+COLOR_BITMAP_FACES = ("Noto-Color-Emoji",)
 _SONAMES = ("libharfbuzz-subset.so.0", "libharfbuzz-subset.0.dylib", "libharfbuzz-subset-0.dll")
 _FALLBACK_FONT_FILES = (
     Path(__file__).resolve().parent

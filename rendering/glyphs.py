@@ -6,7 +6,9 @@ font's program, its encoding and its ``ToUnicode`` map (WeasyPrint writes ``CIDT
 /Identity``: a character's CID is its glyph id), and reports each character whose glyph is missing, is
 ``.notdef`` (glyph 0), or has no outline although the character is not blank. WeasyPrint sends
 the characters it found no font for to glyph 0 through an encoding CMap of its own
-(``WP-Encod``), which is followed. Used by ``ordermail templates check`` and the tests.
+(``WP-Encod``), which is followed. A colour emoji face's glyphs are bitmaps WeasyPrint draws as
+images beside an empty outline (``fonts.COLOR_BITMAP_FACES``): there, a glyph that exists counts.
+Used by ``ordermail templates check`` and the tests.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pikepdf
 from fontTools.pens.boundsPen import BoundsPen  # type: ignore[import-untyped]
 from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+
+from rendering.fonts import COLOR_BITMAP_FACES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -42,7 +46,7 @@ def undrawn_characters(pdf: bytes, password: str = "") -> dict[str, set[str]]:
                 continue
             seen.add(font.objgen)
             name = str(font.get("/BaseFont", "?"))
-            bad = _undrawn_in_font(font)
+            bad = _undrawn_in_font(font, bitmaps=any(face in name for face in COLOR_BITMAP_FACES))
             if bad:
                 found.setdefault(name, set()).update(bad)
     return found
@@ -61,7 +65,7 @@ def _type0_fonts(document: pikepdf.Pdf) -> Iterator[Any]:
             yield from (inner_fonts or {}).values()
 
 
-def _undrawn_in_font(font: pikepdf.Dictionary) -> set[str]:
+def _undrawn_in_font(font: pikepdf.Dictionary, *, bitmaps: bool) -> set[str]:
     to_unicode = _to_unicode(font)
     if str(font.get("/Subtype")) != "/Type0":
         return set()  # simple (Type 3 bitmap) fonts draw what they contain
@@ -79,7 +83,7 @@ def _undrawn_in_font(font: pikepdf.Dictionary) -> set[str]:
             if _blank(text):
                 continue
             gid = glyph_of(code)
-            if gid == 0 or gid >= len(order) or not _has_outline(glyphs, order[gid]):
+            if gid == 0 or gid >= len(order) or not (bitmaps or _has_outline(glyphs, order[gid])):
                 undrawn.add(text)
         return undrawn
 

@@ -272,6 +272,18 @@ SCRIPT_SAMPLES: dict[str, tuple[str, str, str, str, str, str, str, str | None, s
         "KR",
         "무선 이어폰",
     ),
+    "emoji": (
+        "en-GB",
+        "GBP",
+        "Ava 🌸",
+        "Smith",
+        "221B Baker Street",
+        "London",
+        "NW1 6XE",
+        None,
+        "GB",
+        "Birthday candles 🎂🎁",
+    ),
 }
 
 
