@@ -34,6 +34,7 @@ __all__ = [
 
 DOMAIN = "messages"
 SOURCE_LANGUAGE = "en"
+_UNPACKING_MARGIN_S = 2.0
 
 
 def language_tag(folder_name: str) -> str:
@@ -75,7 +76,8 @@ def load_translations(folders: Iterable[Path]) -> dict[str, gettext.NullTranslat
 
 def _compiled(po: Path) -> gettext.GNUTranslations:
     mo = po.with_suffix(".mo")
-    if not mo.is_file() or mo.stat().st_mtime < po.stat().st_mtime:
+    # Newer by a margin: unpacking a wheel or an image layer writes both at about the same time.
+    if not mo.is_file() or mo.stat().st_mtime + _UNPACKING_MARGIN_S < po.stat().st_mtime:
         raise RenderError("template_error", f"{mo} is missing or older than its .po: run `make catalogs`")
     with mo.open("rb") as file:
         return gettext.GNUTranslations(file)

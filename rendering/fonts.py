@@ -28,8 +28,9 @@ __all__ = [
 
 FONT_FAMILY = "DejaVu Sans"
 # The scripts DejaVu Sans lacks, in the order base.css falls back to them (Debian's fonts-noto-core,
-# fonts-noto-cjk and fonts-noto-color-emoji; the image installs them). fontconfig loads a face
-# only when a document needs it.
+# fonts-noto-cjk and fonts-noto-color-emoji; the image installs them), and the emoji face that
+# fontconfig falls back to by itself (base.css must not name it: it would draw every digit).
+# fontconfig loads a face only when a document needs it.
 FALLBACK_FAMILIES = (
     "Noto Sans Arabic",
     "Noto Sans Hebrew",

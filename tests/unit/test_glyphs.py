@@ -7,7 +7,7 @@ tests read the embedded fonts themselves (``rendering.glyphs``), in the encrypte
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pikepdf
 import pytest
@@ -76,3 +76,28 @@ def test_a_cjk_receipt_embeds_only_the_faces_it_draws_with(renderer: Renderer) -
     assert not any("Noto-Sans" in name for name in _embedded_fonts(latin, ""))  # no script face
     japanese = renderer.render_mail(script_sample("japanese"), encrypt=False).attachments[0].data
     assert not any("CJK-KR" in name or "Arabic" in name for name in _embedded_fonts(japanese, ""))
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_SAMPLES))
+def test_digits_are_drawn_with_the_documents_text_face(renderer: Renderer, script: str) -> None:
+    """Digits are emoji characters too (keycaps): an emoji face named in the font chain drew every
+    number of every receipt. They must come from the document's own text face."""
+    order = script_sample(script)
+    pdf = renderer.render_mail(order, encrypt=False).attachments[0].data
+    with pikepdf.open(io.BytesIO(pdf)) as document:
+        drawing = {
+            str(font.BaseFont).split("+", 1)[-1]
+            for page in document.pages
+            for font in page.Resources.Font.values()
+            if any(character in _characters(font) for character in "0123456789")
+        }
+    # Arabic and Hebrew documents name their script's face first; it may have its own digits.
+    allowed = ("Receipt-Sans", {"arabic": "Noto-Sans-Arabic", "hebrew": "Noto-Sans-Hebrew"}.get(script, "-"))
+    assert drawing
+    assert all(name.startswith(allowed) for name in drawing), drawing
+
+
+def _characters(font: Any) -> str:  # a pikepdf font dictionary
+    from rendering.glyphs import _to_unicode  # the test reads what the check reads
+
+    return "".join(_to_unicode(font).values())
