@@ -2,8 +2,12 @@
 
 After a crash or a rebalance, the new owner of an input partition reads the co-partitioned
 outcome partition from the position recorded in the last commit's metadata (see
-``offsets.py``) up to its end, and remembers the ``event_id`` of every outcome found. An event
-redelivered from that partition whose ``event_id`` is among them is not e-mailed again.
+``offsets.py``) up to its end, and remembers the ``event_id`` of every outcome found with the
+strongest status it had (``SENT`` over ``DEFERRED`` over ``FAILED`` over ``REJECTED``). What the
+pipeline does with a redelivered event is its rule (``Pipeline``): an event ``SENT`` or
+``DEFERRED`` is skipped; one ``REJECTED`` or ``FAILED`` is processed again, and only if it fails
+again is its second outcome (and dead letter) left out. So an event an operator redrives after a
+fix is never skipped because of the outcome that dead-lettered it.
 
 A partition taken on with no such commit (a new group, offsets reset by hand) is anchored
 before any of its events is consumed: its position is committed with the outcome partition's
@@ -28,9 +32,19 @@ from schemas import DecodeError
 if TYPE_CHECKING:
     from schemas import Codec
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "stronger"]
 
 log = logging.getLogger("ordermail.ledger")
+
+
+_STRENGTH = {"REJECTED": 0, "FAILED": 1, "DEFERRED": 2, "SENT": 3}
+
+
+def stronger(known: str | None, status: str) -> str:
+    """The status that says more about a delivery: an event ``SENT`` once stays ``SENT``."""
+    if known is None or _STRENGTH.get(status, -1) > _STRENGTH.get(known, -1):
+        return status
+    return known
 
 
 class Ledger:
@@ -38,10 +52,11 @@ class Ledger:
         self._reader = Consumer(reader_config)
         self._topic = outcome_topic
         self._codec = codec
-        self._handled: dict[int, set[str]] = {}
+        self._handled: dict[int, dict[str, str]] = {}
 
-    def is_handled(self, partition: int, event_id: str) -> bool:
-        return event_id in self._handled.get(partition, ())
+    def status(self, partition: int, event_id: str) -> str | None:
+        """The strongest status of the event's outcomes read at take-over, or None."""
+        return self._handled.get(partition, {}).get(event_id)
 
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
         """One request for all partitions (``OFFSET_END`` asks for the end)."""
@@ -50,7 +65,7 @@ class Ledger:
 
     def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
         """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""
-        handled: dict[int, set[str]] = {p: set() for p in starts}
+        handled: dict[int, dict[str, str]] = {p: {} for p in starts}
         positions = {p: start for p, start in starts.items() if start < ends[p]}
         if positions:
             self._reader.assign([TopicPartition(self._topic, p, o) for p, o in positions.items()])
@@ -65,7 +80,8 @@ class Ledger:
                     outcome = self._codec.decode(message.value() or b"", OUTCOME_SCHEMA)
                 except DecodeError:
                     continue
-                handled[partition].add(outcome["event_id"])
+                known = handled[partition]
+                known[outcome["event_id"]] = stronger(known.get(outcome["event_id"]), outcome["status"])
             self._reader.unassign()
             incomplete = sorted(p for p in positions if positions[p] < ends[p])
             if incomplete:
