@@ -23,6 +23,7 @@ from schemas.codec import Schema
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
+    from schemas import DeliveryOutcome
 
 log = logging.getLogger("ordermail.assembly")
 
@@ -89,6 +90,7 @@ def assemble(settings: Settings) -> Parts:
         smtp,
         publisher,
         handled_as=_handled_by(ledger, settings.input_topic),
+        remember=_noted_by(ledger, settings.input_topic),
     )
     return Parts(codec, render_pool, smtp, publisher, ledger, pipeline)
 
@@ -100,6 +102,14 @@ def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], st
         return ledger.status(inbound.partition, event_id) if inbound.topic == input_topic else None
 
     return handled
+
+
+def _noted_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, DeliveryOutcome], None]:
+    def note(inbound: Inbound, outcome: DeliveryOutcome) -> None:
+        if inbound.topic == input_topic:
+            ledger.note(inbound.partition, outcome["event_id"], outcome["status"])
+
+    return note
 
 
 def start_render_pool(config: RenderConfig, settings: Settings) -> RenderPool:

@@ -7,7 +7,9 @@ strongest status it had (``SENT`` over ``DEFERRED`` over ``FAILED`` over ``REJEC
 pipeline does with a redelivered event is its rule (``Pipeline``): an event ``SENT`` or
 ``DEFERRED`` is skipped; one ``REJECTED`` or ``FAILED`` is processed again, and only if it fails
 again is its second outcome (and dead letter) left out. So an event an operator redrives after a
-fix is never skipped because of the outcome that dead-lettered it.
+fix is never skipped because of the outcome that dead-lettered it. The ``SENT`` and ``DEFERRED``
+outcomes this process publishes afterwards are noted too (the latest 50,000): a copy of an event
+that arrives after the event was sent (a redrive racing a redelivery) is skipped as well.
 
 A partition taken on with no such commit (a new group, offsets reset by hand) is anchored
 before any of its events is consumed: its position is committed with the outcome partition's
@@ -21,7 +23,9 @@ lets receiving systems drop it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
@@ -48,15 +52,35 @@ def stronger(known: str | None, status: str) -> str:
 
 
 class Ledger:
-    def __init__(self, reader_config: dict[str, Any], outcome_topic: str, codec: Codec) -> None:
+    def __init__(
+        self, reader_config: dict[str, Any], outcome_topic: str, codec: Codec, *, recent_limit: int = 50_000
+    ) -> None:
         self._reader = Consumer(reader_config)
         self._topic = outcome_topic
         self._codec = codec
         self._handled: dict[int, dict[str, str]] = {}
+        # Outcomes this process published since (SENT and DEFERRED only), the latest few: noted
+        # from the event loop, forgotten from the poll thread, hence the lock.
+        self._recent: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self._recent_limit = recent_limit
+        self._lock = threading.Lock()
 
     def status(self, partition: int, event_id: str) -> str | None:
-        """The strongest status of the event's outcomes read at take-over, or None."""
-        return self._handled.get(partition, {}).get(event_id)
+        """The strongest status of the event's outcomes read at take-over or noted since, or None."""
+        with self._lock:
+            recent = self._recent.get((partition, event_id))
+        known = self._handled.get(partition, {}).get(event_id)
+        return known if recent is None else stronger(known, recent)
+
+    def note(self, partition: int, event_id: str, status: str) -> None:
+        """An outcome this process published for an input partition's event."""
+        if status not in {"SENT", "DEFERRED"}:
+            return
+        with self._lock:
+            self._recent[(partition, event_id)] = stronger(self._recent.get((partition, event_id)), status)
+            self._recent.move_to_end((partition, event_id))
+            while len(self._recent) > self._recent_limit:
+                self._recent.popitem(last=False)
 
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
         """One request for all partitions (``OFFSET_END`` asks for the end)."""
@@ -92,6 +116,9 @@ class Ledger:
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:
             self._handled.pop(partition, None)
+        with self._lock:
+            for key in [key for key in self._recent if key[0] in partitions]:
+                del self._recent[key]
 
     def close(self) -> None:
         self._reader.close()

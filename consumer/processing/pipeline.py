@@ -128,13 +128,17 @@ class Pipeline:
         publisher: Publisher,
         *,
         handled_as: Callable[[Inbound, str], str | None] = lambda _inbound, _event_id: None,
+        remember: Callable[[Inbound, DeliveryOutcome], None] = lambda _inbound, _outcome: None,
     ) -> None:
         """``handled_as``: the status an earlier outcome of the event had, when the ledger knows
         one (a redelivery). The event is skipped when it was ``SENT`` or ``DEFERRED`` (the retry
         topic has it); ``REJECTED`` or ``FAILED`` it is processed again (a redrive after a fix is
         never skipped for the outcome that dead-lettered it), and only when it fails again is the
-        repeated outcome and dead letter left out."""
+        repeated outcome and dead letter left out. ``remember`` is told each acknowledged outcome
+        before the next record of the same key starts, so a copy of an event that has just been
+        sent (a redrive racing a redelivery) is recognised too."""
         self._handled_as = handled_as
+        self._remember = remember
         self._config = config
         self._codec = codec
         self._renderer = renderer
@@ -165,7 +169,10 @@ class Pipeline:
         try:
             if previous is not None:
                 await previous
-            on_done(inbound, await self._settled(inbound))
+            done = await self._settled(inbound)
+            if done is not None:
+                self._remember(inbound, done.outcome)
+            on_done(inbound, done)
         finally:
             mine.set_result(None)
             if self._key_tails.get(key) is mine:
