@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
+    from consumer.tools.dlq import Selection
     from schemas import Codec
 
 __all__ = ["add_commands", "run_command"]
@@ -67,17 +68,20 @@ def _execute(args: argparse.Namespace, settings: Settings, codec: Codec) -> tupl
     from consumer.tools.dlq import list_dead_letters
     from consumer.tools.orders import history, resend
     from consumer.tools.redrive import redrive
-    from consumer.tools.scan import Reader
+    from consumer.tools.scan import Reader, ToolError
+    from schemas.validation import is_order_id
 
-    if args.command == "dlq" and args.dlq_action == "redrive":
-        report = redrive(
-            settings, codec, _selection(args), dry_run=args.dry_run, rate=args.rate, force=args.force
-        )
+    # Arguments first: nothing is read when they are wrong.
+    selection = _selection(args) if args.command == "dlq" else None
+    if args.command != "dlq" and not is_order_id(args.order_id):
+        raise ToolError("not an order id (single line, at most 64 characters)", code=2)
+    if selection is not None and args.dlq_action == "redrive":
+        report = redrive(settings, codec, selection, dry_run=args.dry_run, rate=args.rate, force=args.force)
         return report.as_dict(), _redrive_lines(report.as_dict())
     reader = Reader(settings)
     try:
-        if args.command == "dlq":
-            listed = list_dead_letters(reader, codec, _selection(args), personal=args.show_personal_data)
+        if selection is not None:
+            listed = list_dead_letters(reader, codec, selection, personal=args.show_personal_data)
             return listed, _dlq_lines(listed)
         if args.command == "resend":
             sent = resend(reader, codec, args.order_id, wait_s=args.wait, personal=args.show_personal_data)
@@ -88,7 +92,7 @@ def _execute(args: argparse.Namespace, settings: Settings, codec: Codec) -> tupl
         reader.close()
 
 
-def _selection(args: argparse.Namespace) -> Any:
+def _selection(args: argparse.Namespace) -> Selection:
     from consumer.tools.dlq import Selection, parse_time
     from consumer.tools.scan import ToolError
 
