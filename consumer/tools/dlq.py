@@ -52,6 +52,8 @@ class Selection:
     since_ms: int | None = None
     until_ms: int | None = None
     partitions: frozenset[int] | None = None
+    # --since/--until as typed ("2h" means another time at each run, the same selection)
+    typed: tuple[str | None, str | None] | None = None
 
     def matches(self, letter: DeadLetter) -> bool:
         return (
@@ -62,10 +64,11 @@ class Selection:
 
     def digest(self) -> str:
         """Names the selection: a redrive's progress is kept per selection."""
+        since, until = self.typed or (str(self.since_ms), str(self.until_ms))
         parts = (
             ",".join(sorted(self.reasons or ())),
-            str(self.since_ms),
-            str(self.until_ms),
+            str(since),
+            str(until),
             ",".join(str(p) for p in sorted(self.partitions or ())),
         )
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]

@@ -108,6 +108,7 @@ def _selection(args: argparse.Namespace) -> Selection:
         since_ms=since,
         until_ms=until,
         partitions=frozenset(args.partition) if args.partition else None,
+        typed=(args.since, args.until),
     )
 
 
@@ -129,7 +130,8 @@ def _redrive_lines(report: dict[str, Any]) -> list[str]:
     return [
         f"redrive {report['group']} (resumed from {resumed}): {report['selected']} selected, "
         f"{verb} {report['published']}, already sent {report['already_sent']}, "
-        f"duplicates {report['duplicates']}, without record {report['without_record']}",
+        f"already redriven {report['already_redriven']}, duplicates {report['duplicates']}, "
+        f"without record {report['without_record']}",
         *(f"  {reason}: {n}" for reason, n in report["reasons"].items()),
     ]
 

@@ -7,16 +7,18 @@ letter's topic/partition/offset), ``ordermail.redrive.reason`` and ``ordermail.r
 gives a redriven record no privilege, it is an input record like any other.
 
 **Once each, even when interrupted.** Progress is the committed offset of a consumer group of its
-own per selection (``<group>.redrive.<digest>``), and records and progress are committed together
-in one Kafka transaction (``transactional.id`` = that group): a redrive killed half-way leaves an
-open transaction that the next run of the same selection aborts (fences) before it resumes from
-the last committed position, so no reader with ``isolation.level=read_committed`` (the service)
-ever sees a record twice.
+own per selection (``<group>.redrive.<digest>``, the digest of the arguments as typed), and
+records and progress are committed together in one Kafka transaction (``transactional.id`` =
+that group): a redrive killed half-way leaves an open transaction that the next run of the same
+command aborts (fences) before it resumes from the last committed position, so no reader with
+``isolation.level=read_committed`` (the service) ever sees a record twice. Whatever the
+selection, the input topic is read from the oldest selected dead letter's time on: a dead letter
+already redriven, or whose event was redriven after it was written, is not published again.
 
 **Never a second e-mail.** Before publishing, the outcome partitions of the selected events are
 read from before the oldest event's time: an event that has a ``SENT`` outcome is not
-republished, nor is a second dead letter of the same event. And the service itself does not skip
-a redriven event because of the ``REJECTED`` outcome that dead-lettered it (see ``Pipeline``).
+republished. And the service itself does not skip a redriven event because of the ``REJECTED``
+outcome that dead-lettered it (see ``Pipeline``).
 
 Records whose reason the policy marks as never retryable (``NEVER_REDRIVE``) make the command
 refuse, before anything is published, unless ``--force``.
@@ -32,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.processing.policy import redrivable
-from consumer.processing.records import OWN_PREFIX
+from consumer.processing.records import OWN_PREFIX, message_headers
 from consumer.tools.dlq import DeadLetter, Selection, read_dead_letters
 from consumer.tools.scan import Reader, ToolError, tool_producer_config
-from schemas import OUTCOME_SCHEMA, DecodeError
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
@@ -56,6 +58,7 @@ class RedriveReport:
     selected: int = 0
     published: int = 0
     already_sent: int = 0
+    already_redriven: int = 0
     duplicates: int = 0
     without_record: int = 0
     resumed_from: dict[int, int] = field(default_factory=dict)
@@ -92,14 +95,8 @@ def redrive(
         ]
         committed = reader.committed(dlq, partitions)
         report = RedriveReport(group, resumed_from=committed, dry_run=dry_run)
-        # Read from the start even when resuming: the events done before the committed position
-        # are not republished from a later dead letter of theirs.
-        letters = read_dead_letters(reader, codec, {p: reader.bounds(dlq, p)[0] for p in partitions})
-        done = {
-            d.event_id for d in letters if d.offset < committed.get(d.partition, 0) and selection.matches(d)
-        }
-        letters = [d for d in letters if d.offset >= committed.get(d.partition, 0)]
         starts = {p: committed.get(p, reader.bounds(dlq, p)[0]) for p in partitions}
+        letters = read_dead_letters(reader, codec, starts)
         selected = [d for d in letters if selection.matches(d)]
         refused = Counter(d.reason for d in selected if not redrivable(d.reason))
         if refused and not force:
@@ -109,7 +106,8 @@ def redrive(
                 f"fix ({listed}); narrow the selection with --reason, or pass --force",
                 code=2,
             )
-        plans = _plan(selected, _sent_events(reader, codec, selected), report, done - {None})
+        redriven = _redriven(reader, codec, selected)
+        plans = _plan(selected, _sent_events(reader, codec, selected), redriven, report)
         report.reasons = dict(Counter(p.letter.reason for p in plans if p.publish))
         if dry_run:
             report.published = sum(p.publish for p in plans)
@@ -121,13 +119,23 @@ def redrive(
         reader.close()
 
 
+@dataclass(frozen=True)
+class _Redriven:
+    """What earlier redrives (of any selection) put on the input topic, as the service reads it."""
+
+    sources: frozenset[str]  # dead letters redriven: "topic/partition/offset"
+    events: dict[str, int]  # event id -> when it was last redriven (ms)
+
+
 def _plan(
-    selected: list[DeadLetter], sent: set[str], report: RedriveReport, done: set[str | None]
+    selected: list[DeadLetter], sent: set[str], redriven: _Redriven, report: RedriveReport
 ) -> list[_Plan]:
-    """One record per event, none of an event already sent or redriven by this selection."""
+    """One record per event; none of an event already sent, nor of one redriven since its dead
+    letter was written (by this run or an earlier one): an event that failed again after a
+    redrive has a newer dead letter, and that one is redriven."""
     report.selected = len(selected)
     counts = Counter(d.event_id for d in selected if d.event_id)
-    seen: set[str | None] = set(done)
+    seen: set[str] = set()
     plans = []
     for letter in sorted(selected, key=lambda d: (d.partition, d.offset)):
         event_id = letter.event_id
@@ -138,13 +146,43 @@ def _plan(
         elif event_id in sent:
             report.already_sent += 1
             publish = False
-        elif event_id is not None and event_id in seen:
+        elif f"{letter.topic}/{letter.partition}/{letter.offset}" in redriven.sources:
+            report.already_redriven += 1
+            publish = False
+        elif event_id is not None and (
+            event_id in seen or redriven.events.get(event_id, -1) > letter.timestamp_ms
+        ):
             report.duplicates += 1
             publish = False
         if event_id is not None:
             seen.add(event_id)
         plans.append(_Plan(letter, publish, counts.get(event_id or "", 1)))
     return plans
+
+
+def _redriven(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> _Redriven:
+    """Reads the input topic from the oldest selected dead letter's time on (a redrive of it
+    cannot be older) for records an earlier redrive published."""
+    if not selected:
+        return _Redriven(frozenset(), {})
+    topic = reader.settings.input_topic
+    since = min(d.timestamp_ms for d in selected) - _SKEW_MS
+    starts = {p: reader.offset_at(topic, p, since) for p in reader.partitions(topic)}
+    sources: set[str] = set()
+    events: dict[str, int] = {}
+    for message in reader.read(topic, starts, f"reading {topic}"):
+        headers = dict(message_headers(message))
+        source = headers.get("ordermail.redrive.source")
+        if source is None:
+            continue
+        sources.add(source.decode("utf-8", "replace"))
+        try:
+            event_id = codec.decode(message.value() or b"", ORDER_SCHEMA).get("event_id")
+        except DecodeError:
+            continue
+        if isinstance(event_id, str):
+            events[event_id] = max(events.get(event_id, -1), int(message.timestamp()[1]))
+    return _Redriven(frozenset(sources), events)
 
 
 def _sent_events(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> set[str]:
@@ -214,6 +252,9 @@ def _transactions(
     report: RedriveReport,
 ) -> None:
     producer.init_transactions(30)  # aborts what an interrupted run of this selection left open
+    # A run of the same selection that committed since this one read its progress: start over.
+    if reader.committed(settings.dlq_topic, sorted(ends)) != report.resumed_from:
+        raise ToolError("another redrive of the same selection ran meanwhile; run the command again")
     started = time.monotonic()
     position: dict[int, int] = {}
     for first in range(0, len(plans), batch):

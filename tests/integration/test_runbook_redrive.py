@@ -129,12 +129,22 @@ def test_a_redrive_killed_half_way_and_run_again_publishes_no_record_twice(
         ordermail(kafka_bootstrap, topics, "dlq", "redrive", "--reason", "template_error", "--json")
     )
     assert (again["selected"], again["published"]) == (0, 0)
+    # Another selection (its own progress, from the start) over the same dead letters: none again.
+    other = json_of(ordermail(kafka_bootstrap, topics, "dlq", "redrive", "--since", "1d", "--json"))
+    assert (other["selected"], other["published"], other["already_redriven"]) == (41, 0, 40)
+    # An event that fails again after its redrive has a newer dead letter: that one goes.
+    _dead_letter(producer, topics, 3205, "template_error", 5)
+    assert producer.flush(30) == 0
+    failed_again = json_of(
+        ordermail(kafka_bootstrap, topics, "dlq", "redrive", "--reason", "template_error", "--json")
+    )
+    assert (failed_again["selected"], failed_again["published"]) == (1, 1)
 
     sources = redriven_sources(kafka_bootstrap, topics)
-    assert len(sources) == len(set(sources)) == 40  # each dead letter once, the duplicate event not at all
+    assert len(sources) == len(set(sources)) == 41  # each dead letter once, the duplicate event not at all
     records = read_records(kafka_bootstrap, topics.input, expected=None, timeout_s=30)
     decoded = [CODEC.decode(r.value or b"", ORDER_SCHEMA) for r in records]
-    assert sorted(e["event_id"] for e in decoded) == sorted(events)
+    assert sorted(e["event_id"] for e in decoded) == sorted([*events, events[5]])
     for record in records:  # the key's partition, as the producers' murmur2 partitioner puts it
         assert record.partition == partition_for(record.key or b"", PARTITIONS)
         assert record.headers["traceparent"].startswith(b"00-0af7")  # the producer's headers kept

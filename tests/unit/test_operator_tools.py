@@ -44,6 +44,11 @@ def test_a_selection_filters_by_reason_and_time_and_names_itself() -> None:
         == Selection(reasons=frozenset({"template_error"}), since_ms=100, until_ms=200).digest()
     )
     assert selection.digest() != Selection(reasons=frozenset({"template_error"})).digest()
+    # "--since 2h" is the same selection at every run (its progress resumes), whatever time it is
+    assert (
+        Selection(since_ms=1, typed=("2h", None)).digest()
+        == Selection(since_ms=2, typed=("2h", None)).digest()
+    )
 
 
 def test_personal_data_is_refused_unless_standard_output_is_a_terminal() -> None:
