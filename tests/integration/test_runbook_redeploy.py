@@ -15,7 +15,7 @@ import pytest
 
 from consumer.app.settings import Settings
 from consumer.tools.producing import publish_orders, publish_raw
-from consumer.tools.topic_reader import read_outcomes, read_records
+from consumer.tools.topic_reader import committed_and_end, read_outcomes, read_records
 from rendering import TEMPLATE_DIR
 from schemas import Codec
 from schemas.codec import SCHEMA_DIR, Schema
@@ -45,6 +45,16 @@ def _bad_template_dir(tmp_path: Path) -> Path:
         )
     )
     return folder
+
+
+def _all_committed(bootstrap: str, topics: Topics) -> bool:
+    """The group committed past every input record (the end offset itself may be a transaction
+    marker the redrive wrote, which no consumer position passes)."""
+    committed, _ = committed_and_end(bootstrap, topics.group, topics.input)
+    last: dict[int, int] = {}
+    for record in read_records(bootstrap, topics.input, expected=None, timeout_s=30):
+        last[record.partition] = max(last.get(record.partition, 0), record.offset + 1)
+    return all(committed[p] >= offset for p, offset in last.items())
 
 
 def _stop(process: Any) -> None:
@@ -91,6 +101,7 @@ def test_runbook_bad_template_deploy_breaker_fix_restart_redrive(
     )
     assert redriven["published"] == dead["total"]
     wait_until(lambda: len(smtp_sink.messages()) == 40, 90)
+    wait_until(lambda: _all_committed(kafka_bootstrap, topics), 60)  # and nothing more to come
 
     mails = mails_by_order(smtp_sink, order_ids)
     assert {o: len(m) for o, m in mails.items()} == dict.fromkeys(order_ids, 1)
@@ -160,6 +171,7 @@ def test_runbook_unknown_writer_schema_then_deployed_then_redrive(
     )
     assert redriven["published"] == 6
     wait_until(lambda: len(smtp_sink.messages()) == 6, 90)
+    wait_until(lambda: _all_committed(kafka_bootstrap, topics), 60)
     mails = mails_by_order(smtp_sink, order_ids)
     assert {o: len(m) for o, m in mails.items()} == dict.fromkeys(order_ids, 1)
     outcomes = outcomes_by_order(kafka_bootstrap, topics)
@@ -195,3 +207,45 @@ def test_runbook_with_a_registry_a_registered_evolved_schema_is_never_dead_lette
     outcomes = read_outcomes(kafka_bootstrap, topics.outcome, expected=4, timeout_s=30, codec=reader)
     assert sorted(o["status"] for _, o in outcomes) == ["SENT"] * 4
     assert read_records(kafka_bootstrap, topics.dlq, expected=None, timeout_s=10) == []
+
+
+def test_runbook_redriven_before_the_bad_deploy_is_killed_still_mails_each_order_once(
+    kafka_bootstrap: str,
+    topics: Topics,
+    smtp_sink: Sink,
+    start_service: ServiceFactory,
+    wait_until: Wait,
+    tmp_path: Path,
+) -> None:
+    """The operator redrives while the bad deploy still holds the partitions, then kills it: its
+    dead-lettered events were never committed, so the fixed deploy gets both the originals (the
+    ledger knows them as REJECTED: processed again) and the redriven copies (skipped once the
+    original was sent). With a ledger that skipped REJECTED events, none would be sent."""
+    orders = [sample_order(seed, lines=1) for seed in range(3700, 3730)]
+    order_ids = [o["order_id"] for o in orders]
+    settings = Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input)
+    publish_orders(settings, Codec.from_directory(), orders)
+    port = free_port()
+    bad = start_service(
+        ORDERMAIL_TEMPLATE_DIR=str(_bad_template_dir(tmp_path)),
+        ORDERMAIL_DLQ_BREAKER_WINDOW="10",
+        ORDERMAIL_DLQ_BREAKER_MIN_EVENTS="10",
+        ORDERMAIL_MAX_IN_FLIGHT="4",
+        ORDERMAIL_HEALTH_PORT=str(port),
+        ORDERMAIL_COMMIT_INTERVAL_S="3600",  # nothing committed after the anchor
+        KAFKA_CONFIG_SESSION_TIMEOUT_MS="6000",  # the group notices the killed member soon
+    )
+    wait_until(lambda: "breaker" in http_get(port, "/readyz")[1], 90)
+    redriven = json_of(
+        ordermail(kafka_bootstrap, topics, "dlq", "redrive", "--reason", "template_error", "--json")
+    )
+    assert redriven["published"] >= 10
+    bad.send_signal(signal.SIGKILL)
+    bad.wait(30)
+
+    start_service()
+    wait_until(lambda: _all_committed(kafka_bootstrap, topics), 120)  # every record done
+    mails = mails_by_order(smtp_sink, order_ids)
+    assert {o: len(m) for o, m in mails.items()} == dict.fromkeys(order_ids, 1)
+    outcomes = outcomes_by_order(kafka_bootstrap, topics)
+    assert {o: outcomes[o]["SENT"] for o in order_ids} == dict.fromkeys(order_ids, 1)
