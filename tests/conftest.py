@@ -61,6 +61,21 @@ def kafka_bootstrap() -> Iterator[str]:
         yield _local_stack_bootstrap()
 
 
+@pytest.fixture(scope="session")
+def registry_url(kafka_bootstrap: str) -> str:
+    """A real Schema Registry: ``ORDERMAIL_TEST_REGISTRY_URL``, or the local stack's (``up --registry``)."""
+    if os.environ.get("ORDERMAIL_TEST_REGISTRY_URL"):
+        return os.environ["ORDERMAIL_TEST_REGISTRY_URL"]
+    stack_env = ROOT / ".local/stack.env"
+    if not stack_env.exists() or f"KAFKA_BOOTSTRAP_SERVERS={kafka_bootstrap}" not in stack_env.read_text():
+        pytest.skip("the registry comes with the local stack (deploy/local/stack up --registry)")
+    subprocess.run(
+        [str(ROOT / "deploy/local/stack"), "up", "--registry"], check=True, capture_output=True, timeout=600
+    )
+    values = dict(line.split("=", 1) for line in stack_env.read_text().splitlines() if "=" in line)
+    return values["SCHEMA_REGISTRY_URL"]
+
+
 @dataclass(frozen=True)
 class Topics:
     input: str

@@ -18,10 +18,12 @@ from consumer.processing.records import Inbound
 from consumer.processing.render_pool import RenderConfig, RenderPool
 from delivery import SmtpPool
 from rendering import RenderError
-from schemas import Codec
+from schemas import SCHEMA_DIR, Codec
+from schemas.codec import Schema
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
+    from schemas import DeliveryOutcome
 
 log = logging.getLogger("ordermail.assembly")
 
@@ -39,14 +41,19 @@ class Parts:
 
 
 def codec_for(settings: Settings) -> Codec:
-    if not settings.schema_registry_url:
-        return Codec.from_directory()
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+    registry = None
+    if settings.schema_registry_url:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    # new_client understands mock:// URLs (an in-memory registry) as well as real ones.
-    return Codec.from_directory(
-        registry=SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
-    )
+        # new_client understands mock:// URLs (an in-memory registry) as well as real ones.
+        registry = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+    directories = [SCHEMA_DIR, *([settings.writer_schema_dir] if settings.writer_schema_dir else [])]
+    writers = [
+        Schema.from_json(path.read_text(encoding="utf-8"))
+        for directory in directories
+        for path in sorted(directory.rglob("*.avsc"))
+    ]
+    return Codec(writers, registry)
 
 
 def assemble(settings: Settings) -> Parts:
@@ -82,18 +89,27 @@ def assemble(settings: Settings) -> Parts:
         render_pool,
         smtp,
         publisher,
-        is_handled=_handled_by(ledger, settings.input_topic),
+        handled_as=_handled_by(ledger, settings.input_topic),
+        remember=_noted_by(ledger, settings.input_topic),
     )
     return Parts(codec, render_pool, smtp, publisher, ledger, pipeline)
 
 
-def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], bool]:
+def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], str | None]:
     """Only records of the input topic are checked: the ledger knows its partitions' outcomes."""
 
-    def handled(inbound: Inbound, event_id: str) -> bool:
-        return inbound.topic == input_topic and ledger.is_handled(inbound.partition, event_id)
+    def handled(inbound: Inbound, event_id: str) -> str | None:
+        return ledger.status(inbound.partition, event_id) if inbound.topic == input_topic else None
 
     return handled
+
+
+def _noted_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, DeliveryOutcome], None]:
+    def note(inbound: Inbound, outcome: DeliveryOutcome) -> None:
+        if inbound.topic == input_topic:
+            ledger.note(inbound.partition, outcome["event_id"], outcome["status"])
+
+    return note
 
 
 def start_render_pool(config: RenderConfig, settings: Settings) -> RenderPool:

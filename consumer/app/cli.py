@@ -1,5 +1,6 @@
 """The ``ordermail`` command: ``run``, ``produce-sample``, ``render``, ``preview``, ``smtp-sink``,
-``schemas check``, ``templates check``."""
+``schemas check``, ``templates check``, and the operator tools ``dlq list|redrive``, ``resend``,
+``history`` (``consumer/tools/operations.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from consumer.tools.operations import COMMANDS, add_commands, run_command
 from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA
 
 __all__ = ["main"]
@@ -78,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         "action", choices=["check"], help="render every set in every language with sample orders"
     )
     templates.add_argument("--template-dir", type=Path, metavar="DIR", help="default: ORDERMAIL_TEMPLATE_DIR")
+    add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in COMMANDS:
+        return run_command(args)
     handler = {
         "run": _run,
         "produce-sample": _produce_sample,

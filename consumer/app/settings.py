@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         int, Field(validation_alias=_env("ORDERMAIL_PDF_PASSWORD_MIN_LENGTH"), ge=4)
     ] = 8
     template_dir: Annotated[Path | None, Field(validation_alias=_env("ORDERMAIL_TEMPLATE_DIR"))] = None
+    # More writer schemas (*.avsc) known by fingerprint beside the built-in ones: a producer's
+    # evolved schema deployed without a new image (then `ordermail dlq redrive --reason unknown_schema`).
+    writer_schema_dir: Annotated[Path | None, Field(validation_alias=_env("ORDERMAIL_WRITER_SCHEMA_DIR"))] = (
+        None
+    )
     # The set for events whose brand names no set of its own.
     template_set: Annotated[str, Field(validation_alias=_env("ORDERMAIL_TEMPLATE_SET"), min_length=1)] = (
         "default"

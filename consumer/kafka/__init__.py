@@ -2,7 +2,17 @@
 bridge through which finished events come back to it from the event loop (``bridge``), which
 offsets may be committed and with what metadata (``offsets``), taking partitions over
 (``handover``), recognising redelivered events (``ledger``), client configuration (``clients``),
-the dead-letter breaker (``breaker``) and the producer of outcomes, dead letters and deferred
-records (``publisher``)."""
+the dead-letter breaker (``breaker``), the producer of outcomes, dead letters and deferred
+records (``publisher``) and which partition a key lands in (``partitioning``)."""
 
-__all__ = ["breaker", "bridge", "clients", "handover", "ledger", "offsets", "publisher", "service"]
+__all__ = [
+    "breaker",
+    "bridge",
+    "clients",
+    "handover",
+    "ledger",
+    "offsets",
+    "partitioning",
+    "publisher",
+    "service",
+]

@@ -2,8 +2,14 @@
 
 After a crash or a rebalance, the new owner of an input partition reads the co-partitioned
 outcome partition from the position recorded in the last commit's metadata (see
-``offsets.py``) up to its end, and remembers the ``event_id`` of every outcome found. An event
-redelivered from that partition whose ``event_id`` is among them is not e-mailed again.
+``offsets.py``) up to its end, and remembers the ``event_id`` of every outcome found with the
+strongest status it had (``SENT`` over ``DEFERRED`` over ``FAILED`` over ``REJECTED``). What the
+pipeline does with a redelivered event is its rule (``Pipeline``): an event ``SENT`` or
+``DEFERRED`` is skipped; one ``REJECTED`` or ``FAILED`` is processed again, and only if it fails
+again is its second outcome (and dead letter) left out. So an event an operator redrives after a
+fix is never skipped because of the outcome that dead-lettered it. The ``SENT`` and ``DEFERRED``
+outcomes this process publishes afterwards are noted too (the latest 50,000): a copy of an event
+that arrives after the event was sent (a redrive racing a redelivery) is skipped as well.
 
 A partition taken on with no such commit (a new group, offsets reset by hand) is anchored
 before any of its events is consumed: its position is committed with the outcome partition's
@@ -17,7 +23,9 @@ lets receiving systems drop it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
@@ -28,20 +36,51 @@ from schemas import DecodeError
 if TYPE_CHECKING:
     from schemas import Codec
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "stronger"]
 
 log = logging.getLogger("ordermail.ledger")
 
 
+_STRENGTH = {"REJECTED": 0, "FAILED": 1, "DEFERRED": 2, "SENT": 3}
+
+
+def stronger(known: str | None, status: str) -> str:
+    """The status that says more about a delivery: an event ``SENT`` once stays ``SENT``."""
+    if known is None or _STRENGTH.get(status, -1) > _STRENGTH.get(known, -1):
+        return status
+    return known
+
+
 class Ledger:
-    def __init__(self, reader_config: dict[str, Any], outcome_topic: str, codec: Codec) -> None:
+    def __init__(
+        self, reader_config: dict[str, Any], outcome_topic: str, codec: Codec, *, recent_limit: int = 50_000
+    ) -> None:
         self._reader = Consumer(reader_config)
         self._topic = outcome_topic
         self._codec = codec
-        self._handled: dict[int, set[str]] = {}
+        self._handled: dict[int, dict[str, str]] = {}
+        # Outcomes this process published since (SENT and DEFERRED only), the latest few: noted
+        # from the event loop, forgotten from the poll thread, hence the lock.
+        self._recent: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self._recent_limit = recent_limit
+        self._lock = threading.Lock()
 
-    def is_handled(self, partition: int, event_id: str) -> bool:
-        return event_id in self._handled.get(partition, ())
+    def status(self, partition: int, event_id: str) -> str | None:
+        """The strongest status of the event's outcomes read at take-over or noted since, or None."""
+        with self._lock:
+            recent = self._recent.get((partition, event_id))
+        known = self._handled.get(partition, {}).get(event_id)
+        return known if recent is None else stronger(known, recent)
+
+    def note(self, partition: int, event_id: str, status: str) -> None:
+        """An outcome this process published for an input partition's event."""
+        if status not in {"SENT", "DEFERRED"}:
+            return
+        with self._lock:
+            self._recent[(partition, event_id)] = stronger(self._recent.get((partition, event_id)), status)
+            self._recent.move_to_end((partition, event_id))
+            while len(self._recent) > self._recent_limit:
+                self._recent.popitem(last=False)
 
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
         """One request for all partitions (``OFFSET_END`` asks for the end)."""
@@ -50,7 +89,7 @@ class Ledger:
 
     def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
         """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""
-        handled: dict[int, set[str]] = {p: set() for p in starts}
+        handled: dict[int, dict[str, str]] = {p: {} for p in starts}
         positions = {p: start for p, start in starts.items() if start < ends[p]}
         if positions:
             self._reader.assign([TopicPartition(self._topic, p, o) for p, o in positions.items()])
@@ -65,7 +104,8 @@ class Ledger:
                     outcome = self._codec.decode(message.value() or b"", OUTCOME_SCHEMA)
                 except DecodeError:
                     continue
-                handled[partition].add(outcome["event_id"])
+                known = handled[partition]
+                known[outcome["event_id"]] = stronger(known.get(outcome["event_id"]), outcome["status"])
             self._reader.unassign()
             incomplete = sorted(p for p in positions if positions[p] < ends[p])
             if incomplete:
@@ -76,6 +116,9 @@ class Ledger:
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:
             self._handled.pop(partition, None)
+        with self._lock:
+            for key in [key for key in self._recent if key[0] in partitions]:
+                del self._recent[key]
 
     def close(self) -> None:
         self._reader.close()

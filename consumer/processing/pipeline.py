@@ -63,6 +63,8 @@ log = logging.getLogger("ordermail.pipeline")
 # What an outcome may carry as the event's or order's id when the event itself is invalid: ids,
 # not text (an invalid event_id may be anything, an e-mail address included).
 _PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Earlier outcomes after which a redelivered event is not processed again.
+_DELIVERED = frozenset({"SENT", "DEFERRED"})
 
 
 @dataclass(frozen=True)
@@ -125,9 +127,18 @@ class Pipeline:
         smtp: Sender,
         publisher: Publisher,
         *,
-        is_handled: Callable[[Inbound, str], bool] = lambda _inbound, _event_id: False,
+        handled_as: Callable[[Inbound, str], str | None] = lambda _inbound, _event_id: None,
+        remember: Callable[[Inbound, DeliveryOutcome], None] = lambda _inbound, _outcome: None,
     ) -> None:
-        self._is_handled = is_handled
+        """``handled_as``: the status an earlier outcome of the event had, when the ledger knows
+        one (a redelivery). The event is skipped when it was ``SENT`` or ``DEFERRED`` (the retry
+        topic has it); ``REJECTED`` or ``FAILED`` it is processed again (a redrive after a fix is
+        never skipped for the outcome that dead-lettered it), and only when it fails again is the
+        repeated outcome and dead letter left out. ``remember`` is told each acknowledged outcome
+        before the next record of the same key starts, so a copy of an event that has just been
+        sent (a redrive racing a redelivery) is recognised too."""
+        self._handled_as = handled_as
+        self._remember = remember
         self._config = config
         self._codec = codec
         self._renderer = renderer
@@ -158,7 +169,10 @@ class Pipeline:
         try:
             if previous is not None:
                 await previous
-            on_done(inbound, await self._settled(inbound))
+            done = await self._settled(inbound)
+            if done is not None:
+                self._remember(inbound, done.outcome)
+            on_done(inbound, done)
         finally:
             mine.set_result(None)
             if self._key_tails.get(key) is mine:
@@ -222,12 +236,12 @@ class Pipeline:
         try:
             with step("decode"):
                 order = self._decode(inbound, ids)
-            if self._is_handled(inbound, order["event_id"]):
+            if self._handled_as(inbound, order["event_id"]) in _DELIVERED:
                 return None
             async with self._fetching if order.get("attachments") else contextlib.nullcontext():
                 fetched = await self._fetch(order)  # bytes held until rendered: a bounded few
                 mail = self._within_size(await self._render(order, fetched))
-            facts = _mail_facts(order, mail, self._config.message_domain)  # once per event
+            facts = _mail_facts(order, mail, self._config.message_domain, inbound.resend)  # once per event
             data = self._compose(order, mail, facts["message_id"])
             # Built before sending: once the relay has the e-mail, nothing but publishing is left.
             sent = outcome_for(
@@ -235,14 +249,17 @@ class Pipeline:
                 event_id=order["event_id"],
                 order_id=order["order_id"],
                 status="SENT",
-                reason=None,
+                reason="resend" if inbound.resend is not None else None,
                 attempt=attempts,
                 **facts,
             )
             result, attempts = await self._send(order, data, attempts, facts)
         except _Stop as stop:
             # (before 0960b71 an invalid event's outcome carried a surrogate id: either may be there)
-            if any(self._is_handled(inbound, i) for i in (ids.event_id, inbound.surrogate_event_id()) if i):
+            # Failing again for good: its earlier failure's outcome and dead letter stand.
+            retrying = action_for(stop.reason) in {Action.RETRY, Action.THROTTLE}
+            known = (self._handled_as(inbound, i) for i in (ids.event_id, inbound.surrogate_event_id()) if i)
+            if not retrying and any(known):
                 return None
             return await self._finish_failed(inbound, ids, stop, retry)
         outcome: DeliveryOutcome = {
@@ -400,7 +417,12 @@ class Pipeline:
             **known,
         )
         if deferral is not None:
-            headers = [*inbound.foreign_headers(), *inbound.origin.headers(), *deferral.headers()]
+            headers = [
+                *inbound.foreign_headers(),
+                *inbound.origin.headers(),
+                *deferral.headers(),
+                *inbound.resend_headers(),
+            ]
             await self._publisher.publish_retry(inbound, headers)
         elif action is not Action.FAIL:
             headers = dead_letter_headers(
@@ -418,9 +440,11 @@ def _log_unexpected(exc: Exception, inbound: Inbound) -> None:
     log.error("unexpected %s at %s/%s in %s", type(exc).__name__, inbound.partition, inbound.offset, where)
 
 
-def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str) -> dict[str, Any]:
+def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str, resend: int | None) -> dict[str, Any]:
+    """A resend (``ordermail resend``) gets a Message-ID of its own: it is a new e-mail."""
+    named = order["event_id"] if resend is None else f"{order['event_id']}.resend-{resend}"
     return {
-        "message_id": message_id_for(order["event_id"], domain),
+        "message_id": message_id_for(named, domain),
         "recipient_domain": order["customer"]["email"].rpartition("@")[2].lower(),
         "attachment_sha256": hashlib.sha256(mail.pdf).hexdigest(),  # the main document
         "attachment_bytes": _total_bytes(mail),

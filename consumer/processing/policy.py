@@ -20,7 +20,17 @@ from rendering.errors import RenderErrorReason
 from schemas.codec import DecodeReason
 from schemas.validation import InvalidReason
 
-__all__ = ["DEPLOY_SUSPECT", "POLICY", "REASONS", "Action", "PipelineReason", "Reason", "action_for"]
+__all__ = [
+    "DEPLOY_SUSPECT",
+    "NEVER_REDRIVE",
+    "POLICY",
+    "REASONS",
+    "Action",
+    "PipelineReason",
+    "Reason",
+    "action_for",
+    "redrivable",
+]
 
 # Raised by the pipeline itself, about a record rather than a stage.
 PipelineReason = Literal[
@@ -132,6 +142,40 @@ DEPLOY_SUSPECT: frozenset[Reason] = frozenset(
         "internal_error",
     }
 )
+
+
+# Dead letters whose record is bad in itself: redriving one (``ordermail dlq redrive``) gives the
+# same REJECTED outcome again, so the command refuses them unless ``--force``. Every other dead
+# letter may go through once the cause is fixed: ordermail's side (templates, keys, limits, a bug,
+# a writer schema it did not know yet), another system (linked attachments), or the relay (events
+# dead-lettered after their deferrals ran out).
+NEVER_REDRIVE: frozenset[Reason] = frozenset(
+    {
+        "undecodable",
+        "schema_mismatch",
+        "malformed_headers",
+        "invalid_event_id",
+        "invalid_order_id",
+        "invalid_locale",
+        "invalid_currency",
+        "invalid_country",
+        "invalid_email",
+        "no_lines",
+        "too_many_lines",
+        "invalid_quantity",
+        "invalid_sku",
+        "negative_amount",
+        "text_too_long",
+        "unsafe_recipient",
+        "unsafe_filename",
+    }
+)
+
+
+def redrivable(reason: str) -> bool:
+    """Whether a dead letter with this reason may be redriven without ``--force`` (a reason this
+    version does not know is not: it cannot say what would happen)."""
+    return reason in REASONS and reason not in NEVER_REDRIVE
 
 
 def action_for(reason: str) -> Action:

@@ -1,7 +1,8 @@
 """One consumed record, and what ordermail's own headers on it say.
 
 Headers named ``ordermail.*`` are ordermail's: where an event was first published
-(``ordermail.original.*``) and how often it was deferred (``ordermail.retry.*``). They are
+(``ordermail.original.*``), how often it was deferred (``ordermail.retry.*``) and whether an
+operator asked for it to be sent again (``ordermail.resend``, written by ``ordermail resend``). They are
 trusted only on records of the retry topic, which only ordermail writes. On the input topic,
 anyone who can produce can write them, so there they are dropped unread: a producer cannot
 redirect an outcome, fake a deferral or feed our parsers. Even on the retry topic they are read
@@ -24,12 +25,13 @@ from schemas.validation import is_order_id
 if TYPE_CHECKING:
     from confluent_kafka import Message
 
-__all__ = ["OWN_PREFIX", "Headers", "Inbound", "Origin", "RetryState", "message_headers"]
+__all__ = ["OWN_PREFIX", "RESEND_HEADER", "Headers", "Inbound", "Origin", "RetryState", "message_headers"]
 
 Headers = list[tuple[str, bytes]]
 OWN_PREFIX = "ordermail."
 ORIGIN_PREFIX = "ordermail.original."
 RETRY_PREFIX = "ordermail.retry."
+RESEND_HEADER = "ordermail.resend"  # a resend's number (its request time in ms): a fresh Message-ID
 _ORIGIN_FIELDS = ("topic", "partition", "offset", "timestamp")
 _RETRY_FIELDS = ("deferrals", "attempts", "due", "first")
 _TOPIC = re.compile(rb"[A-Za-z0-9._-]{1,249}")
@@ -90,20 +92,23 @@ class Inbound:
     origin: Origin = field(init=False, compare=False)
     retry: RetryState | None = field(init=False, compare=False)
     malformed: bool = field(init=False, compare=False)
+    resend: int | None = field(init=False, compare=False)  # an operator's resend (trusted records only)
 
     def __post_init__(self) -> None:
         own = Origin(self.topic, self.partition, self.offset, self.timestamp_ms)
-        origin, retry, malformed = own, None, False
+        origin, retry, malformed, resend = own, None, False, None
         if self.trusted:  # an input record whose headers are unreadable is processed without them
             try:
                 if self.unreadable:
                     raise _Malformed
                 origin, retry = self._read_own_headers(own)
+                resend = self._read_resend()
             except _Malformed:
                 malformed = True
         object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "retry", retry)
         object.__setattr__(self, "malformed", malformed)
+        object.__setattr__(self, "resend", resend)
 
     @classmethod
     def from_message(cls, message: Message, *, trusted: bool = False) -> Inbound:
@@ -142,6 +147,14 @@ class Inbound:
     def foreign_headers(self) -> Headers:
         """The producer's own headers, without any in ordermail's namespace."""
         return [(k, v) for k, v in self.headers if not k.startswith(OWN_PREFIX)]
+
+    def resend_headers(self) -> Headers:
+        """What keeps a deferred resend a resend on its next pass."""
+        return [] if self.resend is None else [(RESEND_HEADER, str(self.resend).encode())]
+
+    def _read_resend(self) -> int | None:
+        raw = {k: v for k, v in self.headers if k == RESEND_HEADER}.get(RESEND_HEADER)
+        return None if raw is None else _number(raw, _MAX_INT64)
 
     def _read_own_headers(self, own: Origin) -> tuple[Origin, RetryState]:
         """A record on the retry topic carries both sets, as :meth:`Origin.headers` and

@@ -1,4 +1,6 @@
 """Tools around the service: the template preview for template authors (``preview``), publishing
-sample events (``producing``) and reading the topics back (``topic_reader``)."""
+sample events (``producing``), reading the topics back (``topic_reader``), and the operator
+commands (``operations``): dead letters listed and redriven (``dlq``, ``redrive``), an order's
+history and resend (``orders``), on what they share (``scan``)."""
 
-__all__ = ["preview", "producing", "topic_reader"]
+__all__ = ["dlq", "operations", "orders", "preview", "producing", "redrive", "scan", "topic_reader"]

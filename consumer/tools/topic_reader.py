@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from consumer.processing.records import message_headers
 from schemas import OUTCOME_SCHEMA, Codec
@@ -45,6 +45,7 @@ def read_records(
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
+            "enable.partition.eof": True,  # the end, past transaction markers (dlq redrive writes some)
         }
     )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -65,7 +66,13 @@ def read_records(
             if expected is None and all(positions[p] >= ends[p] for p in partitions):
                 break
             message = consumer.poll(0.2)
-            if message is None or message.error():
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if expected is None and error.code() == KafkaError._PARTITION_EOF:
+                    partition = message.partition() or 0
+                    positions[partition] = max(positions[partition], ends[partition])
                 continue
             positions[message.partition() or 0] = (message.offset() or 0) + 1
             record = Record(

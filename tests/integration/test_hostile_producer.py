@@ -85,9 +85,11 @@ emails = st.sampled_from(
     ]
 )
 order_ids = st.one_of(st.just("ORD-{n}"), text.map(lambda t: f"ORD-{{n}}{t}"[:64]))
-OWN_HEADERS = [
-    f"ordermail.{name}" for name in ("original.topic", "original.partition", "original.offset")
-] + [f"ordermail.retry.{name}" for name in ("deferrals", "attempts", "due", "first")]
+OWN_HEADERS = (
+    [f"ordermail.{name}" for name in ("original.topic", "original.partition", "original.offset")]
+    + [f"ordermail.retry.{name}" for name in ("deferrals", "attempts", "due", "first")]
+    + ["ordermail.resend"]
+)
 header_values = st.one_of(
     st.sampled_from(
         [

@@ -4,7 +4,6 @@ mixed on one topic with single-object encoded events."""
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,7 +17,6 @@ from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, Codec
 from schemas.check import check_schemas
 from schemas.codec import SCHEMA_DIR
 from schemas.samples import sample_order
-from tests.conftest import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -34,18 +32,6 @@ OUTCOME = OUTCOME_SCHEMA
 def registry(registry_url: str) -> Iterator[SchemaRegistryClient]:
     with SchemaRegistryClient({"url": registry_url}) as client:  # closes its HTTP connections
         yield client
-
-
-@pytest.fixture(scope="module")
-def registry_url(kafka_bootstrap: str) -> str:
-    stack_env = ROOT / ".local/stack.env"
-    if not stack_env.exists() or f"KAFKA_BOOTSTRAP_SERVERS={kafka_bootstrap}" not in stack_env.read_text():
-        pytest.skip("the registry comes with the local stack (deploy/local/stack up --registry)")
-    subprocess.run(
-        [str(ROOT / "deploy/local/stack"), "up", "--registry"], check=True, capture_output=True, timeout=600
-    )
-    values = dict(line.split("=", 1) for line in stack_env.read_text().splitlines() if "=" in line)
-    return values["SCHEMA_REGISTRY_URL"]
 
 
 # confluent-kafka 2.16's registry client leaves one pooled HTTP connection to the garbage

@@ -233,8 +233,10 @@ def test_events_already_handled_are_skipped_without_mail_or_outcome() -> None:
         FakeRenderer(),
         smtp,
         publisher,
-        is_handled=lambda inbound, event_id: (
-            event_id in {handled_order["event_id"], _inbound(None, 9, value=b"").surrogate_event_id()}
+        handled_as=lambda inbound, event_id: (
+            "SENT"
+            if event_id in {handled_order["event_id"], _inbound(None, 9, value=b"").surrogate_event_id()}
+            else None
         ),
     )
     done = asyncio.run(
@@ -245,6 +247,91 @@ def test_events_already_handled_are_skipped_without_mail_or_outcome() -> None:
     assert sorted(done) == [(0, "SKIPPED"), (1, "SENT"), (9, "SKIPPED")]
     assert [o["order_id"] for o in publisher.outcomes] == [fresh_order["order_id"]]
     assert len(smtp.sent) == 1
+
+
+def _pipeline_with_ledger(
+    renderer: FakeRenderer, smtp: FakeSmtp, publisher: FakePublisher, known: dict[str, str]
+) -> Pipeline:
+    return Pipeline(
+        PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="g"),
+        CODEC,
+        renderer,
+        smtp,
+        publisher,
+        handled_as=lambda _inbound, event_id: known.get(event_id),
+    )
+
+
+def test_an_event_rejected_before_is_processed_again_and_one_sent_or_deferred_is_not() -> None:
+    rejected, failed, sent, deferred = (sample_order(s) for s in (1, 2, 3, 4))
+    known = {
+        rejected["event_id"]: "REJECTED",
+        failed["event_id"]: "FAILED",
+        sent["event_id"]: "SENT",
+        deferred["event_id"]: "DEFERRED",
+    }
+    smtp, publisher = FakeSmtp(), FakePublisher()
+    pipeline = _pipeline_with_ledger(FakeRenderer(), smtp, publisher, known)
+    inbounds = [_inbound(order, n) for n, order in enumerate((rejected, failed, sent, deferred))]
+    done = asyncio.run(_run(pipeline, inbounds))
+    assert sorted(done) == [(0, "SENT"), (1, "SENT"), (2, "SKIPPED"), (3, "SKIPPED")]
+    assert sorted(o["order_id"] for o in publisher.outcomes) == sorted(
+        o["order_id"] for o in (rejected, failed)
+    )
+    assert len(smtp.sent) == 2
+
+
+def test_an_event_rejected_before_and_again_gets_no_second_outcome_or_dead_letter() -> None:
+    order = sample_order(1)
+    publisher = FakePublisher()
+    pipeline = _pipeline_with_ledger(
+        FakeRenderer(error="template_error"), FakeSmtp(), publisher, {order["event_id"]: "REJECTED"}
+    )
+    assert asyncio.run(_run(pipeline, [_inbound(order, 0)])) == [(0, "SKIPPED")]
+    assert not publisher.outcomes
+    assert not publisher.dead_letters
+
+
+def test_a_resend_on_the_retry_topic_is_a_new_mail_and_says_so_and_a_forged_one_is_not() -> None:
+    order = sample_order(1)
+    value = CODEC.encode(order, READER)
+    own = [
+        *Origin("orders", 0, 5, 1_700_000_000_000).headers(),
+        *RetryState(0, 0, 0, int(time.time() * 1000)).headers(),
+        ("ordermail.resend", b"1733550000000"),
+    ]
+    resend = Inbound("orders.retry", 0, 1, order["order_id"].encode(), value, own, 2, trusted=True)
+    forged = Inbound("orders", 0, 6, order["order_id"].encode(), value, own, 3)  # the input topic
+    smtp, publisher = FakeSmtp(), FakePublisher()
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [resend]))
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher), [forged]))
+    assert smtp.sent == [
+        f"<{order['event_id']}.resend-1733550000000.ordermail@shop.example>",
+        f"<{order['event_id']}.ordermail@shop.example>",
+    ]
+    assert [(o["status"], o["reason"]) for o in publisher.outcomes] == [("SENT", "resend"), ("SENT", None)]
+    assert [o["message_id"] for o in publisher.outcomes] == smtp.sent
+    assert publisher.outcomes[0]["source_offset"] == 5  # the input record it was found at
+
+
+def test_a_resend_deferred_stays_a_resend_and_a_malformed_resend_header_is_rejected() -> None:
+    order = sample_order(1)
+    value = CODEC.encode(order, READER)
+    own = [*Origin("orders", 0, 5, 1).headers(), *RetryState(0, 0, 0, int(time.time() * 1000)).headers()]
+    resend = Inbound("orders.retry", 0, 1, b"k", value, [*own, ("ordermail.resend", b"17")], 2, trusted=True)
+    broken = Inbound(
+        "orders.retry", 0, 2, b"k", value, [*own, ("ordermail.resend", b"\xd9\xa1")], 2, trusted=True
+    )
+    assert broken.malformed
+    publisher = FakePublisher()
+    smtp = FakeSmtp(failures=[SendError("smtp_transient", code=451)] * 4)
+    asyncio.run(_run(_pipeline(FakeRenderer(), smtp, publisher, send_attempts=2), [resend, broken]))
+    (deferred,) = publisher.retries
+    assert ("ordermail.resend", b"17") in deferred[1]
+    assert sorted((o["status"], o["reason"]) for o in publisher.outcomes) == [
+        ("DEFERRED", "smtp_transient"),
+        ("REJECTED", "malformed_headers"),
+    ]
 
 
 def test_transient_failures_defer_through_the_retry_topic_and_keep_the_origin() -> None:

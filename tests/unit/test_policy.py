@@ -39,3 +39,16 @@ def test_only_reasons_that_point_at_our_side_count_towards_the_breaker() -> None
     assert not (DEPLOY_SUSPECT & producer_garbage)
     assert not {reason for reason in DEPLOY_SUSPECT if reason.startswith("invalid_")}
     assert {"template_error", "internal_error"} <= DEPLOY_SUSPECT
+
+
+def test_redrive_refuses_only_records_that_are_bad_in_themselves() -> None:
+    from consumer.processing.policy import DEPLOY_SUSPECT, NEVER_REDRIVE, redrivable
+
+    assert NEVER_REDRIVE <= REASONS
+    assert all(action_for(reason) is Action.REJECT for reason in NEVER_REDRIVE)
+    assert not (NEVER_REDRIVE & DEPLOY_SUSPECT)  # a fixed deploy is what a redrive is for
+    assert redrivable("template_error")
+    assert redrivable("unknown_schema")  # a writer schema deployed since
+    assert redrivable("smtp_unreachable")  # dead-lettered when its deferrals ran out
+    assert not redrivable("invalid_email")
+    assert not redrivable("no_such_reason")

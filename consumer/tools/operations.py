@@ -1,0 +1,193 @@
+"""The operator commands' arguments and output: ``dlq list``, ``dlq redrive``, ``resend``,
+``history``. Tables for people, ``--json`` for scripts; one line on standard error and a
+non-zero exit status when something fails (1: Kafka, 2: refused or bad arguments, 3: not found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from consumer.app.settings import Settings
+    from consumer.tools.dlq import Selection
+    from schemas import Codec
+
+__all__ = ["add_commands", "run_command"]
+
+COMMANDS = ("dlq", "resend", "history")
+
+
+def add_commands(commands: Any) -> None:
+    """Adds the operator commands to ``ordermail``'s subparsers."""
+    dlq = commands.add_parser("dlq", help="dead letters: list them, or redrive them to the input topic")
+    actions = dlq.add_subparsers(dest="dlq_action", required=True)
+    listing = actions.add_parser("list", help="dead letters with their reason, and a summary by reason")
+    _selection_arguments(listing)
+    _personal_argument(listing)
+    _json_argument(listing)
+    redrive = actions.add_parser("redrive", help="republish selected dead letters to the input topic, once")
+    _selection_arguments(redrive)
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="say what would be republished, publish nothing"
+    )
+    redrive.add_argument("--rate", type=_positive, metavar="N", help="at most N records per second")
+    redrive.add_argument("--force", action="store_true", help="also reasons a redrive cannot fix")
+    _json_argument(redrive)
+    resend = commands.add_parser("resend", help="send an order's receipt once more, to the same address")
+    resend.add_argument("order_id", metavar="ORDER_ID")
+    resend.add_argument(
+        "--wait", type=float, default=60.0, metavar="S", help="for its outcome (0: do not wait)"
+    )
+    _personal_argument(resend)
+    _json_argument(resend)
+    history = commands.add_parser("history", help="an order's outcomes in time order")
+    history.add_argument("order_id", metavar="ORDER_ID")
+    _json_argument(history)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from consumer.app.assembly import codec_for
+    from consumer.app.settings import Settings
+    from consumer.tools.scan import ToolError, check_personal_data_flag
+
+    try:
+        check_personal_data_flag(getattr(args, "show_personal_data", False))
+        settings = Settings()
+        result, lines = _execute(args, settings, codec_for(settings))
+    except ToolError as error:
+        print(f"ordermail {args.command}: {error}", file=sys.stderr)
+        return error.code
+    print(json.dumps(result, indent=2, default=str) if args.json else "\n".join(lines))
+    return 0
+
+
+def _execute(args: argparse.Namespace, settings: Settings, codec: Codec) -> tuple[dict[str, Any], list[str]]:
+    from consumer.tools.dlq import list_dead_letters
+    from consumer.tools.orders import history, resend
+    from consumer.tools.redrive import redrive
+    from consumer.tools.scan import Reader, ToolError
+    from schemas.validation import is_order_id
+
+    # Arguments first: nothing is read when they are wrong.
+    selection = _selection(args) if args.command == "dlq" else None
+    if args.command != "dlq" and not is_order_id(args.order_id):
+        raise ToolError("not an order id (single line, at most 64 characters)", code=2)
+    if selection is not None and args.dlq_action == "redrive":
+        report = redrive(settings, codec, selection, dry_run=args.dry_run, rate=args.rate, force=args.force)
+        return report.as_dict(), _redrive_lines(report.as_dict())
+    reader = Reader(settings)
+    try:
+        if selection is not None:
+            listed = list_dead_letters(reader, codec, selection, personal=args.show_personal_data)
+            return listed, _dlq_lines(listed)
+        if args.command == "resend":
+            sent = resend(reader, codec, args.order_id, wait_s=args.wait, personal=args.show_personal_data)
+            return sent, _resend_lines(sent)
+        found = history(reader, codec, args.order_id)
+        return found, _history_lines(found)
+    finally:
+        reader.close()
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    from consumer.tools.dlq import Selection, parse_time
+    from consumer.tools.scan import ToolError
+
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError:
+        raise ToolError(
+            "--since/--until: a time such as 2026-12-07T05:00:00Z, or 90m, 2h, 7d ago", code=2
+        ) from None
+    return Selection(
+        reasons=frozenset(args.reason) if args.reason else None,
+        since_ms=since,
+        until_ms=until,
+        partitions=frozenset(args.partition) if args.partition else None,
+        typed=(args.since, args.until),
+    )
+
+
+def _dlq_lines(listed: dict[str, Any]) -> list[str]:
+    lines = [f"{'partition':>9} {'offset':>8}  {'time':<29} {'reason':<22} {'order id':<24} original"]
+    for d in listed["dead_letters"]:
+        original = f"{d['original_topic']} [{d['original_partition']}] @{d['original_offset']}"
+        where = f"{d['partition']:>9} {d['offset']:>8}  {d['time']:<29}"
+        email = f"  {d['email']}" if d.get("email") else ""
+        lines.append(f"{where} {d['reason']:<22} {d['order_id']:<24} {original}{email}")
+    summary = ", ".join(f"{reason} {n}" for reason, n in listed["summary"].items()) or "none"
+    lines.append(f"{listed['total']} dead letters in {listed['topic']}: {summary}")
+    return lines
+
+
+def _redrive_lines(report: dict[str, Any]) -> list[str]:
+    verb = "would republish" if report["dry_run"] else "republished"
+    resumed = report["resumed_from"] or "the beginning"
+    return [
+        f"redrive {report['group']} (resumed from {resumed}): {report['selected']} selected, "
+        f"{verb} {report['published']}, already sent {report['already_sent']}, "
+        f"already redriven {report['already_redriven']}, duplicates {report['duplicates']}, "
+        f"without record {report['without_record']}",
+        *(f"  {reason}: {n}" for reason, n in report["reasons"].items()),
+    ]
+
+
+def _resend_lines(sent: dict[str, Any]) -> list[str]:
+    found = sent["found_at"]
+    lines = [
+        f"order {sent['order_id']}: event {sent['event_id']} (from {found['topic']} [{found['partition']}]"
+        f" @{found['offset']}) queued for resend {sent['resend']} to "
+        + (sent["email"] if sent.get("email") else f"its address at {sent['recipient_domain']}")
+    ]
+    outcome = sent["outcome"]
+    if outcome is None:
+        lines.append("no final outcome yet: see `ordermail history` later")
+    else:
+        lines.append(
+            f"outcome: {outcome['status']} {outcome['reason'] or ''} {outcome['message_id'] or ''}".rstrip()
+        )
+    return lines
+
+
+def _history_lines(found: dict[str, Any]) -> list[str]:
+    where = f"{found['topic']} [{found['partition']}]"
+    lines = [f"order {found['order_id']}: {len(found['outcomes'])} outcomes in {where}"]
+    for o in found["outcomes"]:
+        sha = (o["attachment_sha256"] or "")[:16]
+        lines.append(
+            f"  {o['time']}  {o['status']:<8} {o['reason'] or '-':<20} attempt {o['attempt']}"
+            f"  smtp {o['smtp_code'] or '-'}  sha256 {sha or '-'}  {o['message_id'] or '-'}"
+        )
+    return lines
+
+
+def _selection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", action="append", metavar="REASON", help="repeatable")
+    parser.add_argument(
+        "--since", metavar="TIME", help="dead-lettered at or after: ISO time, or 90m/2h/7d ago"
+    )
+    parser.add_argument("--until", metavar="TIME", help="dead-lettered before")
+    parser.add_argument(
+        "--partition", type=int, action="append", metavar="P", help="of the dead-letter topic"
+    )
+
+
+def _personal_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--show-personal-data", action="store_true", help="show e-mail addresses (on a terminal only)"
+    )
+
+
+def _json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a positive number")
+    return value

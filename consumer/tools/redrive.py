@@ -1,0 +1,298 @@
+"""``ordermail dlq redrive``: selected dead letters back to the input topic, once each.
+
+Each is republished with its original key, value and headers (none in ordermail's namespace:
+the service ignores those on the input topic anyway), plus ``ordermail.redrive.source`` (the dead
+letter's topic/partition/offset), ``ordermail.redrive.reason`` and ``ordermail.redrive.count``
+(how many dead letters of the event the selection holds). They are informational: the service
+gives a redriven record no privilege, it is an input record like any other.
+
+**Once each, even when interrupted.** Progress is the committed offset of a consumer group of its
+own per selection (``<group>.redrive.<digest>``, the digest of the arguments as typed), and
+records and progress are committed together in one Kafka transaction (``transactional.id`` =
+that group): a redrive killed half-way leaves an open transaction that the next run of the same
+command aborts (fences) before it resumes from the last committed position, so no reader with
+``isolation.level=read_committed`` (the service) ever sees a record twice. Whatever the
+selection, the input topic is read from the oldest selected dead letter's time on: a dead letter
+already redriven, or whose event was redriven after it was written, is not published again.
+
+**Never a second e-mail.** Before publishing, the outcome partitions of the selected events are
+read from before the oldest event's time: an event that has a ``SENT`` outcome is not
+republished. And the service itself does not skip a redriven event because of the ``REJECTED``
+outcome that dead-lettered it (see ``Pipeline``).
+
+Records whose reason the policy marks as never retryable (``NEVER_REDRIVE``) make the command
+refuse, before anything is published, unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from consumer.processing.policy import redrivable
+from consumer.processing.records import OWN_PREFIX, message_headers
+from consumer.tools.dlq import DeadLetter, Selection, read_dead_letters
+from consumer.tools.scan import Reader, ToolError, tool_producer_config
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError
+
+if TYPE_CHECKING:
+    from consumer.app.settings import Settings
+    from schemas import Codec
+
+__all__ = ["RedriveReport", "redrive", "redrive_group"]
+
+_SKEW_MS = 10 * 60 * 1000  # clocks of producers and brokers may differ this much
+
+
+def redrive_group(settings: Settings, selection: Selection) -> str:
+    return f"{settings.group_id}.redrive.{selection.digest()}"
+
+
+@dataclass
+class RedriveReport:
+    group: str
+    selected: int = 0
+    published: int = 0
+    already_sent: int = 0
+    already_redriven: int = 0
+    duplicates: int = 0
+    without_record: int = 0
+    resumed_from: dict[int, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "resumed_from": {str(k): v for k, v in self.resumed_from.items()}}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    letter: DeadLetter
+    publish: bool
+    count: int
+
+
+def redrive(
+    settings: Settings,
+    codec: Codec,
+    selection: Selection,
+    *,
+    dry_run: bool = False,
+    rate: float | None = None,
+    force: bool = False,
+) -> RedriveReport:
+    group = redrive_group(settings, selection)
+    reader = Reader(settings, group_id=group)
+    try:
+        dlq = settings.dlq_topic
+        reader.partitions(settings.input_topic)
+        partitions = [
+            p for p in reader.partitions(dlq) if selection.partitions is None or p in selection.partitions
+        ]
+        committed = reader.committed(dlq, partitions)
+        report = RedriveReport(group, resumed_from=committed, dry_run=dry_run)
+        starts = {p: committed.get(p, reader.bounds(dlq, p)[0]) for p in partitions}
+        letters = read_dead_letters(reader, codec, starts)
+        selected = [d for d in letters if selection.matches(d)]
+        refused = Counter(d.reason for d in selected if not redrivable(d.reason))
+        if refused and not force:
+            listed = ", ".join(f"{reason} x{n}" for reason, n in sorted(refused.items()))
+            raise ToolError(
+                f"refused: {sum(refused.values())} selected dead letters have reasons a redrive cannot "
+                f"fix ({listed}); narrow the selection with --reason, or pass --force",
+                code=2,
+            )
+        redriven = _redriven(reader, codec, selected)
+        plans = _plan(selected, _sent_events(reader, codec, selected), redriven, report)
+        report.reasons = dict(Counter(p.letter.reason for p in plans if p.publish))
+        if dry_run:
+            report.published = sum(p.publish for p in plans)
+            return report
+        ends = {p: max([starts[p], *(d.offset + 1 for d in letters if d.partition == p)]) for p in partitions}
+        _publish(settings, reader, plans, ends=ends, rate=rate, report=report)
+        return report
+    finally:
+        reader.close()
+
+
+@dataclass(frozen=True)
+class _Redriven:
+    """What earlier redrives (of any selection) put on the input topic, as the service reads it."""
+
+    sources: frozenset[str]  # dead letters redriven: "topic/partition/offset"
+    events: dict[str, int]  # event id -> when it was last redriven (ms)
+
+
+def _plan(
+    selected: list[DeadLetter], sent: set[str], redriven: _Redriven, report: RedriveReport
+) -> list[_Plan]:
+    """One record per event; none of an event already sent, nor of one redriven since its dead
+    letter was written (by this run or an earlier one): an event that failed again after a
+    redrive has a newer dead letter, and that one is redriven."""
+    report.selected = len(selected)
+    counts = Counter(d.event_id for d in selected if d.event_id)
+    seen: set[str] = set()
+    plans = []
+    for letter in sorted(selected, key=lambda d: (d.partition, d.offset)):
+        event_id = letter.event_id
+        publish = True
+        if letter.value is None:
+            report.without_record += 1  # dead-lettered without key and value: nothing to republish
+            publish = False
+        elif event_id in sent:
+            report.already_sent += 1
+            publish = False
+        elif f"{letter.topic}/{letter.partition}/{letter.offset}" in redriven.sources:
+            report.already_redriven += 1
+            publish = False
+        elif event_id is not None and (
+            event_id in seen or redriven.events.get(event_id, -1) > letter.timestamp_ms
+        ):
+            report.duplicates += 1
+            publish = False
+        if event_id is not None:
+            seen.add(event_id)
+        plans.append(_Plan(letter, publish, counts.get(event_id or "", 1)))
+    return plans
+
+
+def _redriven(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> _Redriven:
+    """Reads the input topic from the oldest selected dead letter's time on (a redrive of it
+    cannot be older) for records an earlier redrive published."""
+    if not selected:
+        return _Redriven(frozenset(), {})
+    topic = reader.settings.input_topic
+    since = min(d.timestamp_ms for d in selected) - _SKEW_MS
+    starts = {p: reader.offset_at(topic, p, since) for p in reader.partitions(topic)}
+    sources: set[str] = set()
+    events: dict[str, int] = {}
+    for message in reader.read(topic, starts, f"reading {topic}"):
+        headers = dict(message_headers(message))
+        source = headers.get("ordermail.redrive.source")
+        if source is None:
+            continue
+        sources.add(source.decode("utf-8", "replace"))
+        try:
+            event_id = codec.decode(message.value() or b"", ORDER_SCHEMA).get("event_id")
+        except DecodeError:
+            continue
+        if isinstance(event_id, str):
+            events[event_id] = max(events.get(event_id, -1), int(message.timestamp()[1]))
+    return _Redriven(frozenset(sources), events)
+
+
+def _sent_events(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> set[str]:
+    """Event ids among the selected that have a ``SENT`` outcome (outcomes go to the partition
+    number of the record they are about, which the dead letter's headers name)."""
+    wanted = {d.event_id for d in selected if d.event_id}
+    if not wanted:
+        return set()
+    outcome_topic = reader.settings.outcome_topic
+    outcome_partitions = set(reader.partitions(outcome_topic))
+    earliest: dict[int, int] = {}
+    for letter in selected:
+        if letter.event_id is None or letter.original_partition not in outcome_partitions:
+            continue
+        occurred = letter.event.get("occurred_at") if letter.event else None
+        since = min(
+            letter.timestamp_ms, int(occurred.timestamp() * 1000) if occurred else letter.timestamp_ms
+        )
+        partition = letter.original_partition
+        earliest[partition] = min(earliest.get(partition, since), since)
+    starts = {p: reader.offset_at(outcome_topic, p, t - _SKEW_MS) for p, t in earliest.items()}
+    sent = set()
+    for message in reader.read(outcome_topic, starts, f"reading {outcome_topic}"):
+        try:
+            outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
+        except DecodeError:
+            continue
+        if outcome["status"] == "SENT" and outcome["event_id"] in wanted:
+            sent.add(outcome["event_id"])
+    return sent
+
+
+def _publish(
+    settings: Settings,
+    reader: Reader,
+    plans: list[_Plan],
+    *,
+    ends: dict[int, int],
+    rate: float | None,
+    report: RedriveReport,
+) -> None:
+    """In transactions of about a second's worth of records, each with the progress it makes."""
+    batch = max(1, int(rate)) if rate else 100
+    producer = Producer(tool_producer_config(settings, **{"transactional.id": report.group, "linger.ms": 20}))
+    try:
+        _transactions(producer, settings, reader, plans, ends=ends, rate=rate, batch=batch, report=report)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        fenced = isinstance(error, KafkaError) and error.code() == KafkaError._FENCED
+        raise ToolError(
+            "another redrive of the same selection took over (fenced)"
+            if fenced
+            else f"redrive stopped ({error.name() if isinstance(error, KafkaError) else type(exc).__name__});"
+            " run the same command again to resume"
+        ) from None
+
+
+def _transactions(
+    producer: Producer,
+    settings: Settings,
+    reader: Reader,
+    plans: list[_Plan],
+    *,
+    ends: dict[int, int],
+    rate: float | None,
+    batch: int,
+    report: RedriveReport,
+) -> None:
+    producer.init_transactions(30)  # aborts what an interrupted run of this selection left open
+    # A run of the same selection that committed since this one read its progress: start over.
+    if reader.committed(settings.dlq_topic, sorted(ends)) != report.resumed_from:
+        raise ToolError("another redrive of the same selection ran meanwhile; run the command again")
+    started = time.monotonic()
+    position: dict[int, int] = {}
+    for first in range(0, len(plans), batch):
+        chunk = plans[first : first + batch]
+        producer.begin_transaction()
+        for plan in chunk:
+            position[plan.letter.partition] = plan.letter.offset + 1
+            if not plan.publish:
+                continue
+            if rate:  # paced: the n-th record not before n / rate seconds
+                time.sleep(max(0.0, started + report.published / rate - time.monotonic()))
+            _produce(producer, settings.input_topic, plan, settings.dlq_topic)
+            report.published += 1
+        _commit(producer, reader, settings.dlq_topic, position)
+    # The rest of each partition (records outside the selection) is done too.
+    producer.begin_transaction()
+    _commit(producer, reader, settings.dlq_topic, ends)
+
+
+def _commit(producer: Producer, reader: Reader, dlq: str, position: dict[int, int]) -> None:
+    offsets = [TopicPartition(dlq, p, o) for p, o in sorted(position.items())]
+    producer.send_offsets_to_transaction(offsets, reader.group_metadata(), 30)
+    producer.commit_transaction(60)
+
+
+def _produce(producer: Producer, topic: str, plan: _Plan, dlq: str) -> None:
+    letter = plan.letter
+    headers: list[tuple[str, str | bytes | None]] = [
+        (k, v) for k, v in letter.headers if not k.startswith(OWN_PREFIX)
+    ]
+    headers += [
+        ("ordermail.redrive.source", f"{dlq}/{letter.partition}/{letter.offset}".encode()),
+        ("ordermail.redrive.reason", letter.reason.encode()),
+        ("ordermail.redrive.count", str(plan.count).encode()),
+    ]
+    while True:
+        try:
+            producer.produce(topic, key=letter.key, value=letter.value, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.1)
