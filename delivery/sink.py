@@ -220,7 +220,8 @@ class _Sink:
             await asyncio.sleep(max(delays))
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
         temporary = self.outbox / f".{name}.tmp"
-        temporary.write_bytes(content)
+        # As a delivering MTA does (RFC 5321 4.4): the envelope sender, where bounces would go.
+        temporary.write_bytes(b"Return-Path: <" + (session.sender or "").encode() + b">\r\n" + content)
         temporary.replace(self.outbox / name)
         session.reset()
         await session.reply("250 Message accepted for delivery")

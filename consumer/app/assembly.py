@@ -83,6 +83,7 @@ def assemble(settings: Settings) -> Parts:
             max_attachment_bytes=settings.max_attachment_bytes,
             retry=settings.retry_schedule(),
             dkim=settings.dkim_signer(),
+            return_path=settings.return_path(),
             fetch_policy=settings.fetch_policy(),
         ),
         codec,

@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.processing.retry import RetrySchedule
 from delivery import DkimSigner, SmtpConfig, TlsMode
 from delivery.remote import FetchPolicy
+from delivery.return_path import ReturnPath
 
 __all__ = ["Settings", "kafka_passthrough"]
 
@@ -80,6 +81,13 @@ class Settings(BaseSettings):
     message_id_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_MESSAGE_ID_DOMAIN"))] = (
         None
     )
+    # VERP: with a domain, each e-mail's envelope sender names its event (delivery/return_path.py).
+    return_path_domain: Annotated[
+        str | None, Field(validation_alias=_env("ORDERMAIL_RETURN_PATH_DOMAIN"))
+    ] = None
+    return_path_secret: Annotated[
+        SecretStr | None, Field(validation_alias=_env("ORDERMAIL_RETURN_PATH_SECRET"))
+    ] = None
     dkim_key_file: Annotated[Path | None, Field(validation_alias=_env("ORDERMAIL_DKIM_KEY_FILE"))] = None
     dkim_selector: Annotated[str, Field(validation_alias=_env("ORDERMAIL_DKIM_SELECTOR"))] = "ordermail"
     dkim_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_DKIM_DOMAIN"))] = None
@@ -159,6 +167,23 @@ class Settings(BaseSettings):
     attachment_allow_private_addresses: Annotated[
         bool, Field(validation_alias=_env("ORDERMAIL_ATTACHMENT_ALLOW_PRIVATE_ADDRESSES"))
     ] = False
+
+    @model_validator(mode="after")
+    def _return_path_is_complete(self) -> Settings:
+        self.return_path()  # a domain without a secret, or a bad one, stops the start here
+        return self
+
+    def return_path(self) -> ReturnPath | None:
+        """The VERP return path, or None (then the envelope sender is ``ORDERMAIL_MAIL_FROM``)."""
+        if not self.return_path_domain:
+            return None
+        if self.return_path_secret is None:
+            raise ValueError("ORDERMAIL_RETURN_PATH_DOMAIN needs ORDERMAIL_RETURN_PATH_SECRET")
+        return ReturnPath(
+            local=self.mail_from.rpartition("@")[0],
+            domain=self.return_path_domain,
+            secret=self.return_path_secret.get_secret_value().encode(),
+        )
 
     def fetch_policy(self) -> FetchPolicy | None:
         hosts = frozenset(h.strip().lower() for h in self.attachment_hosts.split(",") if h.strip())

@@ -44,6 +44,7 @@ from delivery import (
 )
 from delivery.headers import ComposeError
 from delivery.remote import FetchError, FetchPolicy, fetch_all
+from delivery.return_path import ReturnPath
 from rendering import RenderError
 from rendering.documents import safe_filename
 from schemas import ORDER_SCHEMA, DecodeError, InvalidEvent, validate_order
@@ -78,6 +79,7 @@ class PipelineConfig:
     retry: RetrySchedule = field(default_factory=RetrySchedule)
     max_throttle_waits: int = 30  # then a throttled send counts as a transient failure
     dkim: DkimSigner | None = None
+    return_path: ReturnPath | None = None  # None: the envelope sender is mail_from
     fetch_policy: FetchPolicy | None = None  # None: events may not carry remote attachments
     # Events holding fetched documents at once (each up to max_attachment_bytes, until rendered).
     max_fetching: int = 4
@@ -378,7 +380,8 @@ class Pipeline:
         while True:
             try:
                 with step("smtp send", kind=SpanKind.CLIENT) as span:
-                    result = await self._smtp.send(data, sender=self._config.mail_from, recipient=recipient)
+                    sender = self._envelope_sender(order, attempts + tries + 1)
+                    result = await self._smtp.send(data, sender=sender, recipient=recipient)
                     span.set_attribute(SMTP_CODE, result.code)
                 SEND_SECONDS.observe(result.send_ms / 1000)
                 return result, attempts + tries + 1
@@ -394,6 +397,12 @@ class Pipeline:
                         error.reason, smtp_code=error.code, attempt=attempts + tries, **facts
                     ) from None
                 await asyncio.sleep(_backoff(self._config.retry_backoff_s, tries))
+
+    def _envelope_sender(self, order: OrderCompleted, attempt: int) -> str:
+        """``mail_from``, or the VERP address naming this event's attempt (bounces trace back)."""
+        if self._config.return_path is None:
+            return self._config.mail_from
+        return self._config.return_path.address(order["event_id"], attempt) or self._config.mail_from
 
     async def _finish_failed(
         self, inbound: Inbound, ids: _Ids, stop: _Stop, retry: RetryState | None

@@ -330,7 +330,7 @@ def test_a_hostile_producer_cannot_forge_mail_wedge_the_service_or_mail_twice(
         names = [
             line.split(b":", 1)[0].decode() for line in head.split(b"\r\n") if line[:1] not in (b" ", b"\t")
         ]
-        assert names == HEADER_NAMES
+        assert names == ["Return-Path", *HEADER_NAMES]  # the first written by the sink, as an MTA does
         message = email.message_from_bytes(raw, policy=policy.default)
         bodies = [part.get_content() for part in message.walk() if part.get_content_maintype() == "text"]
         assert not [body for body in bodies if PERSONAL in body]

@@ -18,6 +18,7 @@ from consumer.processing.ports import Fetched
 from consumer.processing.records import Headers, Inbound, Origin
 from consumer.processing.retry import RetrySchedule, RetryState
 from delivery import SendError, SendResult
+from delivery.return_path import ReturnPath
 from rendering import RenderedAttachment, RenderedMail, RenderError
 from rendering.errors import RenderErrorReason
 from schemas import ORDER_SCHEMA, Codec, DeliveryOutcome, OrderCompleted
@@ -57,9 +58,11 @@ class FakeSmtp:
     sent: list[str] = field(default_factory=list)  # Message-IDs in send order
     cool_downs: int = 0
     messages: list[bytes] = field(default_factory=list)  # as sent, sent or refused
+    senders: list[str] = field(default_factory=list)  # each try's envelope sender
 
     async def send(self, data: bytes, *, sender: str, recipient: str) -> SendResult:
         self.messages.append(data)
+        self.senders.append(sender)
         message = email.message_from_bytes(data)
         await asyncio.sleep(random.uniform(0, self.delay_s))
         if self.failures:
@@ -152,6 +155,22 @@ def test_transient_failure_is_retried_then_sent() -> None:
     (outcome,) = publisher.outcomes
     assert (outcome["status"], outcome["attempt"], outcome["smtp_code"]) == ("SENT", 2, 250)
     assert not publisher.dead_letters
+
+
+def test_each_try_names_the_event_and_its_attempt_in_the_envelope_sender() -> None:
+    return_path = ReturnPath(local="orders", domain="bounces.shop.example", secret=b"s" * 32)
+    smtp = FakeSmtp(failures=[SendError("smtp_transient", code=451)])
+    order = sample_order(1)
+    pipeline = _pipeline(FakeRenderer(), smtp, FakePublisher(), return_path=return_path)
+    asyncio.run(_run(pipeline, [_inbound(order, 0)]))
+    assert [return_path.parse(sender) for sender in smtp.senders] == [
+        (order["event_id"], 1),
+        (order["event_id"], 2),
+    ]
+    assert all(order["customer"]["email"] not in sender for sender in smtp.senders)
+    plain = FakeSmtp()
+    asyncio.run(_run(_pipeline(FakeRenderer(), plain, FakePublisher()), [_inbound(order, 0)]))
+    assert plain.senders == ["orders@shop.example"]  # unset: today's envelope sender
 
 
 def test_permanent_failure_is_failed_without_retry_or_dead_letter() -> None:
