@@ -23,6 +23,7 @@ from schemas.codec import Schema
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
+    from consumer.processing.ports import Known
     from schemas import DeliveryOutcome
 
 log = logging.getLogger("ordermail.assembly")
@@ -96,19 +97,23 @@ def assemble(settings: Settings) -> Parts:
     return Parts(codec, render_pool, smtp, publisher, ledger, pipeline)
 
 
-def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], str | None]:
+def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], Known | None]:
     """Only records of the input topic are checked: the ledger knows its partitions' outcomes."""
 
-    def handled(inbound: Inbound, event_id: str) -> str | None:
+    def handled(inbound: Inbound, event_id: str) -> Known | None:
         return ledger.status(inbound.partition, event_id) if inbound.topic == input_topic else None
 
     return handled
 
 
 def _noted_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, DeliveryOutcome], None]:
+    """Every outcome of an input record's event, whatever its status, under the input partition:
+    also those of its deferred passes on the retry topic (a ``FAILED`` there ends the deferral)."""
+
     def note(inbound: Inbound, outcome: DeliveryOutcome) -> None:
-        if inbound.topic == input_topic:
-            ledger.note(inbound.partition, outcome["event_id"], outcome["status"])
+        origin = inbound.origin  # a retry-topic record's origin is its input record
+        if origin.topic == input_topic:
+            ledger.note(origin.partition, outcome["event_id"], outcome["status"], origin.offset)
 
     return note
 

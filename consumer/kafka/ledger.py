@@ -2,14 +2,20 @@
 
 After a crash or a rebalance, the new owner of an input partition reads the co-partitioned
 outcome partition from the position recorded in the last commit's metadata (see
-``offsets.py``) up to its end, and remembers the ``event_id`` of every outcome found with the
-strongest status it had (``SENT`` over ``DEFERRED`` over ``FAILED`` over ``REJECTED``). What the
-pipeline does with a redelivered event is its rule (``Pipeline``): an event ``SENT`` or
-``DEFERRED`` is skipped; one ``REJECTED`` or ``FAILED`` is processed again, and only if it fails
-again is its second outcome (and dead letter) left out. So an event an operator redrives after a
-fix is never skipped because of the outcome that dead-lettered it. The ``SENT`` and ``DEFERRED``
-outcomes this process publishes afterwards are noted too (the latest 50,000): a copy of an event
-that arrives after the event was sent (a redrive racing a redelivery) is skipped as well.
+``offsets.py``) up to its end, and remembers, for the ``event_id`` of every outcome found, the
+latest outcome's status and the input offset it was for (:class:`Known`). ``SENT`` is never
+replaced: an event sent once stays sent. Otherwise the latest outcome wins, in the partition's
+order: ``DEFERRED`` then ``FAILED`` (its deferrals ran out) is ``FAILED``. Deferred events' later
+passes (on the retry topic) publish their outcomes to the same partition, and this process notes
+them there too, so a ``DEFERRED`` that stands means a deferral is still pending.
+
+What the pipeline does with a redelivered event is its rule (``Pipeline``): an event ``SENT``,
+or ``DEFERRED`` with its deferral pending, is skipped; one ``REJECTED`` or ``FAILED`` is
+processed again (a redrive after a fix is never skipped for the outcome that dead-lettered it),
+and only when the very record of that outcome (same offset) fails again for good is its second
+outcome and dead letter left out. Every outcome this process publishes afterwards is noted too
+(the latest 50,000): a copy of an event that arrives after the event was sent (a redrive racing
+a redelivery) is skipped as well.
 
 A partition taken on with no such commit (a new group, offsets reset by hand) is anchored
 before any of its events is consumed: its position is committed with the outcome partition's
@@ -31,24 +37,24 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from consumer.processing.outcomes import OUTCOME_SCHEMA
+from consumer.processing.ports import Known
 from schemas import DecodeError
 
 if TYPE_CHECKING:
     from schemas import Codec
 
-__all__ = ["Ledger", "stronger"]
+__all__ = ["Ledger", "settle"]
 
 log = logging.getLogger("ordermail.ledger")
 
 
-_STRENGTH = {"REJECTED": 0, "FAILED": 1, "DEFERRED": 2, "SENT": 3}
-
-
-def stronger(known: str | None, status: str) -> str:
-    """The status that says more about a delivery: an event ``SENT`` once stays ``SENT``."""
-    if known is None or _STRENGTH.get(status, -1) > _STRENGTH.get(known, -1):
-        return status
-    return known
+def settle(known: Known | None, latest: Known) -> Known:
+    """What an event's outcomes say, the latest given last: ``SENT`` stays ``SENT``; otherwise
+    the latest outcome stands (``DEFERRED`` then ``FAILED``: its deferrals ran out, nothing is
+    pending any more)."""
+    if known is not None and known.status == "SENT":
+        return known
+    return latest
 
 
 class Ledger:
@@ -58,27 +64,27 @@ class Ledger:
         self._reader = Consumer(reader_config)
         self._topic = outcome_topic
         self._codec = codec
-        self._handled: dict[int, dict[str, str]] = {}
-        # Outcomes this process published since (SENT and DEFERRED only), the latest few: noted
-        # from the event loop, forgotten from the poll thread, hence the lock.
-        self._recent: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self._handled: dict[int, dict[str, Known]] = {}
+        # Outcomes this process published since, the latest few: noted from the event loop,
+        # forgotten from the poll thread, hence the lock.
+        self._recent: OrderedDict[tuple[int, str], Known] = OrderedDict()
         self._recent_limit = recent_limit
         self._lock = threading.Lock()
 
-    def status(self, partition: int, event_id: str) -> str | None:
-        """The strongest status of the event's outcomes read at take-over or noted since, or None."""
+    def status(self, partition: int, event_id: str) -> Known | None:
+        """What the event's outcomes read at take-over and noted since say, or None."""
         with self._lock:
             recent = self._recent.get((partition, event_id))
         known = self._handled.get(partition, {}).get(event_id)
-        return known if recent is None else stronger(known, recent)
+        return known if recent is None else settle(known, recent)
 
-    def note(self, partition: int, event_id: str, status: str) -> None:
-        """An outcome this process published for an input partition's event."""
-        if status not in {"SENT", "DEFERRED"}:
-            return
+    def note(self, partition: int, event_id: str, status: str, offset: int | None) -> None:
+        """An outcome this process published for an input partition's event (from the input
+        topic, or a deferred pass of it on the retry topic), for the input record at ``offset``."""
         with self._lock:
-            self._recent[(partition, event_id)] = stronger(self._recent.get((partition, event_id)), status)
-            self._recent.move_to_end((partition, event_id))
+            key = (partition, event_id)
+            self._recent[key] = settle(self._recent.get(key), Known(status, offset))
+            self._recent.move_to_end(key)
             while len(self._recent) > self._recent_limit:
                 self._recent.popitem(last=False)
 
@@ -89,7 +95,7 @@ class Ledger:
 
     def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
         """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""
-        handled: dict[int, dict[str, str]] = {p: {} for p in starts}
+        handled: dict[int, dict[str, Known]] = {p: {} for p in starts}
         positions = {p: start for p, start in starts.items() if start < ends[p]}
         if positions:
             self._reader.assign([TopicPartition(self._topic, p, o) for p, o in positions.items()])
@@ -105,7 +111,8 @@ class Ledger:
                 except DecodeError:
                     continue
                 known = handled[partition]
-                known[outcome["event_id"]] = stronger(known.get(outcome["event_id"]), outcome["status"])
+                latest = Known(outcome["status"], outcome.get("source_offset"))
+                known[outcome["event_id"]] = settle(known.get(outcome["event_id"]), latest)
             self._reader.unassign()
             incomplete = sorted(p for p in positions if positions[p] < ends[p])
             if incomplete:

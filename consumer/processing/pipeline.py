@@ -53,7 +53,7 @@ from schemas.validation import is_order_id, is_uuid
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from consumer.processing.ports import Fetched, Publisher, Renderer, Sender
+    from consumer.processing.ports import Fetched, Known, Publisher, Renderer, Sender
     from consumer.processing.records import Inbound
     from rendering import RenderedMail
     from schemas import Codec, DeliveryOutcome, DeliveryStatus, OrderCompleted
@@ -64,7 +64,8 @@ log = logging.getLogger("ordermail.pipeline")
 # What an outcome may carry as the event's or order's id when the event itself is invalid: ids,
 # not text (an invalid event_id may be anything, an e-mail address included).
 _PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-# Earlier outcomes after which a redelivered event is not processed again.
+# Latest earlier outcomes after which a redelivered event is not processed again (the ledger's
+# DEFERRED stands only while a deferral is pending: a later FAILED or REJECTED replaces it).
 _DELIVERED = frozenset({"SENT", "DEFERRED"})
 
 
@@ -129,16 +130,19 @@ class Pipeline:
         smtp: Sender,
         publisher: Publisher,
         *,
-        handled_as: Callable[[Inbound, str], str | None] = lambda _inbound, _event_id: None,
+        handled_as: Callable[[Inbound, str], Known | None] = lambda _inbound, _event_id: None,
         remember: Callable[[Inbound, DeliveryOutcome], None] = lambda _inbound, _outcome: None,
     ) -> None:
-        """``handled_as``: the status an earlier outcome of the event had, when the ledger knows
-        one (a redelivery). The event is skipped when it was ``SENT`` or ``DEFERRED`` (the retry
-        topic has it); ``REJECTED`` or ``FAILED`` it is processed again (a redrive after a fix is
-        never skipped for the outcome that dead-lettered it), and only when it fails again is the
-        repeated outcome and dead letter left out. ``remember`` is told each acknowledged outcome
-        before the next record of the same key starts, so a copy of an event that has just been
-        sent (a redrive racing a redelivery) is recognised too."""
+        """``handled_as``: what the ledger knows of the event's earlier outcomes (a redelivery or
+        a copy): the latest status (``SENT`` never replaced) and the input offset it was for. The
+        event is skipped when it was ``SENT`` or is ``DEFERRED`` (the retry topic has it); one
+        ``REJECTED`` or ``FAILED`` is processed again (a redrive after a fix is never skipped for
+        the outcome that dead-lettered it), and only when the very record of that outcome (same
+        offset: a redelivery) fails again for good is the repeated outcome and dead letter left
+        out; a copy at another offset (a redrive) always gets its outcome and dead letter.
+        ``remember`` is told each acknowledged outcome before the next record of the same key
+        starts, so a copy of an event that has just been sent (a redrive racing a redelivery) is
+        recognised too."""
         self._handled_as = handled_as
         self._remember = remember
         self._config = config
@@ -238,7 +242,8 @@ class Pipeline:
         try:
             with step("decode"):
                 order = self._decode(inbound, ids)
-            if self._handled_as(inbound, order["event_id"]) in _DELIVERED:
+            known = self._handled_as(inbound, order["event_id"])
+            if known is not None and known.status in _DELIVERED:
                 return None
             async with self._fetching if order.get("attachments") else contextlib.nullcontext():
                 fetched = await self._fetch(order)  # bytes held until rendered: a bounded few
@@ -257,11 +262,16 @@ class Pipeline:
             )
             result, attempts = await self._send(order, data, attempts, facts)
         except _Stop as stop:
+            # The same record failing again for good (a redelivery): its earlier outcome and dead
+            # letter stand. Any other record of the event (a redriven copy) gets its own, or a
+            # redrive that fails again would leave no trace.
             # (before 0960b71 an invalid event's outcome carried a surrogate id: either may be there)
-            # Failing again for good: its earlier failure's outcome and dead letter stand.
             retrying = action_for(stop.reason) in {Action.RETRY, Action.THROTTLE}
-            known = (self._handled_as(inbound, i) for i in (ids.event_id, inbound.surrogate_event_id()) if i)
-            if not retrying and any(known):
+            if not retrying and any(
+                self._redelivered(inbound, self._handled_as(inbound, i))
+                for i in (ids.event_id, inbound.surrogate_event_id())
+                if i
+            ):
                 return None
             return await self._finish_failed(inbound, ids, stop, retry)
         outcome: DeliveryOutcome = {
@@ -271,6 +281,12 @@ class Pipeline:
             "send_ms": round(result.send_ms),
         }
         return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.origin.partition))
+
+    @staticmethod
+    def _redelivered(inbound: Inbound, known: Known | None) -> bool:
+        """Whether the ledger's outcome was for this very record (``handled_as`` answers only for
+        the input topic's partition the record is in)."""
+        return known is not None and known.offset is not None and known.offset == inbound.origin.offset
 
     async def _released_before_due(self, inbound: Inbound, retry: RetryState) -> bool:
         """Waits until the deferred record is due (nothing else is held up meanwhile)."""

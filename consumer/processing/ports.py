@@ -4,6 +4,7 @@ pool and the publisher. The real ones live in ``processing.render_pool``, ``deli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -15,10 +16,19 @@ if TYPE_CHECKING:
     from rendering import RenderedMail
     from schemas import DeliveryOutcome, OrderCompleted
 
-__all__ = ["Fetched", "PublishError", "Publisher", "Renderer", "Sender"]
+__all__ = ["Fetched", "Known", "PublishError", "Publisher", "Renderer", "Sender"]
 
 # Documents fetched for an order (name, bytes as fetched): opened and encrypted in a render worker.
 Fetched = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the redelivery ledger knows of an event: its latest outcome's status (``SENT`` is
+    never replaced) and the input offset that outcome was for (None: an outcome without one)."""
+
+    status: str
+    offset: int | None
 
 
 class PublishError(Exception):

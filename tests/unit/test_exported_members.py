@@ -37,7 +37,7 @@ EXPORTED: dict[str, list[str]] = {
         "producer_config",
     ],
     "consumer.kafka.handover": ["Handover"],
-    "consumer.kafka.ledger": ["Ledger", "stronger"],
+    "consumer.kafka.ledger": ["Ledger", "settle"],
     "consumer.kafka.offsets": ["OffsetTracker", "TopicPartitionKey", "format_metadata", "parse_metadata"],
     "consumer.kafka.partitioning": ["murmur2", "partition_for"],
     "consumer.kafka.publisher": ["OutcomePublisher", "PublishError"],
@@ -84,7 +84,7 @@ EXPORTED: dict[str, list[str]] = {
         "action_for",
         "redrivable",
     ],
-    "consumer.processing.ports": ["Fetched", "PublishError", "Publisher", "Renderer", "Sender"],
+    "consumer.processing.ports": ["Fetched", "Known", "PublishError", "Publisher", "Renderer", "Sender"],
     "consumer.processing.records": [
         "Headers",
         "Inbound",

@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from consumer.processing.pipeline import Pipeline, PipelineConfig
-from consumer.processing.ports import Fetched
+from consumer.processing.ports import Fetched, Known
 from consumer.processing.records import Headers, Inbound, Origin
 from consumer.processing.retry import RetrySchedule, RetryState
 from delivery import SendError, SendResult
@@ -253,7 +253,7 @@ def test_events_already_handled_are_skipped_without_mail_or_outcome() -> None:
         smtp,
         publisher,
         handled_as=lambda inbound, event_id: (
-            "SENT"
+            Known("SENT", inbound.offset)
             if event_id in {handled_order["event_id"], _inbound(None, 9, value=b"").surrogate_event_id()}
             else None
         ),
@@ -269,7 +269,7 @@ def test_events_already_handled_are_skipped_without_mail_or_outcome() -> None:
 
 
 def _pipeline_with_ledger(
-    renderer: FakeRenderer, smtp: FakeSmtp, publisher: FakePublisher, known: dict[str, str]
+    renderer: FakeRenderer, smtp: FakeSmtp, publisher: FakePublisher, known: dict[str, Known]
 ) -> Pipeline:
     return Pipeline(
         PipelineConfig(mail_from="orders@shop.example", message_domain="shop.example", group_id="g"),
@@ -284,10 +284,10 @@ def _pipeline_with_ledger(
 def test_an_event_rejected_before_is_processed_again_and_one_sent_or_deferred_is_not() -> None:
     rejected, failed, sent, deferred = (sample_order(s) for s in (1, 2, 3, 4))
     known = {
-        rejected["event_id"]: "REJECTED",
-        failed["event_id"]: "FAILED",
-        sent["event_id"]: "SENT",
-        deferred["event_id"]: "DEFERRED",
+        rejected["event_id"]: Known("REJECTED", 0),
+        failed["event_id"]: Known("FAILED", 1),
+        sent["event_id"]: Known("SENT", 20),
+        deferred["event_id"]: Known("DEFERRED", 30),
     }
     smtp, publisher = FakeSmtp(), FakePublisher()
     pipeline = _pipeline_with_ledger(FakeRenderer(), smtp, publisher, known)
@@ -300,15 +300,30 @@ def test_an_event_rejected_before_is_processed_again_and_one_sent_or_deferred_is
     assert len(smtp.sent) == 2
 
 
-def test_an_event_rejected_before_and_again_gets_no_second_outcome_or_dead_letter() -> None:
+def test_a_record_redelivered_after_its_rejection_and_rejected_again_gets_no_second_outcome() -> None:
     order = sample_order(1)
     publisher = FakePublisher()
     pipeline = _pipeline_with_ledger(
-        FakeRenderer(error="template_error"), FakeSmtp(), publisher, {order["event_id"]: "REJECTED"}
+        FakeRenderer(error="template_error"), FakeSmtp(), publisher, {order["event_id"]: Known("REJECTED", 0)}
     )
     assert asyncio.run(_run(pipeline, [_inbound(order, 0)])) == [(0, "SKIPPED")]
     assert not publisher.outcomes
     assert not publisher.dead_letters
+
+
+@pytest.mark.parametrize("earlier", ["REJECTED", "FAILED"])
+def test_a_redriven_copy_that_fails_again_gets_its_outcome_and_dead_letter(earlier: str) -> None:
+    """The ledger knows the event's failure at offset 7; the redriven copy at 42 fails for good
+    (for another reason too): it must leave a trace, or the order is lost without one."""
+    order = sample_order(1)
+    publisher = FakePublisher()
+    pipeline = _pipeline_with_ledger(
+        FakeRenderer(error="render_error"), FakeSmtp(), publisher, {order["event_id"]: Known(earlier, 7)}
+    )
+    assert asyncio.run(_run(pipeline, [_inbound(order, 42)])) == [(42, "REJECTED")]
+    assert [(o["reason"], o["source_offset"]) for o in publisher.outcomes] == [("render_error", 42)]
+    ((_, headers),) = publisher.dead_letters
+    assert headers["ordermail.error.class"] == b"render_error"
 
 
 def test_a_resend_on_the_retry_topic_is_a_new_mail_and_says_so_and_a_forged_one_is_not() -> None:
