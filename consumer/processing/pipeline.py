@@ -64,6 +64,9 @@ log = logging.getLogger("ordermail.pipeline")
 # What an outcome may carry as the event's or order's id when the event itself is invalid: ids,
 # not text (an invalid event_id may be anything, an e-mail address included).
 _PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# A SENT outcome's reason when the relay accepted the e-mail and what followed failed (the outcome
+# as built could not be published): delivered all the same, never dead-lettered or sent again.
+OUTCOME_UNCONFIRMED = "outcome_unconfirmed"
 # Latest earlier outcomes after which a redelivered event is not processed again (the ledger's
 # DEFERRED stands only while a deferral is pending: a later FAILED or REJECTED replaces it).
 _DELIVERED = frozenset({"SENT", "DEFERRED"})
@@ -112,6 +115,9 @@ class _Ids:
 
     event_id: str | None = None
     order_id: str | None = None
+    # Set once the relay has accepted the e-mail: from then on, whatever fails settles as SENT.
+    delivered: DeliveryOutcome | None = None
+    done: Done | None = None  # set once the outcome is acknowledged: nothing is left to settle
 
     def take(self, record: Any) -> None:
         event_id, order_id = record.get("event_id"), record.get("order_id")
@@ -195,10 +201,38 @@ class Pipeline:
             if not error.record_level:
                 raise
             log.error("record refused by the broker at %s/%s", inbound.partition, inbound.offset)
-            return await self._last_resort(inbound, ids, "publish_refused")
+            reason: Reason = "publish_refused"
         except Exception as exc:  # noqa: BLE001 — a bug must not wedge the partition: dead-letter, keep going
             _log_unexpected(exc, inbound)
-            return await self._last_resort(inbound, ids, "internal_error")
+            reason = "internal_error"
+        if ids.done is not None:  # acknowledged already: what failed after it changes nothing
+            return ids.done
+        if ids.delivered is not None:  # the customer has the e-mail: never dead-letter it
+            return await self._settle_delivered(inbound, ids.delivered)
+        return await self._last_resort(inbound, ids, reason)
+
+    async def _settle_delivered(self, inbound: Inbound, sent: DeliveryOutcome) -> Done:
+        """The relay accepted the e-mail, then its outcome could not be published as built (a bug,
+        a record-level refusal): the event is ``SENT`` all the same, reason ``outcome_unconfirmed``,
+        without a dead letter, so neither a redelivery nor a redrive e-mails the customer again.
+        When the full outcome fails again, the plainest ``SENT`` one goes."""
+        full: DeliveryOutcome = {**sent, "reason": OUTCOME_UNCONFIRMED}
+        plain = outcome_for(
+            inbound,
+            event_id=sent["event_id"],
+            order_id=sent["order_id"],
+            status="SENT",
+            reason=OUTCOME_UNCONFIRMED,
+            attempt=sent["attempt"],
+        )
+        try:
+            return Done(full, await self._publisher.publish_outcome(full, inbound.origin.partition))
+        except PublishError as error:
+            if not error.record_level:
+                raise
+        except Exception as exc:  # noqa: BLE001 — the plainest outcome next
+            _log_unexpected(exc, inbound)
+        return Done(plain, await self._publisher.publish_outcome(plain, inbound.origin.partition))
 
     async def _last_resort(self, inbound: Inbound, ids: _Ids, reason: Reason) -> Done:
         """The plainest outcome and dead letter there are. When the dead-letter topic refuses the
@@ -250,7 +284,8 @@ class Pipeline:
                 mail = self._within_size(await self._render(order, fetched))
             facts = _mail_facts(order, mail, self._config.message_domain, inbound.resend)  # once per event
             data = self._compose(order, mail, facts["message_id"])
-            # Built before sending: once the relay has the e-mail, nothing but publishing is left.
+            # Built before sending: once the relay has the e-mail, nothing but publishing is left,
+            # and a failure of that settles as SENT (``_settle_delivered``), never as a dead letter.
             sent = outcome_for(
                 inbound,
                 event_id=order["event_id"],
@@ -261,6 +296,13 @@ class Pipeline:
                 **facts,
             )
             result, attempts = await self._send(order, data, attempts, facts)
+            delivered: DeliveryOutcome = {
+                **sent,
+                "attempt": attempts,
+                "smtp_code": result.code,
+                "send_ms": round(result.send_ms),
+            }
+            ids.delivered = delivered  # from here on, nothing but publishing is left
         except _Stop as stop:
             # The same record failing again for good (a redelivery): its earlier outcome and dead
             # letter stand. Any other record of the event (a redriven copy) gets its own, or a
@@ -274,13 +316,8 @@ class Pipeline:
             ):
                 return None
             return await self._finish_failed(inbound, ids, stop, retry)
-        outcome: DeliveryOutcome = {
-            **sent,
-            "attempt": attempts,
-            "smtp_code": result.code,
-            "send_ms": round(result.send_ms),
-        }
-        return Done(outcome, await self._publisher.publish_outcome(outcome, inbound.origin.partition))
+        ids.done = Done(delivered, await self._publisher.publish_outcome(delivered, inbound.origin.partition))
+        return ids.done
 
     @staticmethod
     def _redelivered(inbound: Inbound, known: Known | None) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from consumer.processing.pipeline import Pipeline, PipelineConfig
-from consumer.processing.ports import Fetched, Known
+from consumer.processing.ports import Fetched, Known, PublishError
 from consumer.processing.records import Headers, Inbound, Origin
 from consumer.processing.retry import RetrySchedule, RetryState
 from delivery import SendError, SendResult
@@ -595,3 +595,47 @@ def test_a_deferred_record_waiting_for_its_time_holds_up_nothing_of_its_key() ->
         return done
 
     assert asyncio.run(scenario()) == [(5, "SENT"), (0, "x")]
+
+
+class _RefusingSentOutcomes(FakePublisher):
+    """Refuses the first ``refusals`` SENT outcomes with ``error`` (after the relay took the mail)."""
+
+    def __init__(self, error: Exception, refusals: int = 1) -> None:
+        super().__init__()
+        self.error, self.refusals = error, refusals
+
+    async def publish_outcome(self, outcome: DeliveryOutcome, partition: int) -> int:
+        if outcome["status"] == "SENT" and self.refusals:
+            self.refusals -= 1
+            raise self.error
+        return await super().publish_outcome(outcome, partition)
+
+
+@pytest.mark.parametrize(
+    ("error", "refusals", "facts"),
+    [
+        (RuntimeError("the registry was unreachable while encoding"), 1, True),
+        (PublishError("orders.outcomes: MSG_SIZE_TOO_LARGE", record_level=True), 1, True),
+        (RuntimeError("the full outcome cannot be encoded"), 2, False),  # then the plainest
+    ],
+)
+def test_a_failure_after_the_relay_accepted_the_mail_settles_as_sent_and_is_never_mailed_again(
+    error: Exception, refusals: int, facts: bool
+) -> None:
+    order = sample_order(1)
+    smtp, publisher = FakeSmtp(), _RefusingSentOutcomes(error, refusals)
+    known: dict[str, Known] = {}
+    pipeline = _pipeline_with_ledger(FakeRenderer(), smtp, publisher, known)
+    assert asyncio.run(_run(pipeline, [_inbound(order, 5)])) == [(5, "SENT")]
+    ((status, reason, message_id),) = [
+        (o["status"], o["reason"], o.get("message_id")) for o in publisher.outcomes
+    ]
+    assert (status, reason) == ("SENT", "outcome_unconfirmed")
+    assert (message_id == smtp.sent[0]) is facts
+    assert not publisher.dead_letters  # nothing for a redrive to take
+    known[order["event_id"]] = Known(status, 5)  # what the ledger reads back
+    assert asyncio.run(_run(pipeline, [_inbound(order, 5), _inbound(order, 9)])) == [
+        (5, "SKIPPED"),
+        (9, "SKIPPED"),
+    ]
+    assert len(smtp.sent) == 1
