@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import logging
 import random
-import re
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -34,6 +33,7 @@ from consumer.processing.mail import receipt_message
 from consumer.processing.outcomes import dead_letter_headers, outcome_for
 from consumer.processing.policy import Action, Reason, action_for
 from consumer.processing.ports import PublishError
+from consumer.processing.records import plausible_id
 from consumer.processing.retry import RetrySchedule, RetryState
 from delivery import (
     DkimError,
@@ -48,7 +48,7 @@ from delivery.return_path import ReturnPath
 from rendering import RenderError
 from rendering.documents import safe_filename
 from schemas import ORDER_SCHEMA, DecodeError, InvalidEvent, validate_order
-from schemas.validation import is_order_id, is_uuid
+from schemas.validation import is_order_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,9 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["Done", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("ordermail.pipeline")
-# What an outcome may carry as the event's or order's id when the event itself is invalid: ids,
-# not text (an invalid event_id may be anything, an e-mail address included).
-_PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # A SENT outcome's reason when the relay accepted the e-mail and what followed failed (the outcome
 # as built could not be published): delivered all the same, never dead-lettered or sent again.
 OUTCOME_UNCONFIRMED = "outcome_unconfirmed"
@@ -120,8 +117,8 @@ class _Ids:
     done: Done | None = None  # set once the outcome is acknowledged: nothing is left to settle
 
     def take(self, record: Any) -> None:
-        event_id, order_id = record.get("event_id"), record.get("order_id")
-        if isinstance(event_id, str) and (_PLAUSIBLE_ID.fullmatch(event_id) or is_uuid(event_id)):
+        event_id, order_id = plausible_id(record.get("event_id")), record.get("order_id")
+        if event_id is not None:  # (an invalid event's id may be anything, an e-mail address too)
             self.event_id = event_id
         if isinstance(order_id, str) and is_order_id(order_id):
             self.order_id = order_id

@@ -20,12 +20,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from schemas.validation import is_order_id
+from schemas.validation import is_order_id, is_uuid
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
 
-__all__ = ["OWN_PREFIX", "RESEND_HEADER", "Headers", "Inbound", "Origin", "RetryState", "message_headers"]
+__all__ = [
+    "OWN_PREFIX",
+    "RESEND_HEADER",
+    "Headers",
+    "Inbound",
+    "Origin",
+    "RetryState",
+    "message_headers",
+    "plausible_id",
+    "readable_headers",
+]
 
 Headers = list[tuple[str, bytes]]
 OWN_PREFIX = "ordermail."
@@ -38,6 +48,9 @@ _TOPIC = re.compile(rb"[A-Za-z0-9._-]{1,249}")
 _DIGITS = re.compile(rb"[0-9]{1,19}")  # ASCII only: str.isdigit() also takes "²", which int() refuses
 _MAX_INT64 = 2**63 - 1
 _BIDI = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069]")  # could reorder a log line
+# What may be shown or carried as an event's id when the event itself is not validated: ids, not
+# text (an invalid event_id may be anything, an e-mail address included).
+_PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _MAX_DEFERRALS = 1_000
 _MAX_ATTEMPTS = 1_000_000  # the outcome's attempt is an Avro int
 
@@ -112,10 +125,8 @@ class Inbound:
 
     @classmethod
     def from_message(cls, message: Message, *, trusted: bool = False) -> Inbound:
-        try:
-            headers, unreadable = message_headers(message), False
-        except (SystemError, UnicodeDecodeError):  # confluent-kafka decodes header names as UTF-8
-            headers, unreadable = [], True  # (and must not be asked twice: it then returns NULLs)
+        read = readable_headers(message)
+        headers, unreadable = (read, False) if read is not None else ([], True)
         return cls(
             topic=message.topic() or "",
             partition=message.partition() or 0,
@@ -189,3 +200,21 @@ def message_headers(message: Message) -> Headers:
     """Header values as bytes (librdkafka gives None for a header without a value)."""
     raw: Any = message.headers() or []
     return [(str(k), v if isinstance(v, bytes) else (v or "").encode()) for k, v in raw]
+
+
+def readable_headers(message: Message) -> Headers | None:
+    """:func:`message_headers`, or None when they cannot be read: confluent-kafka decodes header
+    names as UTF-8 and raises on any that is not (and must not be asked twice: it then returns
+    NULLs). Any record a producer wrote may have one."""
+    try:
+        return message_headers(message)
+    except (SystemError, UnicodeDecodeError):
+        return None
+
+
+def plausible_id(value: object) -> str | None:
+    """``value`` when it looks like an id (a UUID in any spelling, or letters, digits and
+    ``._:-``), else None: an unvalidated event's id may be anything, an e-mail address too."""
+    if isinstance(value, str) and (_PLAUSIBLE_ID.fullmatch(value) or is_uuid(value)):
+        return value
+    return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from consumer.processing.records import OWN_PREFIX, Inbound, message_headers
+from consumer.processing.records import OWN_PREFIX, Inbound, plausible_id, readable_headers
 from schemas import ORDER_SCHEMA, DecodeError
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class DeadLetter:
 
     @classmethod
     def from_message(cls, message: Message, codec: Codec) -> DeadLetter:
-        headers = message_headers(message)
+        headers = readable_headers(message) or []  # ours are UTF-8: unreadable, it has none of them
         own = {k: v.decode("utf-8", "replace") for k, v in headers if k.startswith(OWN_PREFIX)}
         key, value = message.key(), message.value()
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
@@ -121,8 +121,9 @@ class DeadLetter:
 
     @property
     def event_id(self) -> str | None:
-        event_id = self.event.get("event_id") if self.event else None
-        return event_id if isinstance(event_id, str) else None
+        """The event's id when it looks like one (a dead letter's event is not validated: its
+        ``event_id`` may be an e-mail address, or control characters)."""
+        return plausible_id(self.event.get("event_id")) if self.event else None
 
     def describe(self, *, personal: bool = False) -> dict[str, Any]:
         described: dict[str, Any] = {

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +17,13 @@ if TYPE_CHECKING:
     from consumer.tools.dlq import Selection
     from schemas import Codec
 
-__all__ = ["add_commands", "run_command"]
+__all__ = ["add_commands", "printable", "run_command"]
 
 COMMANDS = ("dlq", "resend", "history")
+# What a terminal would act on rather than show: C0 and C1 controls (ESC among them), DEL, bidi
+# embeddings, overrides and isolates, line and paragraph separators. Records carry producers'
+# bytes (an unvalidated dead letter's address, a key): every line printed is escaped.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def add_commands(commands: Any) -> None:
@@ -58,10 +64,19 @@ def run_command(args: argparse.Namespace) -> int:
         settings = Settings()
         result, lines = _execute(args, settings, codec_for(settings))
     except ToolError as error:
-        print(f"ordermail {args.command}: {error}", file=sys.stderr)
+        print(printable(f"ordermail {args.command}: {error}"), file=sys.stderr)
         return error.code
-    print(json.dumps(result, indent=2, default=str) if args.json else "\n".join(lines))
+    except Exception as exc:  # noqa: BLE001 — one line, no traceback: its text may quote a record
+        print(f"ordermail {args.command}: failed ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    # JSON escapes every control and non-ASCII character itself (ensure_ascii).
+    print(json.dumps(result, indent=2, default=str) if args.json else "\n".join(map(printable, lines)))
     return 0
+
+
+def printable(line: str) -> str:
+    """The line with every character a terminal would act on written as an escape (``\\x1b``)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), line)
 
 
 def _execute(args: argparse.Namespace, settings: Settings, codec: Codec) -> tuple[dict[str, Any], list[str]]:
@@ -99,7 +114,7 @@ def _selection(args: argparse.Namespace) -> Selection:
     try:
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: 999999d ago is before the year 1
         raise ToolError(
             "--since/--until: a time such as 2026-12-07T05:00:00Z, or 90m, 2h, 7d ago", code=2
         ) from None
@@ -188,6 +203,6 @@ def _json_argument(parser: argparse.ArgumentParser) -> None:
 
 def _positive(text: str) -> float:
     value = float(text)
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:  # nan and inf would fail only after all the reading
         raise argparse.ArgumentTypeError("a positive number")
     return value

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from consumer.kafka.partitioning import partition_for
-from consumer.processing.records import OWN_PREFIX, RESEND_HEADER, Origin, RetryState, message_headers
+from consumer.processing.records import OWN_PREFIX, RESEND_HEADER, Origin, RetryState, readable_headers
 from consumer.tools.scan import Reader, ToolError, tool_producer_config
-from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, InvalidEvent, validate_order
 from schemas.validation import is_order_id
 
 if TYPE_CHECKING:
@@ -105,6 +105,14 @@ def resend(
             code=3,
         )
     message, event = latest
+    try:  # the event as the producer wrote it: nothing of it is used, or shown, unchecked
+        validate_order(event)  # type: ignore[arg-type]
+    except InvalidEvent as error:
+        raise ToolError(
+            f"the latest event of order {order_id} ({input_topic} [{partition}] @{message.offset()}) is "
+            f"invalid ({error.reason}): ordermail would reject it, nothing was resent",
+            code=2,
+        ) from None
     token = int(time.time() * 1000)
     outcome_start = reader.bounds(settings.outcome_topic, partition)[1]
     _publish_resend(settings, message, partition, token)
@@ -144,7 +152,8 @@ def _latest_event(
 
 def _publish_resend(settings: Settings, message: Message, partition: int, token: int) -> None:
     origin = Origin(settings.input_topic, partition, int(message.offset() or 0), int(message.timestamp()[1]))
-    foreign = [(k, v) for k, v in message_headers(message) if not k.startswith(OWN_PREFIX)]
+    # Headers that cannot be read (a name that is not UTF-8): left out, as the service does.
+    foreign = [(k, v) for k, v in readable_headers(message) or [] if not k.startswith(OWN_PREFIX)]
     headers: list[tuple[str, str | bytes | None]] = [
         *foreign,
         *origin.headers(),

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.processing.policy import redrivable
-from consumer.processing.records import OWN_PREFIX, message_headers
+from consumer.processing.records import OWN_PREFIX, readable_headers
 from consumer.tools.dlq import DeadLetter, Selection, read_dead_letters
 from consumer.tools.scan import Reader, ToolError, tool_producer_config
 from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError
@@ -171,7 +171,8 @@ def _redriven(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> _Redr
     sources: set[str] = set()
     events: dict[str, int] = {}
     for message in reader.read(topic, starts, f"reading {topic}"):
-        headers = dict(message_headers(message))
+        # Any producer record may have a header name that is not UTF-8 (the redrive writes none).
+        headers = dict(readable_headers(message) or [])
         source = headers.get("ordermail.redrive.source")
         if source is None:
             continue

@@ -4,13 +4,21 @@ the progress bar, argument errors."""
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from consumer.app.cli import main
+from consumer.tools import operations, orders, redrive
 from consumer.tools.dlq import DeadLetter, Selection, parse_time
 from consumer.tools.scan import Progress, ToolError, check_personal_data_flag
+from schemas import ORDER_SCHEMA, Codec
+from schemas.samples import sample_order
+
+CODEC = Codec.from_directory()
+HOSTILE = "x@\x1b]0;owned\x07\x1b[2J\u202eevil\x9b"
 
 NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 
@@ -79,3 +87,150 @@ def test_bad_arguments_are_refused_before_anything_is_read(capsys: pytest.Captur
     assert "--since/--until" in capsys.readouterr().err
     assert main(["history", "ORD-1\nBcc: x"]) == 2
     assert "not an order id" in capsys.readouterr().err
+
+
+def test_nan_inf_rates_and_times_out_of_range_are_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    for rate in ("nan", "inf", "-inf"):
+        with pytest.raises(SystemExit) as exited:
+            main(["dlq", "redrive", "--rate", rate])
+        assert exited.value.code == 2
+    assert main(["dlq", "list", "--since", "999999d"]) == 2
+    assert "--since/--until" in capsys.readouterr().err
+
+
+@dataclass
+class _Message:
+    """A consumed record as confluent-kafka gives it; ``headers()`` raises like it does for a header
+    name that is not UTF-8 when ``broken``."""
+
+    value_: bytes | None
+    key_: bytes | None = b"ORD-1"
+    headers_: list[tuple[str, bytes]] = field(default_factory=list)
+    broken: bool = False
+    offset_: int = 3
+    topic_: str = "orders"
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        if self.broken:
+            raise SystemError("<built-in method headers> returned a result with an exception set")
+        return self.headers_
+
+    def key(self) -> bytes | None:
+        return self.key_
+
+    def value(self) -> bytes | None:
+        return self.value_
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def partition(self) -> int:
+        return 0
+
+    def topic(self) -> str:
+        return self.topic_
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_765_000_000_000)
+
+
+@dataclass
+class _Reader:
+    messages: list[_Message]
+
+    @dataclass
+    class settings:  # noqa: N801 — stands in for the Settings attribute
+        input_topic = "orders"
+        retry_topic = "orders.retry"
+        outcome_topic = "orders.outcomes"
+        dlq_topic = "orders.dlq"
+
+    def partitions(self, topic: str) -> list[int]:
+        return [0]
+
+    def bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        return (0, len(self.messages))
+
+    def offset_at(self, topic: str, partition: int, time_ms: int) -> int:
+        return 0
+
+    def read(self, topic: str, starts: dict[int, int], label: str) -> Any:
+        yield from self.messages
+
+
+def test_a_header_name_that_is_not_utf8_breaks_no_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    order = sample_order(1)
+    value = CODEC.encode(order, ORDER_SCHEMA)
+    letter = DeadLetter.from_message(_Message(value, broken=True, offset_=1, topic_="orders.dlq"), CODEC)  # type: ignore[arg-type]
+    assert (letter.headers, letter.event_id) == ([], order["event_id"])
+    redriven = _Message(value, headers_=[("ordermail.redrive.source", b"orders.dlq/0/1")])
+    reader = _Reader([_Message(value, broken=True), redriven])
+    found = redrive._redriven(reader, CODEC, [letter])  # type: ignore[arg-type]
+    assert found.sources == frozenset({"orders.dlq/0/1"})
+    produced: list[dict[str, Any]] = []
+
+    class Producer:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def produce(self, topic: str, **record: Any) -> None:
+            produced.append(record)
+
+        def flush(self, timeout: float) -> int:
+            return 0
+
+    monkeypatch.setattr(orders, "Producer", Producer)
+    monkeypatch.setattr(orders, "tool_producer_config", lambda settings: {})
+    order["order_id"] = "ORD-1"
+    latest = _Message(CODEC.encode(order, ORDER_SCHEMA), broken=True)
+    sent = orders.resend(_Reader([latest]), CODEC, "ORD-1", wait_s=0)  # type: ignore[arg-type]
+    assert sent["event_id"] == order["event_id"]
+    (record,) = produced
+    assert {k for k, _ in record["headers"]} == {
+        *(f"ordermail.original.{f}" for f in ("topic", "partition", "offset", "timestamp")),
+        *(f"ordermail.retry.{f}" for f in ("deferrals", "attempts", "due", "first")),
+        "ordermail.resend",
+    }
+
+
+def test_an_unexpected_error_is_one_line_without_its_text(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def failing(*_args: Any) -> Any:
+        raise UnicodeDecodeError("utf-8", HOSTILE.encode(), 0, 1, "customer jane@example.com")
+
+    monkeypatch.setattr(operations, "_execute", failing)
+    assert main(["history", "ORD-1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "ordermail history: failed (UnicodeDecodeError)\n"
+    assert not captured.out
+
+
+def test_every_printed_line_has_its_terminal_controls_escaped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = {"event_id": "jane@example.com", "customer": {"email": HOSTILE}}
+    letter = DeadLetter(
+        "dlq", 0, 7, 0, b"ORD-1", b"v", [], "invalid_email", "REJECTED", "orders", 0, 1, "ORD-1", event
+    )
+    assert letter.describe()["event_id"] is None  # not an id: it may be an e-mail address
+    listed = {"topic": "dlq", "dead_letters": [letter.describe(personal=True)], "summary": {}, "total": 1}
+    monkeypatch.setattr(operations, "_execute", lambda *_args: (listed, operations._dlq_lines(listed)))
+    monkeypatch.setattr(operations, "check_personal_data_flag", lambda *_args: None, raising=False)
+    assert main(["dlq", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "x@\\x1b]0;owned\\x07\\x1b[2J\\u202eevil\\x9b" in out
+    assert not any(c in out for c in "\x1b\x07\u202e\x9b")
+    assert operations.printable("Zoë 東京 ok") == "Zoë 東京 ok"  # text stays text
+
+
+def test_resend_refuses_an_invalid_latest_event_before_using_it() -> None:
+    order: Any = sample_order(1)
+    order["order_id"] = "ORD-1"
+    order["customer"]["email"] = HOSTILE
+    latest = _Message(CODEC.encode(order, ORDER_SCHEMA))
+    with pytest.raises(ToolError) as refused:
+        orders.resend(_Reader([latest]), CODEC, "ORD-1", wait_s=0)  # type: ignore[arg-type]
+    assert refused.value.code == 2
+    assert "invalid (invalid_email)" in str(refused.value)
+    assert "\x1b" not in str(refused.value)
