@@ -1,10 +1,12 @@
 """``ordermail dlq redrive``: selected dead letters back to the input topic, once each.
 
 Each is republished with its original key, value and headers (none in ordermail's namespace:
-the service ignores those on the input topic anyway), plus ``ordermail.redrive.source`` (the dead
-letter's topic/partition/offset), ``ordermail.redrive.reason`` and ``ordermail.redrive.count``
-(how many dead letters of the event the selection holds). They are informational: the service
-gives a redriven record no privilege, it is an input record like any other.
+the service ignores those on the input topic anyway), to the input partition it was first
+consumed from (where the service's ledger knows the event's outcomes; by key when that partition
+is unknown or gone), plus ``ordermail.redrive.source`` (the dead letter's topic/partition/offset),
+``ordermail.redrive.reason`` and ``ordermail.redrive.count`` (how many dead letters of the event
+the selection holds). They are informational: the service gives a redriven record no privilege,
+it is an input record like any other.
 
 **Once each, even when interrupted.** Progress is the committed offset of a consumer group of its
 own per selection (``<group>.redrive.<digest>``, the digest of the arguments as typed), and
@@ -13,7 +15,10 @@ that group): a redrive killed half-way leaves an open transaction that the next 
 command aborts (fences) before it resumes from the last committed position, so no reader with
 ``isolation.level=read_committed`` (the service) ever sees a record twice. Whatever the
 selection, the input topic is read from the oldest selected dead letter's time on: a dead letter
-already redriven, or whose event was redriven after it was written, is not published again.
+already redriven, or whose event was redriven after it was written, is not published again. A
+producer can write ``ordermail.redrive.source`` too: a record counts as a redrive only when its
+key and value are those of the dead letter it names, so a forged one hides no dead letter whose
+event is not on the input topic anyway.
 
 **Never a second e-mail.** Before publishing, the outcome partitions of the selected events are
 read from before the oldest event's time: an event that has a ``SENT`` outcome is not
@@ -26,6 +31,7 @@ refuse, before anything is published, unless ``--force``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -106,14 +112,15 @@ def redrive(
                 f"fix ({listed}); narrow the selection with --reason, or pass --force",
                 code=2,
             )
-        redriven = _redriven(reader, codec, selected)
+        redriven = _redriven(reader, codec, selected, letters)
         plans = _plan(selected, _sent_events(reader, codec, selected), redriven, report)
         report.reasons = dict(Counter(p.letter.reason for p in plans if p.publish))
         if dry_run:
             report.published = sum(p.publish for p in plans)
             return report
         ends = {p: max([starts[p], *(d.offset + 1 for d in letters if d.partition == p)]) for p in partitions}
-        _publish(settings, reader, plans, ends=ends, rate=rate, report=report)
+        inputs = frozenset(reader.partitions(settings.input_topic))
+        _publish(settings, reader, plans, ends=ends, rate=rate, report=report, inputs=inputs)
         return report
     finally:
         reader.close()
@@ -160,11 +167,21 @@ def _plan(
     return plans
 
 
-def _redriven(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> _Redriven:
+def _redriven(
+    reader: Reader, codec: Codec, selected: list[DeadLetter], letters: list[DeadLetter]
+) -> _Redriven:
     """Reads the input topic from the oldest selected dead letter's time on (a redrive of it
-    cannot be older) for records an earlier redrive published."""
+    cannot be older) for records an earlier redrive published. Producers write that topic and
+    can write any header: a record counts as a redrive only when it carries the very key and
+    value of the dead letter its ``ordermail.redrive.source`` names (one of those read), so a
+    forged header can make the redrive skip only a dead letter whose record is on the input
+    topic anyway, for the service to process like any other."""
     if not selected:
         return _Redriven(frozenset(), {})
+    dlq = reader.settings.dlq_topic
+    copies = {
+        f"{dlq}/{d.partition}/{d.offset}": _digest(d.key, d.value) for d in letters if d.value is not None
+    }
     topic = reader.settings.input_topic
     since = min(d.timestamp_ms for d in selected) - _SKEW_MS
     starts = {p: reader.offset_at(topic, p, since) for p in reader.partitions(topic)}
@@ -173,10 +190,11 @@ def _redriven(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> _Redr
     for message in reader.read(topic, starts, f"reading {topic}"):
         # Any producer record may have a header name that is not UTF-8 (the redrive writes none).
         headers = dict(readable_headers(message) or [])
-        source = headers.get("ordermail.redrive.source")
-        if source is None:
+        raw = headers.get("ordermail.redrive.source")
+        source = raw.decode("utf-8", "replace") if raw is not None else None
+        if source is None or copies.get(source) != _digest(message.key(), message.value()):
             continue
-        sources.add(source.decode("utf-8", "replace"))
+        sources.add(source)
         try:
             event_id = codec.decode(message.value() or b"", ORDER_SCHEMA).get("event_id")
         except DecodeError:
@@ -184,6 +202,14 @@ def _redriven(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> _Redr
         if isinstance(event_id, str):
             events[event_id] = max(events.get(event_id, -1), int(message.timestamp()[1]))
     return _Redriven(frozenset(sources), events)
+
+
+def _digest(key: bytes | None, value: bytes | None) -> bytes:
+    """Of a record's key and value, told apart (no key is not an empty key)."""
+    digest = hashlib.sha256()
+    for part in (key, value):
+        digest.update(b"-" if part is None else b"+%d:" % len(part) + part)
+    return digest.digest()
 
 
 def _sent_events(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> set[str]:
@@ -224,12 +250,15 @@ def _publish(
     ends: dict[int, int],
     rate: float | None,
     report: RedriveReport,
+    inputs: frozenset[int] = frozenset(),
 ) -> None:
     """In transactions of about a second's worth of records, each with the progress it makes."""
     batch = max(1, int(rate)) if rate else 100
     producer = Producer(tool_producer_config(settings, **{"transactional.id": report.group, "linger.ms": 20}))
     try:
-        _transactions(producer, settings, reader, plans, ends=ends, rate=rate, batch=batch, report=report)
+        _transactions(
+            producer, settings, reader, plans, ends=ends, rate=rate, batch=batch, report=report, inputs=inputs
+        )
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
         fenced = isinstance(error, KafkaError) and error.code() == KafkaError._FENCED
@@ -251,6 +280,7 @@ def _transactions(
     rate: float | None,
     batch: int,
     report: RedriveReport,
+    inputs: frozenset[int],
 ) -> None:
     producer.init_transactions(30)  # aborts what an interrupted run of this selection left open
     # A run of the same selection that committed since this one read its progress: start over.
@@ -267,7 +297,7 @@ def _transactions(
                 continue
             if rate:  # paced: the n-th record not before n / rate seconds
                 time.sleep(max(0.0, started + report.published / rate - time.monotonic()))
-            _produce(producer, settings.input_topic, plan, settings.dlq_topic)
+            _produce(producer, settings.input_topic, plan, settings.dlq_topic, inputs)
             report.published += 1
         _commit(producer, reader, settings.dlq_topic, position)
     # The rest of each partition (records outside the selection) is done too.
@@ -281,8 +311,14 @@ def _commit(producer: Producer, reader: Reader, dlq: str, position: dict[int, in
     producer.commit_transaction(60)
 
 
-def _produce(producer: Producer, topic: str, plan: _Plan, dlq: str) -> None:
+def _produce(producer: Producer, topic: str, plan: _Plan, dlq: str, inputs: frozenset[int]) -> None:
+    """To the partition the event was first consumed from (where the service's ledger knows its
+    outcomes), not where the key hashes now: a producer may partition differently, and a topic
+    may have grown. By key only when that partition is unknown or gone."""
     letter = plan.letter
+    partition = -1  # librdkafka's "unassigned": the partitioner decides by key
+    if letter.original_topic == topic and letter.original_partition in inputs:
+        partition = letter.original_partition
     headers: list[tuple[str, str | bytes | None]] = [
         (k, v) for k, v in letter.headers if not k.startswith(OWN_PREFIX)
     ]
@@ -293,7 +329,7 @@ def _produce(producer: Producer, topic: str, plan: _Plan, dlq: str) -> None:
     ]
     while True:
         try:
-            producer.produce(topic, key=letter.key, value=letter.value, headers=headers)
+            producer.produce(topic, key=letter.key, value=letter.value, headers=headers, partition=partition)
             return
         except BufferError:
             producer.poll(0.1)

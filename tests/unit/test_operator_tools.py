@@ -165,7 +165,7 @@ def test_a_header_name_that_is_not_utf8_breaks_no_command(monkeypatch: pytest.Mo
     assert (letter.headers, letter.event_id) == ([], order["event_id"])
     redriven = _Message(value, headers_=[("ordermail.redrive.source", b"orders.dlq/0/1")])
     reader = _Reader([_Message(value, broken=True), redriven])
-    found = redrive._redriven(reader, CODEC, [letter])  # type: ignore[arg-type]
+    found = redrive._redriven(reader, CODEC, [letter], [letter])  # type: ignore[arg-type]
     assert found.sources == frozenset({"orders.dlq/0/1"})
     produced: list[dict[str, Any]] = []
 
@@ -234,3 +234,60 @@ def test_resend_refuses_an_invalid_latest_event_before_using_it() -> None:
     assert refused.value.code == 2
     assert "invalid (invalid_email)" in str(refused.value)
     assert "\x1b" not in str(refused.value)
+
+
+def test_a_forged_redrive_header_on_the_input_topic_does_not_hide_a_dead_letter() -> None:
+    """Producers write the input topic: a record claiming to be a dead letter's redrive counts
+    only when it carries that dead letter's very key and value (then the event is on the input
+    topic anyway, for the service)."""
+    order = sample_order(1)
+    value = CODEC.encode(order, ORDER_SCHEMA)
+    letter = DeadLetter.from_message(_Message(value, offset_=7, topic_="orders.dlq"), CODEC)  # type: ignore[arg-type]
+    forged_event: Any = sample_order(1)
+    forged_event["customer"]["email"] = "not an address"
+    source = [("ordermail.redrive.source", b"orders.dlq/0/7")]
+    for forged in (
+        _Message(b"\x00garbage", headers_=source),
+        _Message(CODEC.encode(forged_event, ORDER_SCHEMA), headers_=source),  # same event id
+        _Message(value, key_=b"ORD-2", headers_=source),
+    ):
+        found = redrive._redriven(_Reader([forged]), CODEC, [letter], [letter])  # type: ignore[arg-type]
+        report = redrive.RedriveReport("g")
+        (plan,) = redrive._plan([letter], set(), found, report)
+        assert plan.publish
+        assert (report.already_redriven, report.duplicates) == (0, 0)
+    genuine = redrive._redriven(_Reader([_Message(value, headers_=source)]), CODEC, [letter], [letter])  # type: ignore[arg-type]
+    report = redrive.RedriveReport("g")
+    (plan,) = redrive._plan([letter], set(), genuine, report)
+    assert not plan.publish
+    assert report.already_redriven == 1
+
+
+def test_a_redriven_record_goes_to_its_original_partition() -> None:
+    produced: list[dict[str, Any]] = []
+
+    class Producer:
+        def produce(self, topic: str, **record: Any) -> None:
+            produced.append(record)
+
+    def letter(original_topic: str, partition: int) -> DeadLetter:
+        return DeadLetter(
+            "dlq",
+            0,
+            1,
+            0,
+            b"k",
+            b"v",
+            [],
+            "template_error",
+            "REJECTED",
+            original_topic,
+            partition,
+            9,
+            "k",
+            None,
+        )
+
+    for original in (letter("orders", 5), letter("orders", 11), letter("elsewhere", 5)):
+        redrive._produce(Producer(), "orders", redrive._Plan(original, True, 1), "dlq", frozenset(range(6)))  # type: ignore[arg-type]
+    assert [r["partition"] for r in produced] == [5, -1, -1]  # -1: by key (partition gone, other topic)
