@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from consumer.kafka.clients import answered
 from consumer.processing.outcomes import OUTCOME_SCHEMA
 from schemas import DecodeError
 
@@ -44,9 +45,12 @@ class Ledger:
         return event_id in self._handled.get(partition, ())
 
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
-        """One request for all partitions (``OFFSET_END`` asks for the end)."""
+        """One request for all partitions (``OFFSET_END`` asks for the end); ``KafkaException``
+        when a partition's end is unknown (its leader moving): never taken as an empty partition."""
         wanted = [TopicPartition(self._topic, p, OFFSET_END) for p in sorted(partitions)]
-        return {tp.partition: tp.offset for tp in self._reader.offsets_for_times(wanted, timeout=10)}
+        return {
+            tp.partition: tp.offset for tp in answered(self._reader.offsets_for_times(wanted, timeout=10))
+        }
 
     def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
         """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""

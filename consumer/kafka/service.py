@@ -58,6 +58,9 @@ log = logging.getLogger("ordermail.service")
 POLL_TIMEOUT_S = 0.1
 HANDOVER_POLL_S = 0.01
 COMMIT_ANSWER_S = 90.0
+# Longer than a leader election after a broker dies (the controller fences it after 9 s),
+# so a failover that heals by itself does not flap readiness; a cluster refusing writes does.
+ACKNOWLEDGEMENT_STALL_S = 12.0
 
 
 class Service:
@@ -268,6 +271,13 @@ class Service:
             return "shutting down"
         if self._kafka_statistics.brokers_up == 0:
             return "no connection to any Kafka broker"
+        waiting, stalled_s = self._parts.publisher.acknowledgements.stalled()
+        if stalled_s > ACKNOWLEDGEMENT_STALL_S:
+            # librdkafka retries refused writes silently; only the wait shows. Work waits with it.
+            return (
+                f"Kafka has acknowledged none of {waiting} outcome records for {stalled_s:.0f} s "
+                "(partitions below min.insync.replicas or without a leader); in-flight work waits"
+            )
         return None if self._subscribed else "starting"
 
     def _apply_backpressure(self) -> None:

@@ -29,6 +29,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.kafka.breaker": ["DeadLetterBreaker"],
     "consumer.kafka.bridge": ["Bridge", "Crashed"],
     "consumer.kafka.clients": [
+        "answered",
         "check_topics",
         "close_with_timeout",
         "consumer_config",
@@ -38,7 +39,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.kafka.handover": ["Handover"],
     "consumer.kafka.ledger": ["Ledger"],
     "consumer.kafka.offsets": ["OffsetTracker", "TopicPartitionKey", "format_metadata", "parse_metadata"],
-    "consumer.kafka.publisher": ["OutcomePublisher", "PublishError"],
+    "consumer.kafka.publisher": ["AcknowledgementWatch", "OutcomePublisher", "PublishError"],
     "consumer.kafka.service": ["Service"],
     "consumer.observability": ["health", "logs", "metrics", "telemetry"],
     "consumer.observability.health": ["HealthServer"],
