@@ -20,9 +20,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
-from consumer.kafka.clients import answered
+from consumer.kafka.clients import answered, close_with_timeout
 from consumer.processing.outcomes import OUTCOME_SCHEMA
 from schemas import DecodeError
 
@@ -36,6 +36,7 @@ log = logging.getLogger("ordermail.ledger")
 
 class Ledger:
     def __init__(self, reader_config: dict[str, Any], outcome_topic: str, codec: Codec) -> None:
+        self._reader_config = reader_config
         self._reader = Consumer(reader_config)
         self._topic = outcome_topic
         self._codec = codec
@@ -48,9 +49,12 @@ class Ledger:
         """One request for all partitions (``OFFSET_END`` asks for the end); ``KafkaException``
         when a partition's end is unknown (its leader moving): never taken as an empty partition."""
         wanted = [TopicPartition(self._topic, p, OFFSET_END) for p in sorted(partitions)]
-        return {
-            tp.partition: tp.offset for tp in answered(self._reader.offsets_for_times(wanted, timeout=10))
-        }
+        try:
+            answer = answered(self._reader.offsets_for_times(wanted, timeout=10))
+        except KafkaException:
+            self._renew_reader()
+            raise
+        return {tp.partition: tp.offset for tp in answer}
 
     def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
         """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""
@@ -74,8 +78,16 @@ class Ledger:
             incomplete = sorted(p for p in positions if positions[p] < ends[p])
             if incomplete:
                 log.warning("outcome partitions %s read in part: redeliveries may be re-sent", incomplete)
+                self._renew_reader()
         self._handled.update(handled)
         return {p: len(ids) for p, ids in handled.items()}
+
+    def _renew_reader(self) -> None:
+        """The reader idles between takeovers, so nothing tells it that leaders moved: after a
+        broker was killed it kept asking that broker until its metadata aged out (5 min).
+        A new client learns the leaders afresh."""
+        close_with_timeout(self._reader, timeout_s=5)
+        self._reader = Consumer(self._reader_config)
 
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:

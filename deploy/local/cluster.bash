@@ -134,6 +134,7 @@ cluster_up() {
 
 cluster_down() {
   local i size; size=$(cluster_size)
+  [[ -d $CLUSTER_DIR ]] || return 0
   for ((i = 1; i <= size; i++)); do node_stop "broker-$i"; done
   node_stop controller
   rm -rf "$CLUSTER_DIR" "$CLUSTER_ENV"
