@@ -20,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from consumer.kafka.clients import answered, close_with_timeout
 from consumer.processing.outcomes import OUTCOME_SCHEMA
@@ -48,12 +48,9 @@ class Ledger:
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
         """One request for all partitions (``OFFSET_END`` asks for the end); ``KafkaException``
         when a partition's end is unknown (its leader moving): never taken as an empty partition."""
+        self._renew_reader()  # each takeover starts here
         wanted = [TopicPartition(self._topic, p, OFFSET_END) for p in sorted(partitions)]
-        try:
-            answer = answered(self._reader.offsets_for_times(wanted, timeout=10))
-        except KafkaException:
-            self._renew_reader()
-            raise
+        answer = answered(self._reader.offsets_for_times(wanted, timeout=10))
         return {tp.partition: tp.offset for tp in answer}
 
     def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
@@ -78,14 +75,13 @@ class Ledger:
             incomplete = sorted(p for p in positions if positions[p] < ends[p])
             if incomplete:
                 log.warning("outcome partitions %s read in part: redeliveries may be re-sent", incomplete)
-                self._renew_reader()
         self._handled.update(handled)
         return {p: len(ids) for p, ids in handled.items()}
 
     def _renew_reader(self) -> None:
         """The reader idles between takeovers, so nothing tells it that leaders moved: after a
-        broker was killed it kept asking that broker until its metadata aged out (5 min).
-        A new client learns the leaders afresh."""
+        broker was killed it kept asking that broker until its metadata aged out (5 min). A new
+        client per takeover learns the leaders afresh (a takeover is rare; a client costs ms)."""
         close_with_timeout(self._reader, timeout_s=5)
         self._reader = Consumer(self._reader_config)
 

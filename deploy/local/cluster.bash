@@ -63,6 +63,8 @@ write_node_config() { # name
       echo "share.coordinator.state.topic.replication.factor=$replicas"
       echo "share.coordinator.state.topic.min.isr=$((replicas - 1))"
       echo "num.replica.fetchers=1"
+      # Heartbeat each second (default 2): a restarted broker is unfenced, so back in service, sooner.
+      echo "broker.heartbeat.interval.ms=1000"
       echo "unclean.leader.election.enable=false"
     fi
   } >"$dir/server.properties"
@@ -133,9 +135,11 @@ cluster_up() {
 }
 
 cluster_down() {
-  local i size; size=$(cluster_size)
+  local i size pids=(); size=$(cluster_size)
   [[ -d $CLUSTER_DIR ]] || return 0
-  for ((i = 1; i <= size; i++)); do node_stop "broker-$i"; done
+  # All brokers at once: their data is wiped next, so nothing waits on one another's shutdown.
+  for ((i = 1; i <= size; i++)); do node_stop "broker-$i" & pids+=($!); done
+  for i in "${pids[@]}"; do wait "$i" || true; done
   node_stop controller
   rm -rf "$CLUSTER_DIR" "$CLUSTER_ENV"
 }
@@ -150,16 +154,20 @@ cluster_status() {
   return "$rc"
 }
 
-# `stack node start|stop|kill broker-N`: what the chaos tests (and an operator trying things) do
-# to one node; start waits until the broker is back in the cluster.
-cluster_node() { # action name
-  local action=${1:-} name=${2:-}
-  [[ $name == controller || ($name =~ ^broker-[0-9]+$ && -d $CLUSTER_DIR/$name) ]] || die "no cluster node '$name'"
+# `stack node start|stop|kill broker-N...`: what the chaos tests (and an operator trying things)
+# do to nodes; start launches them all, then waits until each is back in the cluster.
+cluster_node() { # action name...
+  local action=${1:-} name
+  (($# > 1)) || die "usage: stack node start|stop|kill <broker-N|controller>..."
+  shift
+  for name in "$@"; do
+    [[ $name == controller || ($name =~ ^broker-[0-9]+$ && -d $CLUSTER_DIR/$name) ]] || die "no cluster node '$name'"
+  done
   BROKERS=$(cluster_size)
   case $action in
-    start) node_start "$name"; node_wait "$name" ;;
-    stop) node_stop "$name" ;;
-    kill) node_stop "$name" KILL ;;
-    *) die "usage: stack node start|stop|kill <broker-N|controller>" ;;
+    start) for name in "$@"; do node_start "$name"; done; for name in "$@"; do node_wait "$name"; done ;;
+    stop) for name in "$@"; do node_stop "$name"; done ;;
+    kill) for name in "$@"; do node_stop "$name" KILL; done ;;
+    *) die "usage: stack node start|stop|kill <broker-N|controller>..." ;;
   esac
 }

@@ -30,18 +30,16 @@ class Cluster:
         """SIGTERM: a controlled shutdown hands its leaderships over first, as an upgrade does."""
         self._node("stop", broker)
 
-    def start(self, broker: int) -> None:
-        """Returns once the broker has rejoined (registered and unfenced)."""
-        self._node("start", broker)
+    def start(self, *brokers: int) -> None:
+        """Starts them side by side; returns once each has rejoined (registered and unfenced)."""
+        self._node("start", *brokers)
 
     def start_all(self) -> None:
-        for broker in BROKERS:
-            self.start(broker)
+        self.start(*BROKERS)
 
-    def _node(self, action: str, broker: int) -> None:
-        subprocess.run(
-            [STACK, "node", action, f"broker-{broker}"], check=True, timeout=120, stdout=subprocess.DEVNULL
-        )
+    def _node(self, action: str, *brokers: int) -> None:
+        names = [f"broker-{broker}" for broker in brokers]
+        subprocess.run([STACK, "node", action, *names], check=True, timeout=120, stdout=subprocess.DEVNULL)
 
     def leaders(self, topic: str) -> dict[int, int]:
         """Partition → the broker leading it (-1 while it has none)."""

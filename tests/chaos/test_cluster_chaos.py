@@ -92,8 +92,7 @@ def test_two_of_three_brokers_down(cluster_chaos: Chaos, cluster: Cluster) -> No
     # In-flight work waits: no outcome is acknowledged, so no event beyond the window is taken in.
     assert len(chaos.sink.messages()) <= emailed + MAX_IN_FLIGHT
     assert service.poll() is None
-    for broker in down:
-        cluster.start(broker)
+    cluster.start(*down)
     chaos.wait_for(lambda: http_get(health, "/readyz")[0] == 200, 90)
     report = chaos.finish("cluster: 2 of 3 brokers down (writes refused), then back")
     _all_delivered_once(chaos, report, service)
