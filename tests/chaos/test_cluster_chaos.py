@@ -3,7 +3,7 @@ brokers are killed, starved below the in-sync minimum and restarted one by one w
 service runs. No service process dies here, so every event must end with exactly one e-mail.
 
 The relay is rate-limited so the run outlasts the broker faults. `make chaos` runs 600 events a
-scenario and holds the two-brokers outage 30 s longer; `make test` 60 events.
+scenario and holds the two-brokers outage 30 s longer; `make test` 48 events.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from tests.chaos.cluster import Cluster
 
 pytestmark = pytest.mark.chaos
-EVENTS = 600 if FULL else 60
+EVENTS = 600 if FULL else 48
 MAX_IN_FLIGHT = 32
 # Messages a second the relay takes: slow enough that the faults land mid-run.
-RELAY_RATE = 20 if FULL else 6
+RELAY_RATE = 20 if FULL else 8
 
 
 def _start(chaos: Chaos, **env: str) -> subprocess.Popen[bytes]:
