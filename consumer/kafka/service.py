@@ -61,6 +61,9 @@ COMMIT_ANSWER_S = 90.0
 # Longer than a leader election after a broker dies (the controller fences it after 9 s),
 # so a failover that heals by itself does not flap readiness; a cluster refusing writes does.
 ACKNOWLEDGEMENT_STALL_S = 12.0
+# A handover waits on earlier events past its limit while no outcome has been acknowledged for
+# this long (healthy, the broker answers within milliseconds).
+HANDOVER_STALL_S = 5.0
 
 
 class Service:
@@ -328,7 +331,10 @@ class Service:
 
     def _take_over(self, now: float) -> None:
         try:
-            ready, anchors = self._handover.prepare(self._consumer, now)
+            _, stalled_s = self._parts.publisher.acknowledgements.stalled()
+            ready, anchors = self._handover.prepare(
+                self._consumer, now, kafka_stalled=stalled_s > HANDOVER_STALL_S
+            )
         except KafkaException as exc:  # nothing consumed yet from those partitions: try again soon
             log.warning("taking over partitions failed: %s", error_name(exc))
             self._next_takeover = now + 1.0
