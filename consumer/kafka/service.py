@@ -61,9 +61,10 @@ COMMIT_ANSWER_S = 90.0
 # Longer than a leader election after a broker dies (the controller fences it after 9 s),
 # so a failover that heals by itself does not flap readiness; a cluster refusing writes does.
 ACKNOWLEDGEMENT_STALL_S = 12.0
-# A handover waits on earlier events past its limit while no outcome has been acknowledged for
-# this long (healthy, the broker answers within milliseconds).
-HANDOVER_STALL_S = 5.0
+# Kafka counts as stalled when no outcome has been acknowledged for this long (healthy, the broker
+# answers within milliseconds): no new event is taken in, and a handover waits on earlier events
+# past its limit. Each of them would be an e-mail whose outcome cannot be recorded.
+KAFKA_STALL_S = 5.0
 
 
 class Service:
@@ -298,13 +299,19 @@ class Service:
             (settings.input_topic, settings.max_in_flight),
             (settings.retry_topic, settings.max_retry_waiting),
         )
+        # Events still running from partitions lost meanwhile are not counted in their topic's
+        # in-flight figure: a stalled cluster must not let a new window in on top of them.
+        stalled = self._kafka_stalled()
         for topic, limit in limits:
             in_flight = self._tracker.in_flight({tp for tp in self._assigned if tp[0] == topic})
             IN_FLIGHT.labels(topic).set(in_flight)
-            if topic not in self._paused and in_flight >= limit:
+            if topic not in self._paused and (in_flight >= limit or stalled):
                 self._pause({topic})
-            elif topic in self._paused and in_flight <= limit // 2:
+            elif topic in self._paused and in_flight <= limit // 2 and not stalled:
                 self._resume({topic})
+
+    def _kafka_stalled(self) -> bool:
+        return self._parts.publisher.acknowledgements.stalled()[1] > KAFKA_STALL_S
 
     def _pause(self, topics: set[str]) -> None:
         partitions = [TopicPartition(t, p) for t, p in self._assigned if t in topics]
@@ -331,10 +338,7 @@ class Service:
 
     def _take_over(self, now: float) -> None:
         try:
-            _, stalled_s = self._parts.publisher.acknowledgements.stalled()
-            ready, anchors = self._handover.prepare(
-                self._consumer, now, kafka_stalled=stalled_s > HANDOVER_STALL_S
-            )
+            ready, anchors = self._handover.prepare(self._consumer, now, kafka_stalled=self._kafka_stalled())
         except KafkaException as exc:  # nothing consumed yet from those partitions: try again soon
             log.warning("taking over partitions failed: %s", error_name(exc))
             self._next_takeover = now + 1.0

@@ -383,6 +383,23 @@ def test_readiness_says_so_while_the_broker_acknowledges_no_outcome(harness: Har
     assert h.service.not_ready() is None
 
 
+def test_nothing_new_is_taken_in_while_kafka_acknowledges_nothing(harness: Harness) -> None:
+    h = harness
+    watch: AcknowledgementWatch = h.closables[2].acknowledgements  # type: ignore[union-attr]
+    _assign(h)
+    h.turn_until(lambda: TP in h.consumer.assigned and TP not in h.consumer.paused)  # taken over
+    watch.sent()  # an outcome the cluster does not acknowledge
+    h.clock.now += 6
+    h.turn_until(lambda: TP in h.consumer.paused)
+    h.consumer.publish(TP, 3)
+    for _ in range(20):  # paused: however often the loop turns, nobody new is e-mailed
+        h.clock.now += 0.01
+        h.service.run_once(h.clock.now)
+    assert h.pipeline.started == []
+    watch.acknowledged()  # the cluster answers again
+    h.turn_until(lambda: len(h.pipeline.started) == 3)
+
+
 def test_a_broker_that_does_not_acknowledge_stops_the_loop_without_committing_past_it(
     harness: Harness,
 ) -> None:
