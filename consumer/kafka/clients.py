@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from consumer.app.settings import Settings
 
 __all__ = [
+    "DELIVERY_TIMEOUT_S",
     "answered",
     "check_topics",
     "close_with_timeout",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("ordermail.service")
+DELIVERY_TIMEOUT_S = 300  # how long an outcome may wait for the broker's acknowledgement
 
 
 def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # cluster refusing writes for less (a leader election, replicas below the minimum) only
         # delays outcomes, and their e-mails are never repeated. Longer, the publish fails and
         # the service stops (exit 1) without committing past it.
-        "message.timeout.ms": 300_000,
+        "message.timeout.ms": DELIVERY_TIMEOUT_S * 1000,
         # One produce request answers within 10 s (default 30): a request stuck on a broker that
         # died is retried on the new leader well inside the 25 s drain on SIGTERM.
         "request.timeout.ms": 10_000,

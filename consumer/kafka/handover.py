@@ -3,9 +3,9 @@
 A newly assigned input partition stays paused until
 
 1. its events still in flight from an earlier assignment to this process have finished, so
-   their outcomes are on the broker before the ledger is read (or a time limit has passed, and
-   not while Kafka acknowledges nothing: those events' e-mails are sent, only their outcomes
-   wait, so taking the partition over would send them again);
+   their outcomes are on the broker before the ledger is read (or a time limit has passed: the
+   service sets it past the longest an outcome may wait for the broker, since those events'
+   e-mails may be sent already and taking the partition over would send them again);
 2. the ledger has read the outcomes recorded since the group's last commit (see ``ledger.py``);
 3. the group's committed offset carries an outcome position (see ``offsets.py``). A partition
    without one (a new group, offsets reset by hand) is anchored first: its start position is
@@ -63,17 +63,12 @@ class Handover:
         self._waiting.update(dict.fromkeys(tps, deadline))
 
     def prepare(
-        self, consumer: Consumer, now: float, *, kafka_stalled: bool = False
+        self, consumer: Consumer, now: float
     ) -> tuple[set[TopicPartitionKey], set[TopicPartitionKey]]:
         """Takes over what can be taken over now: returns the partitions ready to consume and those
         whose anchor must be committed first. Raises ``KafkaException`` when the broker does not
-        answer; nothing is lost then, call again later. ``kafka_stalled``: outcomes are waiting
-        unacknowledged, so earlier events are waited for past the time limit."""
-        due = {
-            tp
-            for tp, limit in self._waiting.items()
-            if (now >= limit and not kafka_stalled) or not self._tracker.in_flight({tp})
-        }
+        answer; nothing is lost then, call again later."""
+        due = {tp for tp, limit in self._waiting.items() if now >= limit or not self._tracker.in_flight({tp})}
         if not due:
             return set(), set()
         late = sorted(tp[1] for tp in due if self._tracker.in_flight({tp}))

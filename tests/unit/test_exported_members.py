@@ -29,6 +29,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.kafka.breaker": ["DeadLetterBreaker"],
     "consumer.kafka.bridge": ["Bridge", "Crashed"],
     "consumer.kafka.clients": [
+        "DELIVERY_TIMEOUT_S",
         "answered",
         "check_topics",
         "close_with_timeout",

@@ -138,32 +138,6 @@ def test_earlier_work_of_the_partition_is_waited_for_then_given_up_on() -> None:
     assert impatient.prepare(consumer, NOW + 5) == ({(INPUT, 1)}, set())  # still in flight: may be sent twice
 
 
-def test_earlier_work_waiting_on_kafka_is_waited_for_past_the_limit() -> None:
-    tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
-    tracker.start((INPUT, 0), 3)
-    tracker.forget({(INPUT, 0)})  # lost while offset 3's outcome waited for the cluster
-    consumer: Any = FakeConsumer({0: (0, format_metadata(0))}, {0: (0, 10)})
-    handover = handover_for(ledger, tracker, wait_limit_s=5)
-    handover.receive({(INPUT, 0)}, NOW)
-    # Its e-mail is sent; taking the partition over now would send it again.
-    assert handover.prepare(consumer, NOW + 60, kafka_stalled=True) == (set(), set())
-    assert handover.held == {(INPUT, 0)}
-    tracker.finish((INPUT, 0), 3, outcome_offset=40)  # the cluster is back: the outcome lands
-    assert handover.prepare(consumer, NOW + 61, kafka_stalled=True) == ({(INPUT, 0)}, set())
-
-
-def test_dropped_partitions_are_no_longer_held() -> None:
-    tracker, ledger = OffsetTracker(), FakeLedger({0: 1})
-    handover = handover_for(ledger, tracker)
-    handover.receive({(INPUT, 0), (INPUT, 1)}, NOW)
-    consumer: Any = FakeConsumer({}, {0: (0, 1)})
-    handover.drop({(INPUT, 1)})
-    assert handover.prepare(consumer, NOW) == (set(), {(INPUT, 0)})
-    handover.drop({(INPUT, 0)})
-    assert handover.held == set()
-    assert not handover.waiting
-
-
 class _AskedDuringFailover(FakeConsumer):
     """librdkafka's answer for a partition whose leader is moving: an error and no offset."""
 
