@@ -138,6 +138,18 @@ def test_earlier_work_of_the_partition_is_waited_for_then_given_up_on() -> None:
     assert impatient.prepare(consumer, NOW + 5) == ({(INPUT, 1)}, set())  # still in flight: may be sent twice
 
 
+def test_dropped_partitions_are_no_longer_held() -> None:
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 1})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0), (INPUT, 1)}, NOW)
+    consumer: Any = FakeConsumer({}, {0: (0, 1)})
+    handover.drop({(INPUT, 1)})
+    assert handover.prepare(consumer, NOW) == (set(), {(INPUT, 0)})
+    handover.drop({(INPUT, 0)})
+    assert handover.held == set()
+    assert not handover.waiting
+
+
 class _AskedDuringFailover(FakeConsumer):
     """librdkafka's answer for a partition whose leader is moving: an error and no offset."""
 
