@@ -79,7 +79,8 @@ unit: setup
 integration: stack-up-registry
 	$(BIN)/pytest tests/integration
 
-# Full-size chaos (600 events a scenario, 30 s relay outage); `make test` runs a reduced one.
+# Full-size chaos (600 events a scenario, 30 s outages), the cluster scenarios on a three-broker
+# cluster the tests start beside the single broker; `make test` runs a reduced one.
 chaos: stack-up
 	ORDERMAIL_CHAOS_SIZE=full $(BIN)/pytest tests/chaos
 

@@ -3,6 +3,8 @@ own process as in production.
 
 The broker is testcontainers' Kafka module where a Docker engine answers, else the local stack
 (`deploy/local/stack up`, a real KRaft broker from Maven Central jars). Tests do not care which.
+Tests of a replicated cluster (three brokers, replication factor 3, min.insync.replicas 2) ask for
+``cluster_bootstrap``: the local stack's `up --brokers 3`, on ports of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +28,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from tests.support import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
+STACK = str(ROOT / "deploy/local/stack")
 ORDERMAIL = str(Path(sys.executable).with_name("ordermail"))
 PARTITIONS = 6
+CLUSTER_ENV = ROOT / ".local/cluster.env"
 
 
 def _docker_engine_available() -> bool:
@@ -40,12 +45,13 @@ def _docker_engine_available() -> bool:
         return False
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
 def _local_stack_bootstrap() -> str:
-    subprocess.run([str(ROOT / "deploy/local/stack"), "up"], check=True, timeout=600)
-    env = dict(
-        line.split("=", 1) for line in (ROOT / ".local/stack.env").read_text().splitlines() if "=" in line
-    )
-    return env["KAFKA_BOOTSTRAP_SERVERS"]
+    subprocess.run([STACK, "up"], check=True, timeout=600)
+    return read_env_file(ROOT / ".local/stack.env")["KAFKA_BOOTSTRAP_SERVERS"]
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +82,23 @@ def registry_url(kafka_bootstrap: str) -> str:
     return values["SCHEMA_REGISTRY_URL"]
 
 
+@pytest.fixture(scope="module")
+def cluster_bootstrap() -> Iterator[str]:
+    """A three-broker cluster: ``ORDERMAIL_TEST_CLUSTER_BOOTSTRAP``, else the local stack's, started
+    here when none runs (and then stopped after the module's tests, so its four JVMs do not
+    share the cores with the rest of the suite)."""
+    if os.environ.get("ORDERMAIL_TEST_CLUSTER_BOOTSTRAP"):
+        yield os.environ["ORDERMAIL_TEST_CLUSTER_BOOTSTRAP"]
+        return
+    started_here = not CLUSTER_ENV.exists()
+    subprocess.run([STACK, "up", "--brokers", "3"], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    try:
+        yield read_env_file(CLUSTER_ENV)["KAFKA_BOOTSTRAP_SERVERS"]
+    finally:
+        if started_here:
+            subprocess.run([STACK, "down", "--cluster"], check=False, timeout=300, stdout=subprocess.DEVNULL)
+
+
 @dataclass(frozen=True)
 class Topics:
     input: str
@@ -97,6 +120,11 @@ class Topics:
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> Topics:
     """Fresh topics and group per test, so tests never see each other's records."""
+    return create_topics(kafka_bootstrap, replicas=1)
+
+
+def create_topics(bootstrap: str, *, replicas: int) -> Topics:
+    """Fresh topics and group; replicated ones need two in-sync copies of every write."""
     run = uuid.uuid4().hex[:8]
     names = Topics(
         input=f"t{run}.order-completed",
@@ -105,9 +133,13 @@ def topics(kafka_bootstrap: str) -> Topics:
         retry=f"t{run}.order-completed.retry",
         group=f"ordermail-{run}",
     )
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"min.insync.replicas": str(max(1, replicas - 1))}
     futures = admin.create_topics(
-        [NewTopic(n, PARTITIONS, 1) for n in (names.input, names.outcome, names.dlq, names.retry)]
+        [
+            NewTopic(n, PARTITIONS, replicas, config=config)
+            for n in (names.input, names.outcome, names.dlq, names.retry)
+        ]
     )
     for future in futures.values():
         future.result(timeout=30)
@@ -172,6 +204,14 @@ def start_service(
     kafka_bootstrap: str, topics: Topics, smtp_sink: Sink, tmp_path: Path
 ) -> Iterator[ServiceFactory]:
     """Starts ``ordermail run`` processes; all are stopped with SIGTERM at the end."""
+    with service_starter(kafka_bootstrap, topics, smtp_sink, tmp_path) as start:
+        yield start
+
+
+@contextmanager
+def service_starter(
+    kafka_bootstrap: str, topics: Topics, smtp_sink: Sink, tmp_path: Path
+) -> Iterator[ServiceFactory]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(**extra_env: str) -> subprocess.Popen[bytes]:
@@ -191,9 +231,11 @@ def start_service(
         started.append(process)
         return process
 
-    yield start
-    for process in started:
-        _terminate(process)
+    try:
+        yield start
+    finally:
+        for process in started:
+            _terminate(process)
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: float = 40) -> None:

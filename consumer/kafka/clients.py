@@ -12,13 +12,22 @@ from confluent_kafka import KafkaError, KafkaException
 from consumer.app.settings import kafka_passthrough
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, TopicPartition
 
     from consumer.app.settings import Settings
 
-__all__ = ["check_topics", "close_with_timeout", "consumer_config", "error_name", "producer_config"]
+__all__ = [
+    "DELIVERY_TIMEOUT_S",
+    "answered",
+    "check_topics",
+    "close_with_timeout",
+    "consumer_config",
+    "error_name",
+    "producer_config",
+]
 
 log = logging.getLogger("ordermail.service")
+DELIVERY_TIMEOUT_S = 300  # how long an outcome may wait for the broker's acknowledgement
 
 
 def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -44,6 +53,9 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "max.partition.fetch.bytes": 16_384,  # a larger record batch still comes whole
         "queued.max.messages.kbytes": 1024,
         "fetch.queue.backoff.ms": 20,  # refill soon once below those (librdkafka waits 1 s)
+        # A broker that vanishes without closing its connections (a node lost, not a process) is
+        # noticed by TCP instead of only by a request's timeout.
+        "socket.keepalive.enable": True,
         "client.id": "ordermail",
     }
     config.update(kafka_passthrough())
@@ -54,8 +66,19 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
+        # Every in-sync replica (at least min.insync.replicas) holds an outcome before it counts;
+        # idempotence keeps librdkafka's retries from writing one twice or out of order.
         "acks": "all",
         "enable.idempotence": True,
+        # Retried until acknowledged for up to 5 minutes (librdkafka's default, explicit here): a
+        # cluster refusing writes for less (a leader election, replicas below the minimum) only
+        # delays outcomes, and their e-mails are never repeated. Longer, the publish fails and
+        # the service stops (exit 1) without committing past it.
+        "message.timeout.ms": DELIVERY_TIMEOUT_S * 1000,
+        # One produce request answers within 10 s (default 30): a request stuck on a broker that
+        # died is retried on the new leader well inside the 25 s drain on SIGTERM.
+        "request.timeout.ms": 10_000,
+        "socket.keepalive.enable": True,
         # Short: until its outcome is on the broker, a sent e-mail is the one a crash would repeat.
         "linger.ms": 5,
         "compression.type": "lz4",
@@ -92,6 +115,16 @@ def check_topics(consumer: Consumer, settings: Settings) -> None:
     for co_partitioned in (settings.outcome_topic, settings.retry_topic):
         if counts[co_partitioned] < counts[settings.input_topic]:
             raise SystemExit(f"{co_partitioned} needs as many partitions as the input topic: {counts}")
+
+
+def answered(partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """A per-partition answer (offsets, committed positions), or ``KafkaException`` when any
+    partition carries an error: librdkafka reports a partition it could not ask about (its
+    leader away mid-failover) that way, with an invalid offset that would read as "nothing there"."""
+    for tp in partitions:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+    return partitions
 
 
 def error_name(exc: KafkaException) -> str:

@@ -3,7 +3,9 @@
 A newly assigned input partition stays paused until
 
 1. its events still in flight from an earlier assignment to this process have finished, so
-   their outcomes are on the broker before the ledger is read (or a time limit has passed);
+   their outcomes are on the broker before the ledger is read (or a time limit has passed: the
+   service sets it past the longest an outcome may wait for the broker, since those events'
+   e-mails may be sent already and taking the partition over would send them again);
 2. the ledger has read the outcomes recorded since the group's last commit (see ``ledger.py``);
 3. the group's committed offset carries an outcome position (see ``offsets.py``). A partition
    without one (a new group, offsets reset by hand) is anchored first: its start position is
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
+from consumer.kafka.clients import answered
 from consumer.kafka.offsets import OffsetTracker, TopicPartitionKey, parse_metadata
 
 if TYPE_CHECKING:
@@ -71,7 +74,7 @@ class Handover:
         late = sorted(tp[1] for tp in due if self._tracker.in_flight({tp}))
         if late:
             log.warning("earlier events of partitions %s still in flight; they may be sent twice", late)
-        committed = consumer.committed([TopicPartition(t, p) for t, p in sorted(due)], timeout=10)
+        committed = answered(consumer.committed([TopicPartition(t, p) for t, p in sorted(due)], timeout=10))
         ends = self._ledger.end_offsets({p for _, p in due})
         starts: dict[int, int] = {}
         anchors: dict[TopicPartitionKey, int] = {}
@@ -115,5 +118,5 @@ def _offsets(consumer: Consumer, keys: list[TopicPartitionKey], which: int) -> d
     """First (``OFFSET_BEGINNING``) or end (``OFFSET_END``) offsets, in one request."""
     if not keys:
         return {}
-    answer = consumer.offsets_for_times([TopicPartition(t, p, which) for t, p in keys], timeout=10)
+    answer = answered(consumer.offsets_for_times([TopicPartition(t, p, which) for t, p in keys], timeout=10))
     return {(tp.topic, tp.partition): tp.offset for tp in answer}

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from consumer.kafka.clients import answered, close_with_timeout
 from consumer.processing.outcomes import OUTCOME_SCHEMA
 from consumer.processing.ports import Known
 from schemas import DecodeError
@@ -61,6 +62,7 @@ class Ledger:
     def __init__(
         self, reader_config: dict[str, Any], outcome_topic: str, codec: Codec, *, recent_limit: int = 50_000
     ) -> None:
+        self._reader_config = reader_config
         self._reader = Consumer(reader_config)
         self._topic = outcome_topic
         self._codec = codec
@@ -89,9 +91,12 @@ class Ledger:
                 self._recent.popitem(last=False)
 
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
-        """One request for all partitions (``OFFSET_END`` asks for the end)."""
+        """One request for all partitions (``OFFSET_END`` asks for the end); ``KafkaException``
+        when a partition's end is unknown (its leader moving): never taken as an empty partition."""
+        self._renew_reader()  # each takeover starts here
         wanted = [TopicPartition(self._topic, p, OFFSET_END) for p in sorted(partitions)]
-        return {tp.partition: tp.offset for tp in self._reader.offsets_for_times(wanted, timeout=10)}
+        answer = answered(self._reader.offsets_for_times(wanted, timeout=10))
+        return {tp.partition: tp.offset for tp in answer}
 
     def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
         """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""
@@ -119,6 +124,13 @@ class Ledger:
                 log.warning("outcome partitions %s read in part: redeliveries may be re-sent", incomplete)
         self._handled.update(handled)
         return {p: len(ids) for p, ids in handled.items()}
+
+    def _renew_reader(self) -> None:
+        """The reader idles between takeovers, so nothing tells it that leaders moved: after a
+        broker was killed it kept asking that broker until its metadata aged out (5 min). A new
+        client per takeover learns the leaders afresh (a takeover is rare; a client costs ms)."""
+        close_with_timeout(self._reader, timeout_s=5)
+        self._reader = Consumer(self._reader_config)
 
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:

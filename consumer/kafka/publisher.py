@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -20,10 +21,12 @@ from consumer.processing.ports import PublishError
 from schemas import OUTCOME_SCHEMA
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from consumer.processing.records import Headers, Inbound
     from schemas import Codec, DeliveryOutcome
 
-__all__ = ["OutcomePublisher", "PublishError"]
+__all__ = ["AcknowledgementWatch", "OutcomePublisher", "PublishError"]
 
 
 # Refusals that are about the record itself (its size, its partition), not the broker's state:
@@ -45,6 +48,45 @@ def _refused(topic: str, error: KafkaError) -> PublishError:
     return PublishError(f"{topic}: {error.name()}", record_level=error.code() in _RECORD_ERRORS)
 
 
+class AcknowledgementWatch:
+    """How long the broker has kept records waiting without acknowledging any of them: a cluster
+    refusing writes (fewer in-sync replicas than ``min.insync.replicas``, no leader) shows as
+    records waiting while librdkafka retries, not as an error, until the delivery timeout.
+
+    Written from the event loop (sent) and the callback thread (acknowledged), read by the probes.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._since = clock()  # the last acknowledgement, or when the first record began to wait
+
+    def sent(self) -> None:
+        with self._lock:
+            if self._waiting == 0:
+                self._since = self._clock()
+            self._waiting += 1
+
+    def withdrawn(self) -> None:
+        """A record counted as sent that the client did not take after all."""
+        with self._lock:
+            self._waiting = max(0, self._waiting - 1)
+
+    def acknowledged(self) -> None:
+        """An answer for one record, an acknowledgement or a refusal: the broker is answering."""
+        with self._lock:
+            self._waiting = max(0, self._waiting - 1)
+            self._since = self._clock()
+
+    def stalled(self) -> tuple[int, float]:
+        """Records waiting and the seconds since the broker last answered for any ((0, 0.0): none wait)."""
+        with self._lock:
+            if self._waiting == 0:
+                return 0, 0.0
+            return self._waiting, self._clock() - self._since
+
+
 class OutcomePublisher:
     """Owns the idempotent producer and the thread that serves its delivery callbacks."""
 
@@ -57,6 +99,7 @@ class OutcomePublisher:
         self._outcome_topic = outcome_topic
         self._dlq_topic = dlq_topic
         self._running = True
+        self.acknowledgements = AcknowledgementWatch()
         self._poller = threading.Thread(target=self._serve_callbacks, name="producer-callbacks", daemon=True)
         self._poller.start()
 
@@ -95,6 +138,7 @@ class OutcomePublisher:
         acknowledged: asyncio.Future[int] = loop.create_future()
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
+            self.acknowledgements.acknowledged()
             result: int | Exception = _refused(topic, error) if error is not None else message.offset() or 0
             loop.call_soon_threadsafe(_settle, acknowledged, result)
 
@@ -107,12 +151,16 @@ class OutcomePublisher:
         if partition is not None:
             kwargs["partition"] = partition
         while True:
+            # Counted before produce: its callback may run on the other thread before produce returns.
+            self.acknowledgements.sent()
             try:
                 self._producer.produce(topic, **kwargs)
                 break
             except BufferError:  # local queue full: wait for acknowledgements to drain it
+                self.acknowledgements.withdrawn()
                 await asyncio.sleep(0.05)
             except KafkaException as exc:
+                self.acknowledgements.withdrawn()
                 raise _refused(topic, exc.args[0]) from None
         return await acknowledged
 

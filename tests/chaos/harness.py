@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from email import policy
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaException
+
 from consumer.app.settings import Settings
 from consumer.tools.producing import publish_orders, publish_raw
 from consumer.tools.topic_reader import committed_and_end, read_outcomes, read_records
@@ -126,7 +128,7 @@ class Chaos:
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not condition():
+        while not _holds(condition):
             if time.monotonic() > deadline:
                 raise AssertionError(f"not reached within {timeout_s:.0f} s")
             time.sleep(0.5)
@@ -178,3 +180,10 @@ class Chaos:
 
     def dead_letters(self) -> list[Any]:
         return read_records(self.bootstrap, self.topics.dlq, expected=None, timeout_s=30)
+
+
+def _holds(condition: Callable[[], bool]) -> bool:
+    try:
+        return condition()
+    except KafkaException:  # our reading client lost a broker mid-failover: ask again
+        return False

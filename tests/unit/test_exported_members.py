@@ -30,6 +30,8 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.kafka.breaker": ["DeadLetterBreaker"],
     "consumer.kafka.bridge": ["Bridge", "Crashed"],
     "consumer.kafka.clients": [
+        "DELIVERY_TIMEOUT_S",
+        "answered",
         "check_topics",
         "close_with_timeout",
         "consumer_config",
@@ -40,7 +42,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.kafka.ledger": ["Ledger", "settle"],
     "consumer.kafka.offsets": ["OffsetTracker", "TopicPartitionKey", "format_metadata", "parse_metadata"],
     "consumer.kafka.partitioning": ["murmur2", "partition_for"],
-    "consumer.kafka.publisher": ["OutcomePublisher", "PublishError"],
+    "consumer.kafka.publisher": ["AcknowledgementWatch", "OutcomePublisher", "PublishError"],
     "consumer.kafka.service": ["Service"],
     "consumer.observability": ["health", "logs", "metrics", "telemetry"],
     "consumer.observability.health": ["HealthServer"],

@@ -3,9 +3,18 @@ with no commit of ours is anchored before anything of it runs."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, TopicPartition
+import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from consumer.kafka.handover import Handover
 from consumer.kafka.offsets import OffsetTracker, format_metadata, parse_metadata
@@ -139,3 +148,29 @@ def test_dropped_partitions_are_no_longer_held() -> None:
     handover.drop({(INPUT, 0)})
     assert handover.held == set()
     assert not handover.waiting
+
+
+class _AskedDuringFailover(FakeConsumer):
+    """librdkafka's answer for a partition whose leader is moving: an error and no offset."""
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[Any]:
+        error = KafkaError(KafkaError.FENCED_LEADER_EPOCH)
+        return [
+            SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=OFFSET_INVALID, error=error)
+            for tp in partitions
+        ]
+
+
+def test_a_partition_whose_position_is_unknown_mid_failover_is_asked_again_not_sent_again() -> None:
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0)}, NOW)
+    consumer: Any = _AskedDuringFailover({0: (30, format_metadata(25))}, {0: (0, 60)})
+    with pytest.raises(KafkaException):
+        handover.prepare(consumer, NOW)
+    assert handover.held == {(INPUT, 0)}  # still held: nothing of it runs until asked again
+    assert tracker.committable() == {}
+    assert ledger.loaded == {}
+    retried: Any = FakeConsumer({0: (30, format_metadata(25))}, {0: (0, 60)})
+    assert handover.prepare(retried, NOW + 1) == ({(INPUT, 0)}, set())
+    assert ledger.loaded == {0: 25}  # the outcomes since the commit are read: no e-mail twice

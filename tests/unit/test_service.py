@@ -17,6 +17,7 @@ from confluent_kafka import TopicPartition
 from consumer.app.assembly import Parts
 from consumer.app.settings import Settings
 from consumer.kafka.offsets import format_metadata
+from consumer.kafka.publisher import AcknowledgementWatch
 from consumer.kafka.service import Service
 from consumer.processing.pipeline import Done
 from consumer.processing.ports import PublishError
@@ -200,6 +201,13 @@ class _Closable:
 
 
 @dataclass
+class _FakePublisher(_Closable):
+    """The outcome publisher's part: its close, and a real watch on the broker's acknowledgements."""
+
+    acknowledgements: AcknowledgementWatch = field(default_factory=AcknowledgementWatch)
+
+
+@dataclass
 class _AsyncClosable:
     """The SMTP pool's part: its close is a coroutine."""
 
@@ -275,7 +283,8 @@ def harness() -> Iterator[Harness]:
         return consumers[-1]
 
     pipeline, ledger, clock = FakePipeline(), FakeLedger(), Clock()
-    render_pool, smtp, publisher = _Closable(), _AsyncClosable(), _Closable()
+    render_pool, smtp = _Closable(), _AsyncClosable()
+    publisher = _FakePublisher(acknowledgements=AcknowledgementWatch(clock))
     # Parts holds the real classes (no protocols): the codec is unused, the others are fakes.
     parts = Parts(None, render_pool, smtp, publisher, ledger, pipeline)  # type: ignore[arg-type]
     service = Service(settings, parts, consumer_factory=factory, clock=clock)
@@ -356,6 +365,39 @@ def test_shutdown_drains_commits_and_closes_everything(harness: Harness) -> None
     assert h.last_commit() == (False, 2, format_metadata(103))
     assert h.consumer.closed
     assert all(c.closed for c in h.closables)
+
+
+def test_readiness_says_so_while_the_broker_acknowledges_no_outcome(harness: Harness) -> None:
+    h = harness
+    watch: AcknowledgementWatch = h.closables[2].acknowledgements  # type: ignore[union-attr]
+    _assign(h)
+    h.turn_until(lambda: h.service.not_ready() is None)
+    watch.sent()
+    watch.sent()
+    h.clock.now += 5  # a leader election's wait: still ready
+    assert h.service.not_ready() is None
+    h.clock.now += 10
+    assert "acknowledged none of 2 outcome records for 15 s" in (h.service.not_ready() or "")
+    assert "min.insync.replicas" in (h.service.not_ready() or "")
+    watch.acknowledged()  # the cluster answers again
+    assert h.service.not_ready() is None
+
+
+def test_nothing_new_is_taken_in_while_kafka_acknowledges_nothing(harness: Harness) -> None:
+    h = harness
+    watch: AcknowledgementWatch = h.closables[2].acknowledgements  # type: ignore[union-attr]
+    _assign(h)
+    h.turn_until(lambda: TP in h.consumer.assigned and TP not in h.consumer.paused)  # taken over
+    watch.sent()  # an outcome the cluster does not acknowledge
+    h.clock.now += 6
+    h.turn_until(lambda: TP in h.consumer.paused)
+    h.consumer.publish(TP, 3)
+    for _ in range(20):  # paused: however often the loop turns, nobody new is e-mailed
+        h.clock.now += 0.01
+        h.service.run_once(h.clock.now)
+    assert h.pipeline.started == []
+    watch.acknowledged()  # the cluster answers again
+    h.turn_until(lambda: len(h.pipeline.started) == 3)
 
 
 def test_a_broker_that_does_not_acknowledge_stops_the_loop_without_committing_past_it(
