@@ -19,6 +19,8 @@ from consumer.processing.records import OWN_PREFIX, Inbound, plausible_id, reada
 from schemas import ORDER_SCHEMA, DecodeError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from confluent_kafka import Message
 
     from consumer.tools.scan import Reader
@@ -143,9 +145,12 @@ class DeadLetter:
         return described
 
 
-def read_dead_letters(reader: Reader, codec: Codec, starts: dict[int, int]) -> list[DeadLetter]:
+def read_dead_letters(reader: Reader, codec: Codec, starts: dict[int, int]) -> Iterator[DeadLetter]:
+    """One at a time: a dead-letter topic may hold more records (each a whole event) than a
+    command should keep; callers keep only what they select."""
     dlq = reader.settings.dlq_topic
-    return [DeadLetter.from_message(m, codec) for m in reader.read(dlq, starts, f"reading {dlq}")]
+    for message in reader.read(dlq, starts, f"reading {dlq}"):
+        yield DeadLetter.from_message(message, codec)
 
 
 def list_dead_letters(
@@ -157,13 +162,18 @@ def list_dead_letters(
         p for p in reader.partitions(dlq) if selection.partitions is None or p in selection.partitions
     ]
     starts = {p: _start(reader, dlq, p, selection) for p in partitions}
-    letters = [d for d in read_dead_letters(reader, codec, starts) if selection.matches(d)]
-    letters.sort(key=lambda d: (d.timestamp_ms, d.partition, d.offset))
+    # What is shown of each selected dead letter, not the record: key, value and headers go.
+    shown = [
+        ((d.timestamp_ms, d.partition, d.offset), d.reason, d.describe(personal=personal))
+        for d in read_dead_letters(reader, codec, starts)
+        if selection.matches(d)
+    ]
+    shown.sort(key=lambda item: item[0])
     return {
         "topic": dlq,
-        "dead_letters": [d.describe(personal=personal) for d in letters],
-        "summary": dict(Counter(d.reason for d in letters).most_common()),
-        "total": len(letters),
+        "dead_letters": [described for _, _, described in shown],
+        "summary": dict(Counter(reason for _, reason, _ in shown).most_common()),
+        "total": len(shown),
     }
 
 

@@ -102,8 +102,17 @@ def redrive(
         committed = reader.committed(dlq, partitions)
         report = RedriveReport(group, resumed_from=committed, dry_run=dry_run)
         starts = {p: committed.get(p, reader.bounds(dlq, p)[0]) for p in partitions}
-        letters = read_dead_letters(reader, codec, starts)
-        selected = [d for d in letters if selection.matches(d)]
+        # Only the selected dead letters are kept whole; of the others, where they lie and what
+        # record each holds (a digest) are enough.
+        selected: list[DeadLetter] = []
+        copies: dict[str, bytes] = {}
+        last: dict[int, int] = {}
+        for letter in read_dead_letters(reader, codec, starts):
+            last[letter.partition] = max(last.get(letter.partition, -1), letter.offset)
+            if letter.value is not None:
+                copies[f"{dlq}/{letter.partition}/{letter.offset}"] = _digest(letter.key, letter.value)
+            if selection.matches(letter):
+                selected.append(letter)
         refused = Counter(d.reason for d in selected if not redrivable(d.reason))
         if refused and not force:
             listed = ", ".join(f"{reason} x{n}" for reason, n in sorted(refused.items()))
@@ -112,13 +121,13 @@ def redrive(
                 f"fix ({listed}); narrow the selection with --reason, or pass --force",
                 code=2,
             )
-        redriven = _redriven(reader, codec, selected, letters)
+        redriven = _redriven(reader, codec, selected, copies)
         plans = _plan(selected, _sent_events(reader, codec, selected), redriven, report)
         report.reasons = dict(Counter(p.letter.reason for p in plans if p.publish))
         if dry_run:
             report.published = sum(p.publish for p in plans)
             return report
-        ends = {p: max([starts[p], *(d.offset + 1 for d in letters if d.partition == p)]) for p in partitions}
+        ends = {p: max(starts[p], last.get(p, -1) + 1) for p in partitions}
         inputs = frozenset(reader.partitions(settings.input_topic))
         _publish(settings, reader, plans, ends=ends, rate=rate, report=report, inputs=inputs)
         return report
@@ -168,20 +177,17 @@ def _plan(
 
 
 def _redriven(
-    reader: Reader, codec: Codec, selected: list[DeadLetter], letters: list[DeadLetter]
+    reader: Reader, codec: Codec, selected: list[DeadLetter], copies: dict[str, bytes]
 ) -> _Redriven:
     """Reads the input topic from the oldest selected dead letter's time on (a redrive of it
     cannot be older) for records an earlier redrive published. Producers write that topic and
     can write any header: a record counts as a redrive only when it carries the very key and
     value of the dead letter its ``ordermail.redrive.source`` names (one of those read), so a
     forged header can make the redrive skip only a dead letter whose record is on the input
-    topic anyway, for the service to process like any other."""
+    topic anyway, for the service to process like any other. ``copies``: "topic/partition/offset"
+    of each dead letter read -> :func:`_digest` of its key and value."""
     if not selected:
         return _Redriven(frozenset(), {})
-    dlq = reader.settings.dlq_topic
-    copies = {
-        f"{dlq}/{d.partition}/{d.offset}": _digest(d.key, d.value) for d in letters if d.value is not None
-    }
     topic = reader.settings.input_topic
     since = min(d.timestamp_ms for d in selected) - _SKEW_MS
     starts = {p: reader.offset_at(topic, p, since) for p in reader.partitions(topic)}

@@ -165,7 +165,7 @@ def test_a_header_name_that_is_not_utf8_breaks_no_command(monkeypatch: pytest.Mo
     assert (letter.headers, letter.event_id) == ([], order["event_id"])
     redriven = _Message(value, headers_=[("ordermail.redrive.source", b"orders.dlq/0/1")])
     reader = _Reader([_Message(value, broken=True), redriven])
-    found = redrive._redriven(reader, CODEC, [letter], [letter])  # type: ignore[arg-type]
+    found = redrive._redriven(reader, CODEC, [letter], _copies(letter))  # type: ignore[arg-type]
     assert found.sources == frozenset({"orders.dlq/0/1"})
     produced: list[dict[str, Any]] = []
 
@@ -251,12 +251,12 @@ def test_a_forged_redrive_header_on_the_input_topic_does_not_hide_a_dead_letter(
         _Message(CODEC.encode(forged_event, ORDER_SCHEMA), headers_=source),  # same event id
         _Message(value, key_=b"ORD-2", headers_=source),
     ):
-        found = redrive._redriven(_Reader([forged]), CODEC, [letter], [letter])  # type: ignore[arg-type]
+        found = redrive._redriven(_Reader([forged]), CODEC, [letter], _copies(letter))  # type: ignore[arg-type]
         report = redrive.RedriveReport("g")
         (plan,) = redrive._plan([letter], set(), found, report)
         assert plan.publish
         assert (report.already_redriven, report.duplicates) == (0, 0)
-    genuine = redrive._redriven(_Reader([_Message(value, headers_=source)]), CODEC, [letter], [letter])  # type: ignore[arg-type]
+    genuine = redrive._redriven(_Reader([_Message(value, headers_=source)]), CODEC, [letter], _copies(letter))  # type: ignore[arg-type]
     report = redrive.RedriveReport("g")
     (plan,) = redrive._plan([letter], set(), genuine, report)
     assert not plan.publish
@@ -291,3 +291,32 @@ def test_a_redriven_record_goes_to_its_original_partition() -> None:
     for original in (letter("orders", 5), letter("orders", 11), letter("elsewhere", 5)):
         redrive._produce(Producer(), "orders", redrive._Plan(original, True, 1), "dlq", frozenset(range(6)))  # type: ignore[arg-type]
     assert [r["partition"] for r in produced] == [5, -1, -1]  # -1: by key (partition gone, other topic)
+
+
+def _copies(*letters: DeadLetter) -> dict[str, bytes]:
+    return {f"orders.dlq/{d.partition}/{d.offset}": redrive._digest(d.key, d.value) for d in letters}
+
+
+def test_dead_letters_are_read_one_at_a_time_and_only_the_selected_are_kept() -> None:
+    from consumer.tools.dlq import list_dead_letters, read_dead_letters
+
+    value = CODEC.encode(sample_order(1), ORDER_SCHEMA)
+    reasons = [b"template_error", b"invalid_email", b"template_error"]
+    messages = [
+        _Message(value, offset_=n, topic_="orders.dlq", headers_=[("ordermail.error.class", r)])
+        for n, r in enumerate(reasons)
+    ]
+    handed: list[int] = []
+
+    class Reader(_Reader):
+        def read(self, topic: str, starts: dict[int, int], label: str) -> Any:
+            for message in self.messages:
+                handed.append(message.offset())
+                yield message
+
+    letters = read_dead_letters(Reader(messages), CODEC, {0: 0})  # type: ignore[arg-type]
+    assert next(letters).offset == 0
+    assert handed == [0]  # not the whole topic at once
+    listed = list_dead_letters(Reader(messages), CODEC, Selection(reasons=frozenset({"template_error"})))  # type: ignore[arg-type]
+    assert [d["offset"] for d in listed["dead_letters"]] == [0, 2]
+    assert listed["summary"] == {"template_error": 2}
