@@ -166,8 +166,9 @@ def test_hostile_values_are_inert(
     reordered = any(re.search("[\u202a-\u202e\u2066-\u2069]", v) for v in chosen.values())
     for value in chosen.values():
         if value in {"{{ 7*7 }}", "<script>alert(1)</script>"} and not reordered:
-            # A narrow column may wrap it anywhere: compare without whitespace.
-            assert re.sub(r"\s", "", value) in re.sub(r"\s", "", text)
+            # A narrow column may wrap it anywhere: compare without whitespace; and an address
+            # line may be in the post's capitals (a city, in most countries).
+            assert re.sub(r"\s", "", value).casefold() in re.sub(r"\s", "", text).casefold()
     assert "LOOPLOOP" not in text
 
     # The e-mail: exactly our headers, whatever the values held.
