@@ -49,9 +49,10 @@ if TYPE_CHECKING:
     from consumer.app.settings import Settings
     from schemas import Codec
 
-__all__ = ["RedriveReport", "redrive", "redrive_group"]
+__all__ = ["RedriveReport", "redrive", "redrive_group", "transactional_config"]
 
 _SKEW_MS = 10 * 60 * 1000  # clocks of producers and brokers may differ this much
+_TRANSACTION_TIMEOUT_MS = 60_000  # librdkafka's default
 
 
 def redrive_group(settings: Settings, selection: Selection) -> str:
@@ -181,13 +182,15 @@ def _redriven(
 ) -> _Redriven:
     """Reads the input topic from the oldest selected dead letter's time on (a redrive of it
     cannot be older) for records an earlier redrive published. Producers write that topic and
-    can write any header: a record counts as a redrive only when it carries the very key and
-    value of the dead letter its ``ordermail.redrive.source`` names (one of those read), so a
-    forged header can make the redrive skip only a dead letter whose record is on the input
-    topic anyway, for the service to process like any other. ``copies``: "topic/partition/offset"
+    can write any header: a record counts as a redrive only when it carries the key and value of
+    a dead letter read here, and of the very one its ``ordermail.redrive.source`` names when that
+    one was read (a resumed run reads from its progress on), so a forged header can make the
+    redrive skip only a dead letter whose record is on the input topic anyway, for the service
+    to process like any other. ``copies``: "topic/partition/offset"
     of each dead letter read -> :func:`_digest` of its key and value."""
     if not selected:
         return _Redriven(frozenset(), {})
+    records = frozenset(copies.values())
     topic = reader.settings.input_topic
     since = min(d.timestamp_ms for d in selected) - _SKEW_MS
     starts = {p: reader.offset_at(topic, p, since) for p in reader.partitions(topic)}
@@ -198,7 +201,10 @@ def _redriven(
         headers = dict(readable_headers(message) or [])
         raw = headers.get("ordermail.redrive.source")
         source = raw.decode("utf-8", "replace") if raw is not None else None
-        if source is None or copies.get(source) != _digest(message.key(), message.value()):
+        digest = _digest(message.key(), message.value())
+        # The dead letter it names, when read here (a resumed run reads from its progress on):
+        # its very record; in any case the record of some dead letter read.
+        if source is None or copies.get(source, digest) != digest or digest not in records:
             continue
         sources.add(source)
         try:
@@ -260,7 +266,7 @@ def _publish(
 ) -> None:
     """In transactions of about a second's worth of records, each with the progress it makes."""
     batch = max(1, int(rate)) if rate else 100
-    producer = Producer(tool_producer_config(settings, **{"transactional.id": report.group, "linger.ms": 20}))
+    producer = Producer(transactional_config(settings, report.group))
     try:
         _transactions(
             producer, settings, reader, plans, ends=ends, rate=rate, batch=batch, report=report, inputs=inputs
@@ -274,6 +280,22 @@ def _publish(
             else f"redrive stopped ({error.name() if isinstance(error, KafkaError) else type(exc).__name__});"
             " run the same command again to resume"
         ) from None
+
+
+def transactional_config(settings: Settings, group: str) -> dict[str, Any]:
+    """The service's producer settings, transactional. librdkafka refuses a ``message.timeout.ms``
+    over ``transaction.timeout.ms``: the service's 5 minutes are cut to the transaction's minute,
+    which also bounds how long a killed run's open transaction holds up the service's
+    ``read_committed`` reads of the input partitions it wrote to."""
+    return tool_producer_config(
+        settings,
+        **{
+            "transactional.id": group,
+            "linger.ms": 20,
+            "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
+            "message.timeout.ms": _TRANSACTION_TIMEOUT_MS,
+        },
+    )
 
 
 def _transactions(

@@ -126,7 +126,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.tools.preview.server": ["LOCALES", "PreviewServer", "SAMPLES"],
     "consumer.tools.preview.state": ["Choice", "PreviewState", "fingerprint"],
     "consumer.tools.producing": ["publish_orders", "publish_raw"],
-    "consumer.tools.redrive": ["RedriveReport", "redrive", "redrive_group"],
+    "consumer.tools.redrive": ["RedriveReport", "redrive", "redrive_group", "transactional_config"],
     "consumer.tools.scan": [
         "Progress",
         "Reader",

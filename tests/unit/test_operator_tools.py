@@ -320,3 +320,30 @@ def test_dead_letters_are_read_one_at_a_time_and_only_the_selected_are_kept() ->
     listed = list_dead_letters(Reader(messages), CODEC, Selection(reasons=frozenset({"template_error"})))  # type: ignore[arg-type]
     assert [d["offset"] for d in listed["dead_letters"]] == [0, 2]
     assert listed["summary"] == {"template_error": 2}
+
+
+def test_the_redrive_producer_is_one_librdkafka_accepts() -> None:
+    """Its message timeout may not exceed its transaction timeout (the service's 5 minutes did)."""
+    from confluent_kafka import Producer
+
+    from consumer.app.settings import Settings
+
+    config = redrive.transactional_config(Settings(), "ordermail.redrive.test")
+    assert config["message.timeout.ms"] <= config["transaction.timeout.ms"]
+    Producer(config)  # raises KafkaException (_INVALID_ARG) for a config it refuses
+
+
+def test_a_resumed_redrive_still_knows_an_event_redriven_before_its_progress() -> None:
+    """The same event dead-lettered twice (same record); the first run redrove the first dead
+    letter and committed past it, then was killed: the rerun reads from its progress on, and must
+    not publish the second dead letter (its record is the one already redriven)."""
+    order = sample_order(1)
+    value = CODEC.encode(order, ORDER_SCHEMA)
+    second = DeadLetter.from_message(_Message(value, offset_=40, topic_="orders.dlq"), CODEC)  # type: ignore[arg-type]
+    redriven = _Message(value, headers_=[("ordermail.redrive.source", b"orders.dlq/0/0")])
+    redriven.timestamp = lambda: (1, second.timestamp_ms + 1)  # type: ignore[method-assign]
+    found = redrive._redriven(_Reader([redriven]), CODEC, [second], _copies(second))  # type: ignore[arg-type]
+    report = redrive.RedriveReport("g")
+    (plan,) = redrive._plan([second], set(), found, report)
+    assert not plan.publish
+    assert report.duplicates == 1
