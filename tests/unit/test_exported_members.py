@@ -161,6 +161,17 @@ EXPORTED: dict[str, list[str]] = {
         "harfbuzz_subset_available",
         "weasyprint_uses_harfbuzz_subset",
     ],
+    "delivery.feedback.arf": ["is_arf", "parse_arf"],
+    "delivery.feedback.dsn": ["is_dsn", "parse_dsn"],
+    "delivery.feedback.inbound": ["Dropped", "Inbound", "is_auto_reply", "read_inbound"],
+    "delivery.feedback.parts": [
+        "address_field",
+        "date_field",
+        "domain_of",
+        "field",
+        "find_part",
+        "returned_headers",
+    ],
     "delivery.feedback.model": [
         "BounceType",
         "Kind",
