@@ -452,7 +452,10 @@ class Pipeline:
         """``mail_from``, or the VERP address naming this event's attempt (bounces trace back)."""
         if self._config.return_path is None:
             return self._config.mail_from
-        return self._config.return_path.address(order["event_id"], attempt) or self._config.mail_from
+        return (
+            self._config.return_path.address(order["event_id"], attempt, order["customer"]["email"])
+            or self._config.mail_from
+        )
 
     async def _finish_failed(
         self, inbound: Inbound, ids: _Ids, stop: _Stop, retry: RetryState | None

@@ -20,7 +20,7 @@ from delivery.feedback.arf import is_arf, parse_arf
 from delivery.feedback.dsn import is_dsn, parse_dsn
 from delivery.feedback.model import Report
 from delivery.feedback.parts import field
-from delivery.return_path import ReturnPath
+from delivery.return_path import ReturnPath, Token
 
 __all__ = ["Dropped", "Inbound", "is_auto_reply", "read_inbound"]
 
@@ -66,8 +66,7 @@ def _dsn(message: Message, recipients: list[str], return_path: ReturnPath) -> In
     token = _first_token(recipients, return_path)
     if token is None:
         return Inbound(dropped="unsigned")
-    event_id, attempt = token
-    return Inbound(reports=tuple(replace(r, event_id=event_id, attempt=attempt) for r in reports))
+    return Inbound(reports=tuple(_named(report, token, return_path) for report in reports))
 
 
 def _complaint(message: Message, recipients: list[str], return_path: ReturnPath) -> Inbound:
@@ -77,8 +76,12 @@ def _complaint(message: Message, recipients: list[str], return_path: ReturnPath)
     token = _first_token([*return_paths, *recipients], return_path)
     if token is None:
         return Inbound(dropped="unsigned")
-    event_id, attempt = token
-    return Inbound(reports=(replace(complaint, event_id=event_id, attempt=attempt),))
+    return Inbound(reports=(_named(complaint, token, return_path),))
+
+
+def _named(report: Report, token: Token, return_path: ReturnPath) -> Report:
+    confirmed = report.recipient is not None and return_path.names_recipient(token, report.recipient)
+    return replace(report, event_id=token.event_id, attempt=token.attempt, recipient_confirmed=confirmed)
 
 
 def is_auto_reply(message: Message) -> bool:
@@ -92,7 +95,7 @@ def is_auto_reply(message: Message) -> bool:
     )
 
 
-def _first_token(addresses: Iterable[str], return_path: ReturnPath) -> tuple[str, int] | None:
+def _first_token(addresses: Iterable[str], return_path: ReturnPath) -> Token | None:
     for address in addresses:
         token = return_path.parse(address)
         if token is not None:

@@ -54,6 +54,9 @@ class Report:
     message_id: str | None = None
     recipient: str | None = field(default=None, repr=False)  # personal data: see the module doc
     recipient_domain: str | None = None
+    # The return path's token was made for ``recipient`` (DSN, ARF): only then may a report
+    # suppress the address. ESP webhooks are signed by the ESP, which knows its recipients.
+    recipient_confirmed: bool = False
 
 
 # RFC 3463: class.subject.detail; class 2 success, 4 persistent transient, 5 permanent.

@@ -15,7 +15,7 @@ from delivery.return_path import ReturnPath
 SECRET = b"0123456789abcdef-not-a-real-secret"
 EVENT = "2f1c8f0e-9a4b-4c1e-8e3a-0a1b2c3d4e5f"
 RETURN_PATH = ReturnPath(local="orders", domain="bounces.shop.example", secret=SECRET)
-VERP = RETURN_PATH.address(EVENT, 2) or ""
+VERP = RETURN_PATH.address(EVENT, 2, "bounce-1@customer.example") or ""
 MESSAGE_ID = f"<{EVENT}.ordermail@shop.example>"
 
 
@@ -103,6 +103,7 @@ def test_a_postfix_bounce_names_exactly_its_event_and_attempt() -> None:
     assert report.recipient_domain == "customer.example"
     assert report.message_id == MESSAGE_ID
     assert report.occurred_at == datetime(2026, 12, 7, 8, 0, 5, tzinfo=UTC)
+    assert report.recipient_confirmed  # the token was made for this address: it may be suppressed
     assert "bounce-1" not in repr(report)  # the address never reaches a log line through repr
 
 
@@ -126,16 +127,22 @@ def test_each_action_and_status_has_its_kind(
 
 def test_a_bounce_without_a_valid_token_is_dropped_as_unsigned() -> None:
     local, domain = VERP.split("@")
-    tampered = f"{local[:-1]}{'a' if local[-1] != 'a' else 'b'}@{domain}"  # one character of the MAC
-    other_event = RETURN_PATH.address("7d9f3c1e-0000-4000-8000-000000000000", 1) or ""
+    tampered = f"{local[:37]}{'a' if local[37] != 'a' else 'b'}{local[38:]}@{domain}"  # the event's MAC
+    other_event = RETURN_PATH.address("7d9f3c1e-0000-4000-8000-000000000000", 1, "x@customer.example") or ""
     forged = (
-        ReturnPath(local="orders", domain="bounces.shop.example", secret=b"x" * 32).address(EVENT, 1) or ""
+        ReturnPath(local="orders", domain="bounces.shop.example", secret=b"x" * 32).address(
+            EVENT, 1, "bounce-1@customer.example"
+        )
+        or ""
     )
     for recipients in ([], ["fbl@bounces.shop.example"], [tampered], [forged]):
         assert read_inbound(postfix_dsn(), recipients, RETURN_PATH).dropped == "unsigned"
     # The token decides, not the returned headers (which anyone can write).
     [report] = read_inbound(postfix_dsn(), [other_event], RETURN_PATH).reports
     assert report.event_id == "7d9f3c1e-0000-4000-8000-000000000000"
+    # A genuine token used in a report about somebody else: believed for its event, but the
+    # address it names is not the one the token was made for, so it must not be suppressed.
+    assert not report.recipient_confirmed
 
 
 def test_a_complaint_is_believed_through_the_original_mail_from() -> None:
@@ -148,6 +155,7 @@ def test_a_complaint_is_believed_through_the_original_mail_from() -> None:
         2,
     )
     assert report.recipient == "someone@mailbox.example"
+    assert not report.recipient_confirmed  # the token was made for bounce-1@customer.example
     assert report.occurred_at == datetime(2026, 12, 7, 9, 10, tzinfo=UTC)
     assert read_inbound(arf(feedback_type="not-spam"), [], RETURN_PATH).dropped == "not_a_complaint"
     assert read_inbound(arf(mail_from="orders@shop.example"), [], RETURN_PATH).dropped == "unsigned"
