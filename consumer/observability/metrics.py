@@ -39,6 +39,30 @@ RENDER_WORKERS_REPLACED = Gauge(
 )
 SMTP_CONNECTIONS = Gauge("ordermail_smtp_connections_idle", "Open SMTP connections waiting for a message")
 
+# ``ordermail feedback`` (consumer/feedback): what became of e-mails after the relay.
+FEEDBACK = Counter(
+    "ordermail_feedback", "DeliveryFeedback records published", ["source", "kind", "bounce_type"]
+)
+FEEDBACK_DROPPED = Counter(
+    "ordermail_feedback_dropped",
+    "Reports received and dropped: auto_reply, not_a_report, unparseable, unsigned, bad_signature,"
+    " uncorrelated (no sent outcome for its event), ...",
+    ["source", "reason"],
+)
+FEEDBACK_RETRY_LATER = Counter(
+    "ordermail_feedback_retry_later",
+    "Reports answered 'try again later' (Kafka or the index behind)",
+    ["source"],
+)
+SUPPRESSIONS_ADDED = Counter(
+    "ordermail_suppressions_added", "Addresses suppressed by feedback, by reason", ["reason"]
+)
+SUPPRESSION_REFUSED = Counter(
+    "ordermail_feedback_unsuppressible",
+    "Hard bounces and complaints whose recipient the return-path token was not made for: not suppressed",
+    ["source"],
+)
+
 
 class KafkaStatistics:
     """Reads librdkafka's periodic statistics (``stats_cb``) into lag and broker gauges."""

@@ -16,6 +16,13 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.app.cli": ["main"],
     "consumer.app.settings": ["Settings", "kafka_passthrough"],
     "consumer.app.startup": ["check_environment"],
+    "consumer.feedback": ["handling", "index", "service", "settings", "smtp_receiver", "webhooks"],
+    "consumer.feedback.handling": ["FeedbackHandler", "SoftBounces", "Suppressor", "TryLater"],
+    "consumer.feedback.index": ["IndexLagging", "OutcomeIndex", "Sent"],
+    "consumer.feedback.service": ["FeedbackService"],
+    "consumer.feedback.settings": ["FeedbackSettings"],
+    "consumer.feedback.smtp_receiver": ["MAX_RECIPIENTS", "ReportReceiver", "start_smtp_receiver"],
+    "consumer.feedback.webhooks": ["WebhookReceiver", "WebhookRefused", "start_webhook_receiver"],
     "consumer.kafka": [
         "breaker",
         "bridge",

@@ -1,0 +1,207 @@
+"""``ordermail feedback`` on real parts (issue 19): the service e-mails orders with a VERP return
+path through the sink; bounces for them are delivered over SMTP to the feedback process, which
+publishes ``DeliveryFeedback`` records for exactly the events they name."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import subprocess
+from email import policy
+from typing import TYPE_CHECKING, Any
+
+import aiosmtplib
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumer.app.settings import Settings
+from consumer.tools.producing import publish_orders
+from consumer.tools.topic_reader import read_outcomes, read_records
+from schemas import FEEDBACK_SCHEMA, OUTCOME_SCHEMA, Codec
+from schemas.samples import sample_order
+from tests.conftest import ORDERMAIL, PARTITIONS, _terminate
+from tests.support import free_port, http_get, wait_for_port
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from tests.conftest import ServiceFactory, Sink, Topics
+
+pytestmark = pytest.mark.integration
+
+RETURN_PATH = {
+    "ORDERMAIL_MAIL_FROM": "orders@shop.example",
+    "ORDERMAIL_RETURN_PATH_DOMAIN": "bounces.shop.example",
+    "ORDERMAIL_RETURN_PATH_SECRET": "integration-test-secret-0123456789",
+}
+
+
+class Feedback:
+    def __init__(self, bootstrap: str, topics: Topics, workdir: Path) -> None:
+        self.topic = f"{topics.input}.feedback"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(self.topic, PARTITIONS, 1)])[self.topic].result(timeout=30)
+        self.smtp_port, self.http_port, self.health_port = free_port(), free_port(), free_port()
+        env = {
+            **os.environ,
+            **RETURN_PATH,
+            **topics.env(),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "ORDERMAIL_FEEDBACK_TOPIC": self.topic,
+            "ORDERMAIL_FEEDBACK_SMTP_PORT": str(self.smtp_port),
+            "ORDERMAIL_FEEDBACK_HTTP_PORT": str(self.http_port),
+            "ORDERMAIL_FEEDBACK_HEALTH_PORT": str(self.health_port),
+        }
+        with (workdir / "feedback.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [ORDERMAIL, "feedback"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for_port(self.smtp_port, timeout_s=60)
+
+    def deliver(self, message: bytes, recipients: list[str]) -> tuple[int, str]:
+        """As a relay would: null sender, the report's recipients. Returns the DATA reply."""
+
+        async def send() -> tuple[int, str]:
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port, start_tls=False) as smtp:
+                await smtp.mail("")
+                for recipient in recipients:
+                    await smtp.rcpt(recipient)
+                reply = await smtp.data(message)
+                return reply.code, reply.message
+
+        return asyncio.run(send())
+
+    def metric(self, line_start: str) -> float:
+        _, text = http_get(self.health_port, "/metrics")
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
+        return sum(values)
+
+
+@pytest.fixture
+def feedback(kafka_bootstrap: str, topics: Topics, tmp_path: Path) -> Iterator[Feedback]:
+    service = Feedback(kafka_bootstrap, topics, tmp_path)
+    try:
+        yield service
+    finally:
+        _terminate(service.process)
+
+
+def _sent(
+    kafka_bootstrap: str, topics: Topics, start_service: ServiceFactory, smtp_sink: Sink, count: int
+) -> list[dict[str, Any]]:
+    """Sends ``count`` orders; returns each with its outcome's partition and e-mail's envelope."""
+    start_service(**RETURN_PATH)
+    orders = [sample_order(seed) for seed in range(count)]
+    publish_orders(
+        Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input),
+        Codec.from_directory(),
+        orders,
+    )
+    outcomes = read_outcomes(kafka_bootstrap, topics.outcome, expected=count, timeout_s=90)
+    assert sorted(o["status"] for _, o in outcomes) == ["SENT"] * count
+    by_order = {o["order_id"]: (record.partition, o["trace_id"]) for record, o in outcomes}
+    mails = {}
+    for path in smtp_sink.messages():
+        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        mails[str(message["To"])] = str(message["Return-Path"]).strip("<>")
+    return [
+        {
+            **order,
+            "partition": by_order[order["order_id"]][0],
+            "trace_id": by_order[order["order_id"]][1],
+            "return_path": mails[order["customer"]["email"]],
+        }
+        for order in orders
+    ]
+
+
+def dsn(recipient: str, *, status: str = "5.1.1", action: str = "failed") -> bytes:
+    """A bounce as Postfix writes it (headers returned)."""
+    return (
+        "From: MAILER-DAEMON@relay.example (Mail Delivery System)\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; relay.example\r\nArrival-Date: Mon, 7 Dec 2026 08:00:00 +0000\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+        "--B--\r\n"
+    ).encode()
+
+
+def _feedback_records(kafka_bootstrap: str, topic: str, expected: int) -> list[tuple[Any, dict[str, Any]]]:
+    codec = Codec.from_directory()
+    records = read_records(kafka_bootstrap, topic, expected=expected, timeout_s=30)
+    return [(r, codec.decode(r.value or b"", FEEDBACK_SCHEMA)) for r in records]
+
+
+def test_a_bounce_becomes_feedback_for_exactly_its_event(
+    kafka_bootstrap: str,
+    topics: Topics,
+    start_service: ServiceFactory,
+    smtp_sink: Sink,
+    feedback: Feedback,
+    wait_until: Callable[[Callable[[], bool], float], None],
+) -> None:
+    bounced, delivered = _sent(kafka_bootstrap, topics, start_service, smtp_sink, 2)
+    code, _ = feedback.deliver(dsn(bounced["customer"]["email"]), [bounced["return_path"]])
+    assert code == 250
+    code, _ = feedback.deliver(
+        dsn(delivered["customer"]["email"], status="2.0.0", action="delivered"), [delivered["return_path"]]
+    )
+    assert code == 250
+    records = _feedback_records(kafka_bootstrap, feedback.topic, expected=2)
+    by_event = {value["event_id"]: (record, value) for record, value in records}
+    record, value = by_event[bounced["event_id"]]
+    assert record.key == bounced["order_id"].encode()
+    assert record.partition == bounced["partition"]  # co-partitioned with the event and its outcome
+    assert (value["kind"], value["bounce_type"], value["status_code"], value["source"]) == (
+        "BOUNCED",
+        "hard",
+        "5.1.1",
+        "dsn",
+    )
+    assert value["order_id"] == bounced["order_id"]
+    assert value["attempt"] == 1
+    assert value["recipient_domain"] == bounced["customer"]["email"].rpartition("@")[2].lower()
+    assert value["trace_id"] == bounced["trace_id"]  # the original event's trace, as its outcome says
+    assert by_event[delivered["event_id"]][1]["kind"] == "DELIVERED"
+    # Nothing personal in any record: no address, no diagnostic text.
+    for raw, _ in records:
+        assert bounced["customer"]["email"].encode() not in (raw.value or b"")
+        assert b"user unknown" not in (raw.value or b"")
+    # A consumer holding DeliveryOutcome's schema reads the outcome topic, which feedback leaves alone.
+    assert all(
+        o["status"] == "SENT"
+        for _, o in read_outcomes(kafka_bootstrap, topics.outcome, expected=2, timeout_s=10)
+    )
+    assert feedback.metric('ordermail_feedback_total{bounce_type="hard",kind="BOUNCED",source="dsn"}') == 1
+
+
+def test_forged_and_stray_mail_is_dropped_and_counted(
+    kafka_bootstrap: str,
+    topics: Topics,
+    start_service: ServiceFactory,
+    smtp_sink: Sink,
+    feedback: Feedback,
+) -> None:
+    [order] = _sent(kafka_bootstrap, topics, start_service, smtp_sink, 1)
+    local, domain = order["return_path"].split("@")
+    forged = f"{local[:37]}{'a' if local[37] != 'a' else 'b'}{local[38:]}@{domain}"
+    assert feedback.deliver(dsn(order["customer"]["email"]), [forged])[0] == 250  # accepted, dropped
+    out_of_office = b"From: x@customer.example\r\nAuto-Submitted: auto-replied\r\n\r\naway\r\n"
+    assert feedback.deliver(out_of_office, [order["return_path"]])[0] == 250
+    with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:  # it relays nothing
+        feedback.deliver(dsn("a@b.example"), ["someone@elsewhere.example"])
+    assert refused.value.code == 550
+    assert feedback.metric('ordermail_feedback_dropped_total{reason="unsigned",source="smtp"}') == 1
+    assert feedback.metric('ordermail_feedback_dropped_total{reason="auto_reply",source="smtp"}') == 1
+    # The genuine report still counts after the forged one: a record for its event, and only that.
+    assert feedback.deliver(dsn(order["customer"]["email"]), [order["return_path"]])[0] == 250
+    [(_, value)] = _feedback_records(kafka_bootstrap, feedback.topic, expected=1)
+    assert value["event_id"] == order["event_id"]
+    assert OUTCOME_SCHEMA.name != FEEDBACK_SCHEMA.name
