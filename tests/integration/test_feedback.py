@@ -39,7 +39,7 @@ RETURN_PATH = {
 
 
 class Feedback:
-    def __init__(self, bootstrap: str, topics: Topics, workdir: Path) -> None:
+    def __init__(self, bootstrap: str, topics: Topics, workdir: Path, **extra_env: str) -> None:
         self.topic = f"{topics.input}.feedback"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(self.topic, PARTITIONS, 1)])[self.topic].result(timeout=30)
@@ -53,8 +53,11 @@ class Feedback:
             "ORDERMAIL_FEEDBACK_SMTP_PORT": str(self.smtp_port),
             "ORDERMAIL_FEEDBACK_HTTP_PORT": str(self.http_port),
             "ORDERMAIL_FEEDBACK_HEALTH_PORT": str(self.health_port),
+            "OTEL_TRACES_EXPORTER": "console",  # spans on standard output, read by the tests
+            **extra_env,
         }
-        with (workdir / "feedback.log").open("wb") as log:
+        self.log = workdir / "feedback.log"
+        with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [ORDERMAIL, "feedback"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
@@ -92,7 +95,7 @@ def _sent(
     kafka_bootstrap: str, topics: Topics, start_service: ServiceFactory, smtp_sink: Sink, count: int
 ) -> list[dict[str, Any]]:
     """Sends ``count`` orders; returns each with its outcome's partition and e-mail's envelope."""
-    start_service(**RETURN_PATH)
+    start_service(**RETURN_PATH, OTEL_TRACES_EXPORTER="console")
     orders = [sample_order(seed) for seed in range(count)]
     publish_orders(
         Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input),
@@ -169,6 +172,7 @@ def test_a_bounce_becomes_feedback_for_exactly_its_event(
     assert value["attempt"] == 1
     assert value["recipient_domain"] == bounced["customer"]["email"].rpartition("@")[2].lower()
     assert value["trace_id"] == bounced["trace_id"]  # the original event's trace, as its outcome says
+    assert bounced["trace_id"] is not None
     assert by_event[delivered["event_id"]][1]["kind"] == "DELIVERED"
     # Nothing personal in any record: no address, no diagnostic text.
     for raw, _ in records:
@@ -180,6 +184,13 @@ def test_a_bounce_becomes_feedback_for_exactly_its_event(
         for _, o in read_outcomes(kafka_bootstrap, topics.outcome, expected=2, timeout_s=10)
     )
     assert feedback.metric('ordermail_feedback_total{bounce_type="hard",kind="BOUNCED",source="dsn"}') == 1
+    # The feedback span links to the e-mail's trace; the log names no customer.
+    _terminate(feedback.process)  # flushes the console exporter
+    log = feedback.log.read_text()
+    assert '"name": "feedback dsn"' in log
+    assert f'"trace_id": "0x{bounced["trace_id"]}"' in log
+    assert bounced["customer"]["email"] not in log
+    assert bounced["customer"]["last_name"] not in log
 
 
 def test_forged_and_stray_mail_is_dropped_and_counted(
