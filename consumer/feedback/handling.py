@@ -9,7 +9,6 @@ use to drop the duplicate.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -104,9 +103,7 @@ class FeedbackHandler:
             metrics.FEEDBACK_DROPPED.labels(source, "uncorrelated").inc()
             return
         try:
-            sent = await asyncio.to_thread(
-                self.index.find, report.event_id, arrived_at, self.lookup_timeout_s
-            )
+            sent = await self.index.find(report.event_id, arrived_at, self.lookup_timeout_s)
         except IndexLagging:
             metrics.FEEDBACK_RETRY_LATER.labels(source).inc()
             raise TryLater("outcome index behind") from None

@@ -14,6 +14,7 @@ milliseconds): :meth:`OutcomeIndex.find` waits until the index has read everythi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -68,7 +69,8 @@ class OutcomeIndex:
         self._max_entries = max_entries
         self._settle_s = settle_s
         self._entries: OrderedDict[str, Sent] = OrderedDict()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._at_end: set[int] = set()
         self._partitions: set[int] = set()
         self._caught_up_at = float("-inf")  # monotonic time the index last stood at the end
@@ -106,21 +108,31 @@ class OutcomeIndex:
         )
         self._thread.start()
 
-    def find(self, event_id: str, arrived_at: float, timeout_s: float) -> Sent | None:
+    async def find(self, event_id: str, arrived_at: float, timeout_s: float) -> Sent | None:
         """The sent outcome of ``event_id``; None when the index has read past ``arrived_at`` +
-        settle time without meeting it. Raises :class:`IndexLagging` after ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while True:
+        settle time without meeting it. Raises :class:`IndexLagging` after ``timeout_s``.
+        Waits on the event loop (woken by the index thread), holding no thread meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            woken = asyncio.Event()
+            with self._lock:
                 sent = self._entries.get(event_id)
                 if sent is not None:
                     return sent
                 if self._caught_up_at >= arrived_at + self._settle_s:
                     return None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._failure is not None:
+                if self._failure is not None:
                     raise IndexLagging
-                self._changed.wait(remaining)
+                self._waiters.append((loop, woken))
+            try:
+                await asyncio.wait_for(woken.wait(), timeout=max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise IndexLagging from None
+            finally:
+                with self._lock:
+                    if (loop, woken) in self._waiters:
+                        self._waiters.remove((loop, woken))
 
     def close(self) -> None:
         self._running = False
@@ -132,17 +144,23 @@ class OutcomeIndex:
         try:
             while self._running:
                 messages = self._consumer.consume(num_messages=500, timeout=0.2)
-                with self._changed:
+                with self._lock:
                     for message in messages:
                         self._take(message)
                     if not messages and self._at_end >= self._partitions:
                         self._caught_up_at = time.monotonic()
-                    self._changed.notify_all()
+                    self._wake()
         except Exception as exc:  # the service reports not ready; the log says why
-            self._failure = type(exc).__name__
             log.exception("outcome index stopped")
-            with self._changed:
-                self._changed.notify_all()
+            with self._lock:
+                self._failure = type(exc).__name__
+                self._wake()
+
+    def _wake(self) -> None:
+        """Lets every waiting :meth:`find` look again (called holding the lock)."""
+        for loop, woken in self._waiters:
+            loop.call_soon_threadsafe(woken.set)
+        self._waiters.clear()
 
     def _take(self, message: Message) -> None:
         error = message.error()

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from consumer.feedback.handling import FeedbackHandler
     from delivery.return_path import ReturnPath
 
-__all__ = ["MAX_RECIPIENTS", "ReportReceiver", "start_smtp_receiver"]
+__all__ = ["MAX_RECIPIENTS", "MAX_SESSIONS", "ReportReceiver", "start_smtp_receiver"]
 
 log = logging.getLogger("ordermail.feedback")
 MAX_RECIPIENTS = 10  # one report names one e-mail's return path
+MAX_SESSIONS = 32  # x the size limit: what the receiver may hold in memory at worst
 
 
 class ReportReceiver:
@@ -67,6 +68,29 @@ class ReportReceiver:
         return "250 OK"
 
 
+class _Bounded(SMTP):
+    """At most ``limit`` sessions at once: each may hold a message of up to the size limit."""
+
+    open_sessions = 0
+    limit = MAX_SESSIONS
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if _Bounded.open_sessions >= self.limit:
+            metrics.FEEDBACK_DROPPED.labels("smtp", "too_many_sessions").inc()
+            transport.write(b"421 4.7.0 Too many sessions, try again later\r\n")  # type: ignore[attr-defined]
+            transport.close()
+            self._refused = True
+            return
+        self._refused = False
+        _Bounded.open_sessions += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not getattr(self, "_refused", True):
+            _Bounded.open_sessions -= 1
+            super().connection_lost(error)
+
+
 async def start_smtp_receiver(
     handler: FeedbackHandler, return_path: ReturnPath, *, host: str, port: int, max_message_bytes: int
 ) -> asyncio.Server:
@@ -75,7 +99,7 @@ async def start_smtp_receiver(
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
     def session() -> Any:
-        return SMTP(
+        return _Bounded(
             receiver,
             data_size_limit=max_message_bytes,
             enable_SMTPUTF8=True,
@@ -83,6 +107,7 @@ async def start_smtp_receiver(
             hostname=return_path.domain,
             ident="ordermail feedback",
             timeout=60,
+            command_call_limit=100,  # per command and session: a session cannot loop forever
         )
 
     return await asyncio.get_running_loop().create_server(session, host=host, port=port)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import email
 import os
+import socket
 import subprocess
 from email import policy
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.app.settings import Settings
+from consumer.feedback.smtp_receiver import MAX_SESSIONS
 from consumer.tools.producing import publish_orders
 from consumer.tools.topic_reader import read_outcomes, read_records
 from schemas import FEEDBACK_SCHEMA, OUTCOME_SCHEMA, Codec
@@ -216,3 +218,21 @@ def test_forged_and_stray_mail_is_dropped_and_counted(
     [(_, value)] = _feedback_records(kafka_bootstrap, feedback.topic, expected=1)
     assert value["event_id"] == order["event_id"]
     assert OUTCOME_SCHEMA.name != FEEDBACK_SCHEMA.name
+
+
+def test_sessions_are_bounded(feedback: Feedback) -> None:
+    """Each session may hold a report of up to the size limit: past MAX_SESSIONS, 421."""
+    held = []
+    try:
+        for _ in range(MAX_SESSIONS):
+            connection = socket.create_connection(("127.0.0.1", feedback.smtp_port), timeout=10)
+            held.append(connection)
+            assert connection.recv(512).startswith(b"220")
+        with socket.create_connection(("127.0.0.1", feedback.smtp_port), timeout=10) as refused:
+            assert refused.recv(512).startswith(b"421")
+    finally:
+        for connection in held:
+            connection.close()
+    # Closed sessions are given back.
+    with socket.create_connection(("127.0.0.1", feedback.smtp_port), timeout=10) as again:
+        assert again.recv(512).startswith(b"220")

@@ -21,7 +21,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.feedback.index": ["IndexLagging", "OutcomeIndex", "Sent"],
     "consumer.feedback.service": ["FeedbackService"],
     "consumer.feedback.settings": ["FeedbackSettings"],
-    "consumer.feedback.smtp_receiver": ["MAX_RECIPIENTS", "ReportReceiver", "start_smtp_receiver"],
+    "consumer.feedback.smtp_receiver": ["MAX_RECIPIENTS", "MAX_SESSIONS", "ReportReceiver", "start_smtp_receiver"],
     "consumer.feedback.webhooks": ["WebhookReceiver", "WebhookRefused", "start_webhook_receiver"],
     "consumer.kafka": [
         "breaker",

@@ -24,7 +24,7 @@ class FakeIndex:
     known: dict[str, Sent] = field(default_factory=lambda: {EVENT: SENT})
     lagging: bool = False
 
-    def find(self, event_id: str, arrived_at: float, timeout_s: float) -> Sent | None:
+    async def find(self, event_id: str, arrived_at: float, timeout_s: float) -> Sent | None:
         if self.lagging:
             raise IndexLagging
         return self.known.get(event_id)
