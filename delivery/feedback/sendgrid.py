@@ -221,7 +221,7 @@ def _code(value: object) -> str | None:
 def _correlate(event: dict[str, Any]) -> tuple[str | None, str | None]:
     """(our Message-ID, the event id) from ``smtp-id``, else (None, the custom argument's id)."""
     smtp_id = event.get("smtp-id")
-    if isinstance(smtp_id, str) and len(smtp_id) <= _MAX_MESSAGE_ID:
+    if isinstance(smtp_id, str) and len(smtp_id) <= _MAX_MESSAGE_ID and smtp_id.isascii():
         event_id = event_id_from_message_id(smtp_id)
         if event_id:
             return smtp_id.strip(), event_id

@@ -260,7 +260,10 @@ def _string_to_sign(message: dict[str, Any]) -> bytes:
         if value is None and name == "Subject":
             continue
         parts.append(f"{name}\n{value}\n")
-    return "".join(parts).encode("utf-8")
+    try:
+        return "".join(parts).encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\\ud800" in the JSON): SNS signs UTF-8
+        raise WebhookError("unparseable", "SNS field is not valid Unicode") from exc
 
 
 def _envelope(message: object, message_type: str | None) -> _Envelope:
@@ -392,7 +395,11 @@ def _correlate(mail: dict[str, Any]) -> tuple[str | None, str | None]:
     """(our Message-ID, its event id) from the original message's headers; (None, None) when
     the e-mail is not one of ours (or SES did not keep its headers)."""
     for candidate in _message_ids(mail):
-        if len(candidate) <= _MAX_MESSAGE_ID and (event_id := event_id_from_message_id(candidate)):
+        if (
+            len(candidate) <= _MAX_MESSAGE_ID
+            and candidate.isascii()  # RFC 5322: a Message-ID is ASCII (and ours always is)
+            and (event_id := event_id_from_message_id(candidate))
+        ):
             return candidate.strip(), event_id
     return None, None
 

@@ -390,7 +390,16 @@ def test_a_timestamp_the_event_lacks_is_the_mails_or_none(
     event = bounce_event()
     del event["bounce"]["timestamp"]
     assert ses(event, verifier, sns_key).reports[0].occurred_at == datetime(2026, 12, 7, 7, 59, tzinfo=UTC)
-    for nonsense in ("yesterday", "2026-12-07T07:59:00", 1765094340, None, "9" * 500):
+    for nonsense in (
+        "yesterday",
+        "2026-12-07T07:59:00",
+        "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        "9999-12-31T23:59:59-01:00",
+        "2026-12-07T07:59:00+25:00",
+        1765094340,
+        None,
+        "9" * 500,
+    ):
         event["mail"]["timestamp"] = nonsense
         assert ses(event, verifier, sns_key).reports[0].occurred_at is None
 
@@ -1247,3 +1256,31 @@ def test_any_signed_sendgrid_batch_gives_reports(
 )
 def test_recipient_parts(value: object, expected: tuple[str | None, str | None]) -> None:
     assert recipient_parts(value) == expected
+
+
+def test_lone_surrogates_and_non_ascii_message_ids_are_refused_or_uncorrelated(
+    verifier: SnsVerifier,
+    sns_key: rsa.RSAPrivateKey,
+    sendgrid: SendGridVerifier,
+    sendgrid_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    # "\ud800" is valid JSON but no Unicode: SNS cannot have signed it
+    raw = body(sign_sns(notification(bounce_event()), sns_key)).replace(
+        b'"Type": "Notification"', b'"Type": "Notification", "Subject": "\\ud800"'
+    )
+    assert refused(lambda: parse_ses(raw, verifier)) == "unparseable"
+    event = bounce_event()
+    event["mail"] = ses_mail(f"<{EVENT_ID}.ordermail@sh\u00f6p.example>")
+    (report,) = ses(event, verifier, sns_key).reports
+    assert (report.event_id, report.message_id) == (None, None)
+    events = [
+        sg_event("delivered", **{"smtp-id": f"<{EVENT_ID}.ordermail@\ud800>"}),
+        sg_event("delivered", email="\ud800@example.com"),
+    ]
+    raw = json.dumps(events).encode()  # ensure_ascii: the surrogates travel as \ud800 escapes
+    headers = sign_sendgrid(raw, sendgrid_key)
+    result = parse_sendgrid(
+        raw, sendgrid, signature=headers[SIGNATURE_HEADER], timestamp=headers[TIMESTAMP_HEADER]
+    )
+    assert [(r.event_id, r.message_id) for r in result.reports] == [(None, None)]
+    assert result.malformed == 1
