@@ -112,8 +112,9 @@ def load_json(data: bytes | str) -> Any:
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         return json.loads(text, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise WebhookError("unparseable", "not JSON") from exc
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        # not chained: a JSONDecodeError holds the whole document (``doc``), a request body
+        raise WebhookError("unparseable", "not JSON") from None
 
 
 def check_age(signed_at: datetime, now: datetime, max_age: timedelta) -> None:
@@ -160,6 +161,6 @@ def recipient_parts(value: object) -> tuple[str | None, str | None]:
     if not 3 <= len(address) <= _MAX_ADDRESS or not address.isprintable() or " " in address:
         return None, None
     local, at, domain = address.rpartition("@")
-    if not (at and local and domain) or "<" in address or ">" in address:
+    if not (at and local and domain) or len(domain) > 255 or "<" in address or ">" in address:
         return None, None
     return address, domain.lower()
