@@ -149,7 +149,7 @@ class SnsVerifier:
             key = certificate.public_key()
             if not isinstance(key, rsa.RSAPublicKey) or key.key_size < _MIN_RSA_BITS:
                 raise WebhookConfigError(f"SNS signing certificate: an RSA key of {_MIN_RSA_BITS}+ bits")
-        if not topic_arns:
+        if not topic_arns or isinstance(topic_arns, str):
             raise WebhookConfigError("SNS topic ARNs: at least one (the topics SES publishes to)")
         for arn in topic_arns:
             if not _TOPIC_ARN.fullmatch(arn):

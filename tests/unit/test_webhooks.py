@@ -832,6 +832,7 @@ def test_configuration_that_cannot_work_is_refused_at_start(
         lambda: SnsVerifier([ec_cert], [TOPIC], clock=clock),
         lambda: SnsVerifier([small_cert], [TOPIC], clock=clock),
         lambda: SnsVerifier([sns_cert], [], clock=clock),
+        lambda: SnsVerifier([sns_cert], TOPIC, clock=clock),  # a string, not a list of ARNs
         lambda: SnsVerifier([sns_cert], ["ordermail-ses-events"], clock=clock),
         lambda: SnsVerifier([sns_cert], [TOPIC, "arn:aws:sqs:eu-west-1:123456789012:q"], clock=clock),
         lambda: SnsVerifier([sns_cert], [TOPIC], min_signature_version=3, clock=clock),
