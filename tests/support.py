@@ -43,6 +43,21 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return 0, ""
 
 
+def http_post(port: int, path: str, data: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """Status and body of a POST to 127.0.0.1."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http://127.0.0.1 only
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 def drawn_operators(pdf: bytes) -> list[bytes]:
     """Each page's content stream, parsed and written back on one line: what is drawn, without
     the differences in spacing or compression that do not change it."""

@@ -3,6 +3,7 @@ suppression) and the receivers'."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, model_validator
@@ -49,6 +50,23 @@ class FeedbackSettings(Settings):
     feedback_index_max_entries: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_INDEX_MAX_ENTRIES"), ge=1000)
     ] = 2_000_000
+    # ESP webhooks: each endpoint is on only when its key is configured (docs/feedback.md).
+    ses_cert_file: Annotated[
+        Path | None, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_SES_CERT_FILE"))
+    ] = None
+    ses_topic_arns: Annotated[str, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_SES_TOPIC_ARNS"))] = ""
+    ses_min_signature_version: Annotated[
+        int, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_SES_MIN_SIGNATURE_VERSION"), ge=1, le=2)
+    ] = 2
+    ses_max_age_s: Annotated[
+        float, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_SES_MAX_AGE_S"), gt=0)
+    ] = 3900.0
+    sendgrid_public_key: Annotated[
+        str | None, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_SENDGRID_PUBLIC_KEY"))
+    ] = None
+    sendgrid_max_age_s: Annotated[
+        float, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_SENDGRID_MAX_AGE_S"), gt=0)
+    ] = 86400.0
     soft_bounce_limit: Annotated[int, Field(validation_alias=_env("ORDERMAIL_SOFT_BOUNCE_LIMIT"), ge=0)] = 5
     soft_bounce_window_days: Annotated[
         float, Field(validation_alias=_env("ORDERMAIL_SOFT_BOUNCE_WINDOW_DAYS"), gt=0)

@@ -13,32 +13,26 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from consumer.feedback.handling import TryLater
 from consumer.observability import metrics
+from delivery.feedback.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridVerifier, parse_sendgrid
+from delivery.feedback.ses import SnsVerifier, parse_ses
+from delivery.feedback.webhook import WebhookError, WebhookResult
 
 if TYPE_CHECKING:
     from consumer.feedback.handling import FeedbackHandler
     from consumer.feedback.settings import FeedbackSettings
-    from delivery.feedback.model import Report
 
-__all__ = ["WebhookReceiver", "WebhookRefused", "start_webhook_receiver"]
+__all__ = ["WebhookReceiver", "start_webhook_receiver", "webhook_parsers"]
 
 log = logging.getLogger("ordermail.feedback")
 
-Parse = Callable[[bytes, Mapping[str, str]], list["Report"]]
-
-
-class WebhookRefused(Exception):
-    """A webhook body that is not believed: ``reason`` is counted, ``status`` answered."""
-
-    def __init__(self, reason: str, status: int = 403) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
+Parse = Callable[[bytes, Mapping[str, str]], WebhookResult]
 
 
 @dataclass
@@ -55,12 +49,22 @@ def _route(handler: FeedbackHandler, source: str, parse: Parse) -> Callable[[web
         arrived_at = time.monotonic()
         body = await request.read()
         try:
-            reports = parse(body, request.headers)
-        except WebhookRefused as refused:
+            result = parse(body, request.headers)
+        except WebhookError as refused:
             metrics.FEEDBACK_DROPPED.labels(source, refused.reason).inc()
-            return web.Response(status=refused.status, text=f"{refused.reason}\n")
+            status = 400 if refused.reason == "unparseable" else 403
+            return web.Response(status=status, text=f"{refused.reason}\n")
+        if result.subscription is not None:
+            # Confirming means fetching a URL from the request: an operator's decision, not ours.
+            log.warning(
+                "SNS subscription message: confirm it by hand: %s", result.subscription.instructions()
+            )
+        if result.ignored:
+            metrics.FEEDBACK_DROPPED.labels(source, "ignored_event").inc(result.ignored)
+        if result.malformed:
+            metrics.FEEDBACK_DROPPED.labels(source, "malformed_entry").inc(result.malformed)
         try:
-            await handler.handle(reports, hashlib.sha256(body).digest(), arrived_at)
+            await handler.handle(result.reports, hashlib.sha256(body).digest(), arrived_at)
         except TryLater:
             return web.Response(status=503, text="try again later\n", headers={"Retry-After": "30"})
         return web.Response(text="ok\n")
@@ -69,8 +73,34 @@ def _route(handler: FeedbackHandler, source: str, parse: Parse) -> Callable[[web
 
 
 def webhook_parsers(settings: FeedbackSettings) -> dict[str, tuple[str, Parse]]:
-    """Path → (source, parser) for every ESP configured; none until one is."""
-    return {}
+    """Path → (source, parser) for every ESP configured; built at start, so a bad key stops it."""
+    parsers: dict[str, tuple[str, Parse]] = {}
+    if settings.ses_cert_file is not None:
+        topics = [arn.strip() for arn in settings.ses_topic_arns.split(",") if arn.strip()]
+        sns = SnsVerifier.from_file(
+            settings.ses_cert_file,
+            topics,
+            max_age=timedelta(seconds=settings.ses_max_age_s),
+            min_signature_version=settings.ses_min_signature_version,
+        )
+        parsers["/webhooks/ses"] = (
+            "ses",
+            lambda body, headers: parse_ses(body, sns, message_type=headers.get("x-amz-sns-message-type")),
+        )
+    if settings.sendgrid_public_key:
+        sendgrid = SendGridVerifier.from_setting(
+            settings.sendgrid_public_key, max_age=timedelta(seconds=settings.sendgrid_max_age_s)
+        )
+        parsers["/webhooks/sendgrid"] = (
+            "sendgrid",
+            lambda body, headers: parse_sendgrid(
+                body,
+                sendgrid,
+                signature=headers.get(SIGNATURE_HEADER),
+                timestamp=headers.get(TIMESTAMP_HEADER),
+            ),
+        )
+    return parsers
 
 
 async def start_webhook_receiver(handler: FeedbackHandler, settings: FeedbackSettings) -> WebhookReceiver:

@@ -61,9 +61,11 @@ class Report:
 
 # RFC 3463: class.subject.detail; class 2 success, 4 persistent transient, 5 permanent.
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-# Our Message-ID (delivery.headers.message_id_for): "<{event_id}.ordermail@{domain}>".
+# Our Message-ID (delivery.headers.message_id_for): "<{event_id}.ordermail@{domain}>", and a
+# resend's "<{event_id}.resend-{n}.ordermail@{domain}>".
 _OUR_MESSAGE_ID = re.compile(
-    r"<?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\.ordermail@[^>\s]+>?"
+    r"<?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    r"(?:\.resend-[0-9A-Za-z_-]{1,40})?\.ordermail@[^>\s]+>?"
 )
 
 

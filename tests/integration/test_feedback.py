@@ -6,24 +6,39 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import os
 import socket
 import subprocess
+from datetime import UTC, datetime, timedelta
 from email import policy
 from typing import TYPE_CHECKING, Any
 
 import aiosmtplib
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from consumer.app.settings import Settings
 from consumer.feedback.smtp_receiver import MAX_SESSIONS
 from consumer.tools.producing import publish_orders
 from consumer.tools.topic_reader import read_outcomes, read_records
+from delivery.feedback.sendgrid import TIMESTAMP_HEADER
 from schemas import FEEDBACK_SCHEMA, OUTCOME_SCHEMA, Codec
 from schemas.samples import sample_order
 from tests.conftest import ORDERMAIL, PARTITIONS, _terminate
-from tests.support import free_port, http_get, wait_for_port
+from tests.support import free_port, http_get, http_post, wait_for_port
+from tests.unit.test_webhooks import (
+    TOPIC,
+    _certificate,
+    _pem,
+    _setting,
+    body,
+    bounce_event,
+    notification,
+    sign_sendgrid,
+    sign_sns,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -110,13 +125,14 @@ def _sent(
     mails = {}
     for path in smtp_sink.messages():
         message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-        mails[str(message["To"])] = str(message["Return-Path"]).strip("<>")
+        mails[str(message["To"])] = (str(message["Return-Path"]).strip("<>"), str(message["Message-ID"]))
     return [
         {
             **order,
             "partition": by_order[order["order_id"]][0],
             "trace_id": by_order[order["order_id"]][1],
-            "return_path": mails[order["customer"]["email"]],
+            "return_path": mails[order["customer"]["email"]][0],
+            "message_id": mails[order["customer"]["email"]][1],
         }
         for order in orders
     ]
@@ -236,3 +252,72 @@ def test_sessions_are_bounded(feedback: Feedback) -> None:
     # Closed sessions are given back.
     with socket.create_connection(("127.0.0.1", feedback.smtp_port), timeout=10) as again:
         assert again.recv(512).startswith(b"220")
+
+
+def test_signed_esp_webhooks_become_feedback_and_forged_ones_are_refused(
+    kafka_bootstrap: str, topics: Topics, start_service: ServiceFactory, smtp_sink: Sink, tmp_path: Path
+) -> None:
+    """SES (through SNS) and SendGrid, with keys made here: a signed bounce and a signed spam
+    report become records for their events; the same bodies signed by someone else are 403."""
+    bounced, complained = _sent(kafka_bootstrap, topics, start_service, smtp_sink, 2)
+    now = datetime.now(UTC)
+    sns_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert_file = tmp_path / "sns.pem"
+    cert_file.write_bytes(
+        _pem(_certificate(sns_key, not_before=now - timedelta(days=1), not_after=now + timedelta(days=30)))
+    )
+    sendgrid_key = ec.generate_private_key(ec.SECP256R1())
+    feedback = Feedback(
+        kafka_bootstrap,
+        topics,
+        tmp_path,
+        ORDERMAIL_FEEDBACK_SES_CERT_FILE=str(cert_file),
+        ORDERMAIL_FEEDBACK_SES_TOPIC_ARNS=TOPIC,
+        ORDERMAIL_FEEDBACK_SENDGRID_PUBLIC_KEY=_setting(sendgrid_key),
+    )
+    try:
+        wait_for_port(feedback.http_port, timeout_s=30)
+        event = bounce_event(emailAddress=bounced["customer"]["email"])
+        event["mail"]["commonHeaders"]["messageId"] = bounced["message_id"]
+        event["mail"]["headers"] = []
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        ses_body = body(sign_sns(notification(event, Timestamp=stamp), sns_key))
+        forged_ses = body(sign_sns(notification(event, Timestamp=stamp), forger))
+        headers = {"x-amz-sns-message-type": "Notification", "Content-Type": "text/plain"}
+        assert http_post(feedback.http_port, "/webhooks/ses", forged_ses, headers)[0] == 403
+        assert http_post(feedback.http_port, "/webhooks/ses", ses_body, headers)[0] == 200
+        report = [
+            {
+                "email": complained["customer"]["email"],
+                "timestamp": int(now.timestamp()),
+                "smtp-id": complained["message_id"],
+                "event": "spamreport",
+                "sg_event_id": "sg-1",
+            }
+        ]
+        raw = json.dumps(report).encode()
+        signed = sign_sendgrid(raw, sendgrid_key, timestamp=str(int(now.timestamp())))
+        forged = {**signed, TIMESTAMP_HEADER: str(int(now.timestamp()) - 1)}  # a signature over other bytes
+        assert http_post(feedback.http_port, "/webhooks/sendgrid", raw, forged)[0] == 403
+        assert http_post(feedback.http_port, "/webhooks/sendgrid", raw, signed)[0] == 200
+        records = {
+            v["event_id"]: (r, v) for r, v in _feedback_records(kafka_bootstrap, feedback.topic, expected=2)
+        }
+        assert len(records) == 2
+        ses_record, ses_value = records[bounced["event_id"]]
+        assert (ses_value["source"], ses_value["kind"], ses_value["bounce_type"]) == (
+            "ses",
+            "BOUNCED",
+            "hard",
+        )
+        assert ses_record.key == bounced["order_id"].encode()
+        sg_record, sg_value = records[complained["event_id"]]
+        assert (sg_value["source"], sg_value["kind"]) == ("sendgrid", "COMPLAINED")
+        assert sg_record.partition == complained["partition"]
+        assert feedback.metric('ordermail_feedback_dropped_total{reason="bad_signature",source="ses"}') == 1
+        assert (
+            feedback.metric('ordermail_feedback_dropped_total{reason="bad_signature",source="sendgrid"}') == 1
+        )
+    finally:
+        _terminate(feedback.process)

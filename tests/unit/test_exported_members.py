@@ -21,8 +21,13 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.feedback.index": ["IndexLagging", "OutcomeIndex", "Sent"],
     "consumer.feedback.service": ["FeedbackService"],
     "consumer.feedback.settings": ["FeedbackSettings"],
-    "consumer.feedback.smtp_receiver": ["MAX_RECIPIENTS", "MAX_SESSIONS", "ReportReceiver", "start_smtp_receiver"],
-    "consumer.feedback.webhooks": ["WebhookReceiver", "WebhookRefused", "start_webhook_receiver"],
+    "consumer.feedback.smtp_receiver": [
+        "MAX_RECIPIENTS",
+        "MAX_SESSIONS",
+        "ReportReceiver",
+        "start_smtp_receiver",
+    ],
+    "consumer.feedback.webhooks": ["WebhookReceiver", "start_webhook_receiver", "webhook_parsers"],
     "consumer.kafka": [
         "breaker",
         "bridge",

@@ -195,6 +195,7 @@ def test_codes_and_our_message_ids() -> None:
     assert bounce_type_of("5.1.1") == "hard"
     assert bounce_type_of(None) == "soft"
     assert event_id_from_message_id(MESSAGE_ID) == EVENT
+    assert event_id_from_message_id(f"<{EVENT}.resend-1733561234567.ordermail@shop.example>") == EVENT
     assert event_id_from_message_id(f"<{EVENT}@elsewhere.example>") is None
     assert event_id_from_message_id("<nonsense>") is None
     assert not is_auto_reply(email.message_from_bytes(b"Auto-Submitted: no\r\n\r\n"))
