@@ -147,7 +147,8 @@ class RelaySettings:
 
     def address(self, kind: str = "delivered", *, domain: str | None = None) -> str:
         """A fresh recipient the relay ``delivered`` (Maildir), ``refused`` (550 5.1.1 at RCPT)
-        or ``bounced`` (accepted, then a DSN to the envelope sender)."""
+        or ``bounced`` (accepted, then a DSN to the envelope sender); in the last test domain
+        (``customer.example``) unless told."""
         prefix = {"delivered": "", "refused": self.refuse_prefix, "bounced": self.bounce_prefix}[kind]
         return f"{prefix}test-{uuid.uuid4().hex[:12]}@{domain or self.domains[-1]}"
 

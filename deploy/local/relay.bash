@@ -16,7 +16,9 @@ RELAY_MAIL=$RELAY_DIR/mail  RELAY_TLS=$RELAY_DIR/tls  RELAY_LOG=$RELAY_DIR/postf
 RELAY_SECRET_FILE=$RELAY_DIR/return-path.secret
 RELAY_ENV=$LOCAL/relay.env
 RELAY_PORT=${RELAY_PORT:-2587}
-IFS=, read -r -a RELAY_DOMAINS <<<"${RELAY_DOMAINS:-shop.example,customer.example}"
+# example.com: the sample orders' customers (ordermail produce-sample), so a service started with
+# relay.env delivers them too.
+IFS=, read -r -a RELAY_DOMAINS <<<"${RELAY_DOMAINS:-shop.example,example.com,customer.example}"
 RELAY_RETURN_PATH_DOMAIN=${RELAY_RETURN_PATH_DOMAIN:-bounces.shop.example}
 RELAY_FEEDBACK_PORT=${RELAY_FEEDBACK_PORT:-${ORDERMAIL_FEEDBACK_SMTP_PORT:-2527}}
 RELAY_MAILBOX_USER=nobody  # owns the Maildirs: virtual(8) delivers as an unprivileged user
