@@ -84,8 +84,8 @@ def stock_weasyprint() -> Iterator[None]:
 class RelaySettings:
     """The local stack's Postfix relay (``deploy/local/stack up --relay``), as it wrote
     ``.local/relay.env``: where it listens, the certificate to verify it with, the test domains
-    it delivers to Maildirs (one per domain), the local-part prefixes it refuses at RCPT or
-    accepts and then bounces, and the return-path domain it routes to the feedback port."""
+    it delivers to Maildirs (one per domain), the local-part prefixes it refuses at RCPT, or
+    accepts and then bounces or defers, and the return-path domain it routes to the feedback port."""
 
     host: str
     port: int
@@ -95,11 +95,13 @@ class RelaySettings:
     mail_dir: Path
     refuse_prefix: str
     bounce_prefix: str
+    defer_prefix: str
     return_path_domain: str
     return_path_secret: str = field(repr=False)
     feedback_host: str
     feedback_port: int
     log_file: Path
+    config_dir: Path
 
     @classmethod
     def from_env_file(cls, path: Path) -> RelaySettings:
@@ -113,11 +115,13 @@ class RelaySettings:
             mail_dir=Path(values["RELAY_MAIL_DIR"]),
             refuse_prefix=values["RELAY_REFUSE_PREFIX"],
             bounce_prefix=values["RELAY_BOUNCE_PREFIX"],
+            defer_prefix=values["RELAY_DEFER_PREFIX"],
             return_path_domain=values["ORDERMAIL_RETURN_PATH_DOMAIN"],
             return_path_secret=values["ORDERMAIL_RETURN_PATH_SECRET"],
             feedback_host=values["ORDERMAIL_FEEDBACK_SMTP_HOST"],
             feedback_port=int(values["ORDERMAIL_FEEDBACK_SMTP_PORT"]),
             log_file=Path(values["RELAY_LOG"]),
+            config_dir=Path(values["RELAY_CONFIG_DIR"]),
         )
 
     def env(self) -> dict[str, str]:
@@ -146,10 +150,16 @@ class RelaySettings:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
     def address(self, kind: str = "delivered", *, domain: str | None = None) -> str:
-        """A fresh recipient the relay ``delivered`` (Maildir), ``refused`` (550 5.1.1 at RCPT)
-        or ``bounced`` (accepted, then a DSN to the envelope sender); in the last test domain
-        (``customer.example``) unless told."""
-        prefix = {"delivered": "", "refused": self.refuse_prefix, "bounced": self.bounce_prefix}[kind]
+        """A fresh recipient the relay ``delivered`` (Maildir), ``refused`` (550 5.1.1 at RCPT),
+        ``bounced`` (accepted, then a "failed" DSN to the envelope sender) or ``deferred``
+        (accepted, retried, a "delayed" DSN within seconds; :meth:`drop` it afterwards), in the
+        last test domain (``customer.example``) unless told."""
+        prefixes = {
+            "refused": self.refuse_prefix,
+            "bounced": self.bounce_prefix,
+            "deferred": self.defer_prefix,
+        }
+        prefix = prefixes.get(kind, "")
         return f"{prefix}test-{uuid.uuid4().hex[:12]}@{domain or self.domains[-1]}"
 
     def delivered(self, recipient: str) -> list[Message]:
@@ -163,3 +173,15 @@ class RelaySettings:
             if str(headers.get("Delivered-To", "")).lower() == recipient.lower():
                 found.append(headers)
         return found
+
+    def drop(self, queue_id: str) -> None:
+        """Deletes a message from the relay's queue (``queued as <id>`` in its reply), e.g. one
+        to a ``deferred`` address, which would otherwise bounce, with a DSN, ten minutes later."""
+        import subprocess
+
+        subprocess.run(
+            ["postsuper", "-c", str(self.config_dir), "-d", queue_id],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )

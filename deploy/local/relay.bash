@@ -6,6 +6,7 @@
 #   (virtual(8) allows no per-address path from a regexp; Delivered-To names the recipient);
 #   a local part starting "refuse-" is refused at RCPT (550 5.1.1), one starting "bounce-" is
 #   accepted and then bounced (5.1.1), so Postfix itself sends an RFC 3464 DSN to the envelope sender;
+#   one starting "defer-" is accepted and then fails for now (4.2.1), retried, with a "delayed" DSN;
 # - the return-path domain goes to `ordermail feedback` (127.0.0.1:$RELAY_FEEDBACK_PORT);
 # - anything else is refused (554 5.7.1 relay access denied): nothing leaves the machine.
 # Postfix needs root (it drops to its own users); the settings go to .local/relay.env.
@@ -101,7 +102,8 @@ maximal_backoff_time = 2s
 smtp_connect_timeout = 2s
 maximal_queue_lifetime = 10m
 bounce_queue_lifetime = 10m
-delay_warning_time = 0h
+# "delayed" DSNs (defer- addresses) a second or two after arrival instead of after hours.
+delay_warning_time = 1s
 EOF
   cat >"$RELAY_CONF/mailboxes" <<EOF
 # Generated: a recipient of a test domain -> its domain's Maildir (trailing slash), except "refuse-".
@@ -114,6 +116,7 @@ EOF
 # master.cf), so Postfix sends the DSN; not the error: transport, which smtpd already refuses at
 # RCPT. The return-path domain goes to ordermail feedback's SMTP receiver.
 /^bounce-[^@]*@($alternation)\$/	undeliverable:
+/^defer-[^@]*@($alternation)\$/	deferring:
 /@$(regexp_escape "$RELAY_RETURN_PATH_DOMAIN")\$/	smtp:[127.0.0.1]:$RELAY_FEEDBACK_PORT
 EOF
   # No chroot (no copies of /etc files to keep), one listener of our own, no port 25.
@@ -139,6 +142,8 @@ error     unix  -       -       n       -       -       error
 # leading enhanced status code of the command's output as the DSN status.
 undeliverable unix -    n       n       -       -       pipe user=$RELAY_MAILBOX_USER
   argv=/bin/sh -c { echo 5.1.1 mailbox unavailable, test relay bounce- address; exit 67 }
+deferring unix -        n       n       -       -       pipe user=$RELAY_MAILBOX_USER
+  argv=/bin/sh -c { echo 4.2.1 mailbox busy, test relay defer- address; exit 75 }
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
 virtual   unix  -       n       n       -       -       virtual
@@ -163,7 +168,8 @@ write_relay_env() {
     ORDERMAIL_MAIL_FROM=orders@shop.example "ORDERMAIL_RETURN_PATH_DOMAIN=$RELAY_RETURN_PATH_DOMAIN" \
     "ORDERMAIL_RETURN_PATH_SECRET=$(relay_secret)" ORDERMAIL_FEEDBACK_SMTP_HOST=127.0.0.1 \
     "ORDERMAIL_FEEDBACK_SMTP_PORT=$RELAY_FEEDBACK_PORT" "RELAY_DOMAINS=$domains" "RELAY_MAIL_DIR=$RELAY_MAIL" \
-    RELAY_REFUSE_PREFIX=refuse- RELAY_BOUNCE_PREFIX=bounce- "RELAY_LOG=$RELAY_LOG" >"$RELAY_ENV.tmp"
+    RELAY_REFUSE_PREFIX=refuse- RELAY_BOUNCE_PREFIX=bounce- RELAY_DEFER_PREFIX=defer- "RELAY_LOG=$RELAY_LOG" \
+    "RELAY_CONFIG_DIR=$RELAY_CONF" >"$RELAY_ENV.tmp"
   chmod 600 "$RELAY_ENV.tmp"  # it holds the return-path secret
   mv "$RELAY_ENV.tmp" "$RELAY_ENV"
 }

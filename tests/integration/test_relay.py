@@ -257,6 +257,21 @@ def test_notify_success_reports_the_delivery(relay: RelaySettings, listener: Fee
     assert relay.delivered(recipient)
 
 
+def test_a_defer_address_is_retried_and_reported_delayed_within_seconds(
+    relay: RelaySettings, listener: FeedbackListener
+) -> None:
+    sender, _ = _envelope_sender(relay)
+    message = _message(relay.address("deferred"))
+    reply = _send(relay, message, sender=sender, rcpt_options=("NOTIFY=DELAY,FAILURE",))
+    queue_id = reply.rpartition(" ")[2]
+    try:
+        fields = _per_recipient(listener.report_for(sender).message)
+        assert fields["Action"] == "delayed"
+        assert re.fullmatch(r"4\.\d{1,3}\.\d{1,3}", str(fields["Status"]))
+    finally:
+        relay.drop(queue_id)
+
+
 def test_a_dsn_deferred_while_the_feedback_receiver_is_down_arrives_seconds_after_it_is_back(
     relay: RelaySettings, wait_until: Callable[[Callable[[], bool], float], None]
 ) -> None:
