@@ -114,7 +114,8 @@ EOF
   cat >"$RELAY_CONF/transport" <<EOF
 # Generated: "bounce-" recipients are accepted, then fail delivery for good ("undeliverable" in
 # master.cf), so Postfix sends the DSN; not the error: transport, which smtpd already refuses at
-# RCPT. The return-path domain goes to ordermail feedback's SMTP receiver.
+# RCPT. "defer-" recipients fail for now ("deferring"). The return-path domain goes to ordermail
+# feedback's SMTP receiver.
 /^bounce-[^@]*@($alternation)\$/	undeliverable:
 /^defer-[^@]*@($alternation)\$/	deferring:
 /@$(regexp_escape "$RELAY_RETURN_PATH_DOMAIN")\$/	smtp:[127.0.0.1]:$RELAY_FEEDBACK_PORT
