@@ -148,10 +148,10 @@ async def _session(
                 await asyncio.sleep(0.01)
 
 
-def _envelope_sender(relay: RelaySettings) -> tuple[str, str]:
+def _envelope_sender(relay: RelaySettings, recipient: str = "someone@customer.example") -> tuple[str, str]:
     """A VERP envelope sender as ``ordermail run`` builds one, and the event id it names."""
     event_id = str(uuid.uuid4())
-    address = relay.return_path().address(event_id, 1)
+    address = relay.return_path().address(event_id, 1, recipient)
     assert address is not None
     return address, event_id
 
@@ -212,7 +212,7 @@ def test_a_bounce_address_is_accepted_then_postfix_sends_a_dsn_to_the_verp_sende
     relay: RelaySettings, listener: FeedbackListener
 ) -> None:
     recipient = relay.address("bounced")
-    sender, event_id = _envelope_sender(relay)
+    sender, event_id = _envelope_sender(relay, recipient)
 
     sent_at = time.monotonic()
     reply = _send(relay, _message(recipient), sender=sender, rcpt_options=("NOTIFY=FAILURE",))
@@ -221,7 +221,10 @@ def test_a_bounce_address_is_accepted_then_postfix_sends_a_dsn_to_the_verp_sende
 
     assert report.sender == "<>"  # a DSN's envelope sender is null
     assert report.recipients == [sender]
-    assert relay.return_path().parse(report.recipients[0]) == (event_id, 1)
+    token = relay.return_path().parse(report.recipients[0])
+    assert token is not None
+    assert (token.event_id, token.attempt) == (event_id, 1)
+    assert relay.return_path().names_recipient(token, recipient)
     fields = _per_recipient(report.message)
     assert fields["Action"] == "failed"
     assert re.fullmatch(r"5\.\d{1,3}\.\d{1,3}", str(fields["Status"]))
