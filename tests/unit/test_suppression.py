@@ -421,3 +421,27 @@ def test_a_short_secret_stops_the_start_without_printing_any_setting(monkeypatch
 def test_codec_round_trip_keeps_times_and_nulls() -> None:
     entry = Suppression("soft_bounces", None, NOW, NOW + timedelta(days=3), None)
     assert entry_of(Codec.from_directory(), _value(entry)) == entry
+
+
+def test_the_start_requires_the_suppression_topic_only_when_suppression_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from consumer.kafka.clients import check_topics
+
+    monkeypatch.delenv("ORDERMAIL_SUPPRESSION_SECRET", raising=False)
+
+    class Consumer:
+        def __init__(self, names: list[str]) -> None:
+            self.names = names
+
+        def list_topics(self, timeout: float) -> Any:
+            topics = {name: FakeTopicMetadata(dict.fromkeys(range(2))) for name in self.names}
+            return type("Metadata", (), {"topics": topics})()
+
+    off = Settings()
+    on = Settings(ORDERMAIL_SUPPRESSION_SECRET=SECRET.decode(), ORDERMAIL_SUPPRESSION_TOPIC="supp")
+    names = [off.input_topic, off.outcome_topic, off.dlq_topic, off.retry_topic]
+    check_topics(Consumer(names), off)  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="topic supp does not exist"):
+        check_topics(Consumer(names), on)  # type: ignore[arg-type]
+    check_topics(Consumer([*names, "supp"]), on)  # type: ignore[arg-type]
