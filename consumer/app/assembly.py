@@ -20,7 +20,7 @@ from consumer.processing.pipeline import Pipeline, PipelineConfig
 from consumer.processing.records import Inbound
 from consumer.processing.render_pool import RenderConfig, RenderPool
 from delivery import SmtpPool
-from delivery.suppression import SuppressionKeys, SuppressionTable
+from delivery.suppression import SuppressionTable
 from rendering import RenderError
 from schemas import SCHEMA_DIR, Codec
 from schemas.codec import Schema
@@ -79,17 +79,7 @@ def assemble(settings: Settings) -> Parts:
         settings.outcome_topic,
         codec,
     )
-    keys = settings.suppression_keys()
-    suppressions = (
-        SuppressionFollower(
-            follower_config(settings),
-            settings.suppression_topic,
-            codec,
-            SuppressionTable(settings.suppression_ttl()),
-        )
-        if keys is not None
-        else None
-    )
+    suppressions, suppressed = _suppression_list(settings, codec)
     pipeline = Pipeline(
         PipelineConfig(
             mail_from=settings.mail_from,
@@ -109,16 +99,26 @@ def assemble(settings: Settings) -> Parts:
         publisher,
         handled_as=_handled_by(ledger, settings.input_topic),
         remember=_noted_by(ledger, settings.input_topic),
-        **({"suppressed": _suppressed_by(suppressions.table, keys)} if suppressions and keys else {}),
+        suppressed=suppressed,
     )
     return Parts(codec, render_pool, smtp, publisher, ledger, pipeline, suppressions)
 
 
-def _suppressed_by(table: SuppressionTable, keys: SuppressionKeys) -> Callable[[str], bool]:
+def _suppression_list(
+    settings: Settings, codec: Codec
+) -> tuple[SuppressionFollower | None, Callable[[str], bool]]:
+    """The follower (loaded when the service starts) and the pipeline's question to its table;
+    without a secret, none, and no address is suppressed."""
+    keys = settings.suppression_keys()
+    if keys is None:
+        return None, lambda _address: False
+    table = SuppressionTable(settings.suppression_ttl())
+    follower = SuppressionFollower(follower_config(settings), settings.suppression_topic, codec, table)
+
     def suppressed(address: str) -> bool:
         return table.suppressing(keys.key_for(address), datetime.now(UTC)) is not None
 
-    return suppressed
+    return follower, suppressed
 
 
 def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], Known | None]:
