@@ -135,8 +135,10 @@ def _suppression(
     args: argparse.Namespace, settings: Settings, codec: Codec
 ) -> tuple[dict[str, Any], list[str]]:
     from consumer.tools.scan import Reader
-    from consumer.tools.suppression import add_suppression, list_suppressions, remove_suppression
+    from consumer.tools.suppression import add_suppression, address_key, list_suppressions, remove_suppression
 
+    if args.address is not None:
+        address_key(settings, args.address)  # refused before anything is read or written
     if args.suppression_action == "add":
         added = add_suppression(
             settings, codec, args.address, reason=args.reason, expires_days=args.expires_days
@@ -150,7 +152,8 @@ def _suppression(
         listed = list_suppressions(reader, codec, args.address)
     finally:
         reader.close()
-    summary = f"{listed['total']} entries in {listed['topic']}, {listed['suppressing']} suppressing"
+    entries = "entry" if listed["total"] == 1 else "entries"
+    summary = f"{listed['total']} {entries} in {listed['topic']}, {listed['suppressing']} suppressing"
     unreadable = f", {listed['unreadable']} unreadable records" if listed["unreadable"] else ""
     return listed, [*_suppression_lines(listed["entries"]), summary + unreadable]
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from consumer.app.settings import Settings
     from schemas import Codec
 
-__all__ = ["KEY_PREFIX", "add_suppression", "list_suppressions", "remove_suppression"]
+__all__ = ["KEY_PREFIX", "add_suppression", "address_key", "list_suppressions", "remove_suppression"]
 
 KEY_PREFIX = 16  # hex digits shown of a key: enough to tell entries apart, and to find one
 _UNHASHABLE = "ORDERMAIL_SUPPRESSION_SECRET is not set: addresses cannot be hashed"
@@ -38,7 +38,7 @@ def list_suppressions(
     reader: Reader, codec: Codec, address: str | None = None, *, now: datetime | None = None
 ) -> dict[str, Any]:
     settings = reader.settings
-    wanted = _key(settings, address) if address is not None else None
+    wanted = address_key(settings, address) if address is not None else None
     entries, unreadable = _read(reader, codec, wanted)
     now = now or datetime.now(UTC)
     ttl = settings.suppression_ttl()
@@ -63,7 +63,7 @@ def add_suppression(
     reason: str = "operator",
     expires_days: float | None = None,
 ) -> dict[str, Any]:
-    _key(settings, address)  # refused before connecting: no secret, or not an address
+    address_key(settings, address)  # refused before connecting: no secret, or not an address
     now = datetime.now(UTC)
     expires_at = now + timedelta(days=expires_days) if expires_days else None
     key = _write(
@@ -79,7 +79,7 @@ def add_suppression(
 
 def remove_suppression(reader: Reader, codec: Codec, address: str) -> dict[str, Any]:
     settings = reader.settings
-    key = _key(settings, address)
+    key = address_key(settings, address)
     entries, _ = _read(reader, codec, key)
     if key not in entries:
         raise ToolError("the address is not on the suppression list: nothing written", code=3)
@@ -87,7 +87,8 @@ def remove_suppression(reader: Reader, codec: Codec, address: str) -> dict[str, 
     return {"topic": settings.suppression_topic, "removed": True, "key": key[:KEY_PREFIX]}
 
 
-def _key(settings: Settings, address: str) -> str:
+def address_key(settings: Settings, address: str) -> str:
+    """The address's record key; a :class:`ToolError` (exit 2) without a secret or an address."""
     keys = settings.suppression_keys()
     if keys is None:
         raise ToolError(_UNHASHABLE, code=2)

@@ -149,6 +149,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.tools.suppression": [
         "KEY_PREFIX",
         "add_suppression",
+        "address_key",
         "list_suppressions",
         "remove_suppression",
     ],
