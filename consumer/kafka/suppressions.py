@@ -269,22 +269,20 @@ class SuppressionWriter:
         event_id: str | None = None,
         *,
         expires_at: datetime | None = None,
-    ) -> str:
-        """Suppresses the address (again: the newer entry replaces the older); returns its key.
-        ``ValueError`` for an unknown reason or source, or what is not an address."""
+    ) -> None:
+        """Suppresses the address (again: the newer entry replaces the older). ``ValueError`` for
+        an unknown reason or source, or what is not an address (``InvalidAddress``); fits the
+        feedback service's ``Suppressor`` (``consumer/feedback/handling.py``) as it is."""
         if reason not in REASONS or (source is not None and source not in SOURCES):
             raise ValueError(f"reason one of {sorted(REASONS)}, source one of {sorted(SOURCES)}")
         key = self.key_for(address)
         entry = Suppression(reason, source, self._clock(), expires_at, event_id)
         value = self._codec.encode(record_of(entry), SUPPRESSION_SCHEMA, subject=f"{self.topic}-value")
         await self._produce(key, value)
-        return key
 
-    async def remove(self, address: str) -> str:
-        """Writes the address's tombstone (whether or not it was listed); returns its key."""
-        key = self.key_for(address)
-        await self._produce(key, None)
-        return key
+    async def remove(self, address: str) -> None:
+        """Writes the address's tombstone (whether or not it was listed)."""
+        await self._produce(self.key_for(address), None)
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Flushes and stops; returns the records still unacknowledged."""

@@ -63,12 +63,10 @@ def add_suppression(
     reason: str = "operator",
     expires_days: float | None = None,
 ) -> dict[str, Any]:
-    address_key(settings, address)  # refused before connecting: no secret, or not an address
+    key = address_key(settings, address)  # refused before connecting: no secret, or not an address
     now = datetime.now(UTC)
     expires_at = now + timedelta(days=expires_days) if expires_days else None
-    key = _write(
-        settings, codec, lambda writer: writer.add(address, reason, "operator", expires_at=expires_at)
-    )
+    _write(settings, codec, lambda writer: writer.add(address, reason, "operator", expires_at=expires_at))
     entry = Suppression(reason, "operator", now, expires_at)
     return {
         "topic": settings.suppression_topic,
@@ -123,7 +121,7 @@ def _read(reader: Reader, codec: Codec, only: str | None) -> tuple[dict[str, Sup
     return entries, unreadable
 
 
-def _write(settings: Settings, codec: Codec, change: Callable[[SuppressionWriter], Awaitable[str]]) -> str:
+def _write(settings: Settings, codec: Codec, change: Callable[[SuppressionWriter], Awaitable[None]]) -> None:
     """One change through the writer, acknowledged (or a :class:`ToolError`) before returning."""
     from confluent_kafka import Producer
 
@@ -136,7 +134,7 @@ def _write(settings: Settings, codec: Codec, change: Callable[[SuppressionWriter
         Producer(tool_producer_config(settings)), codec, settings.suppression_topic, keys
     )
     try:
-        return asyncio.run(asyncio.wait_for(change(writer), timeout=_WRITE_TIMEOUT_S))
+        asyncio.run(asyncio.wait_for(change(writer), timeout=_WRITE_TIMEOUT_S))
     except SuppressionError as error:
         raise ToolError(f"not written: {error}") from None
     except TimeoutError:
