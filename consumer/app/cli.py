@@ -1,6 +1,6 @@
 """The ``ordermail`` command: ``run``, ``feedback``, ``produce-sample``, ``render``, ``preview``,
 ``smtp-sink``, ``schemas check``, ``templates check``, and the operator tools ``dlq list|redrive``,
-``resend``, ``history`` (``consumer/tools/operations.py``)."""
+``resend``, ``history``, ``suppression list|add|remove`` (``consumer/tools/operations.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from consumer.tools.operations import COMMANDS, add_commands, run_command
-from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, SUPPRESSION_SCHEMA
 
 __all__ = ["main"]
 
@@ -245,6 +245,7 @@ def _schemas(_args: argparse.Namespace) -> int:
     subjects = {
         ORDER_SCHEMA.name: f"{settings.input_topic}-value",
         OUTCOME_SCHEMA.name: f"{settings.outcome_topic}-value",
+        SUPPRESSION_SCHEMA.name: f"{settings.suppression_topic}-value",
     }
     registry = codec_for(settings).registry
     report = check_schemas(subjects=subjects, registry=registry)

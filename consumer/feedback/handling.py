@@ -28,6 +28,7 @@ from consumer.observability import metrics
 from consumer.observability.telemetry import context_from, inject_into, tracer
 from consumer.processing.ports import PublishError
 from delivery.feedback.model import Kind, Report, Source
+from delivery.suppression import InvalidAddress
 from schemas import FEEDBACK_SCHEMA
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ class TryLater(Exception):
 
 
 class Suppressor(Protocol):
-    async def add(self, address: str, *, reason: str, source: str, event_id: str | None) -> None: ...
+    async def add(
+        self, address: str, reason: str, source: str | None = None, event_id: str | None = None
+    ) -> object: ...
 
 
 class SoftBounces:
@@ -139,9 +142,13 @@ class FeedbackHandler:
         if not (report.recipient_confirmed or report.source in _SIGNED_SOURCES):
             metrics.SUPPRESSION_REFUSED.labels(report.source.value).inc()
             return
-        await self.suppressor.add(
-            report.recipient, reason=reason, source=report.source.value, event_id=report.event_id
-        )
+        try:
+            await self.suppressor.add(
+                report.recipient, reason=reason, source=report.source.value, event_id=report.event_id
+            )
+        except InvalidAddress:  # a report naming what is no address: feedback, but nothing to suppress
+            metrics.SUPPRESSION_REFUSED.labels(report.source.value).inc()
+            return
         metrics.SUPPRESSIONS_ADDED.labels(reason).inc()
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, Producer
@@ -25,6 +25,7 @@ from consumer.feedback.smtp_receiver import start_smtp_receiver
 from consumer.feedback.webhooks import start_webhook_receiver
 from consumer.kafka.clients import producer_config
 from consumer.kafka.publisher import OutcomePublisher
+from consumer.kafka.suppressions import SuppressionWriter
 from consumer.observability.health import HealthServer
 
 if TYPE_CHECKING:
@@ -78,6 +79,14 @@ class FeedbackService:
             self.suppressor,
             SoftBounces(settings.soft_bounce_limit, settings.soft_bounce_window_days * _DAY_S),
         )
+        suppressor = self.suppressor
+        writer = None
+        if suppressor is None and settings.suppression_keys() is not None:
+            writer = SuppressionWriter.from_settings(settings, codec, **{"client.id": "ordermail-feedback"})
+            suppressor = writer
+        elif suppressor is None:
+            log.warning("ORDERMAIL_SUPPRESSION_SECRET unset: hard bounces and complaints suppress nothing")
+        handler = replace(handler, suppressor=suppressor)
         index.start()
         health = HealthServer(settings.feedback_health_port, lambda: _not_ready(index))
         smtp = await start_smtp_receiver(
@@ -107,6 +116,8 @@ class FeedbackService:
             await http.close()
             await smtp.wait_closed()
             unacknowledged = publisher.close(timeout_s=settings.drain_timeout_s)
+            if writer is not None:
+                unacknowledged += writer.close(timeout_s=settings.drain_timeout_s)
             index.close()
             health.close()
         return 1 if unacknowledged else 0

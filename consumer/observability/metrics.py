@@ -20,6 +20,14 @@ EVENTS = Counter("ordermail_events", "Outcomes published, by status and reason",
 DEAD_LETTERS = Counter("ordermail_dead_letters", "Records written to the dead-letter topic")
 DEFERRALS = Counter("ordermail_deferrals", "Events deferred through the retry topic")
 SKIPPED = Counter("ordermail_redeliveries_skipped", "Redelivered events recognised as already handled")
+SUPPRESSED = Counter(
+    "ordermail_suppressed",
+    "Orders not e-mailed: the address is on the suppression list (REJECTED suppressed)",
+)
+SUPPRESSION_ENTRIES = Gauge("ordermail_suppression_entries", "Keys on the suppression list, expired ones too")
+SUPPRESSION_RECORDS = Counter(
+    "ordermail_suppression_records_read", "Records read from the suppression topic, tombstones too"
+)
 RENDER_SECONDS = Histogram("ordermail_render_seconds", "HTML to PDF, per document", buckets=_SECONDS)
 ENCRYPT_SECONDS = Histogram("ordermail_encrypt_seconds", "PDF encryption, per document", buckets=_SECONDS)
 SEND_SECONDS = Histogram("ordermail_smtp_send_seconds", "One SMTP transaction (accepted)", buckets=_SECONDS)

@@ -272,7 +272,7 @@ def test_the_service_accepts_the_rendered_environment(
         elif "resourceFieldRef" in source:
             resolved[name] = str(math.ceil(cores(container(objects)["resources"]["requests"]["cpu"])))
         elif "secretKeyRef" in source:
-            resolved[name] = "from-a-secret"
+            resolved[name] = "from-a-kubernetes-secret"  # as long as a real key
     for name in [n for n in os.environ if n.startswith(("ORDERMAIL_", "KAFKA_", "SMTP_", "OTEL_"))]:
         monkeypatch.delenv(name)
     for name, value in resolved.items():
@@ -287,7 +287,11 @@ def test_the_service_accepts_the_rendered_environment(
     librdkafka = kafka_passthrough()
     assert librdkafka["group.instance.id"] == "ordermail-0"
     assert librdkafka["security.protocol"] == "SASL_SSL"
-    assert librdkafka["sasl.password"] == "from-a-secret"
+    assert librdkafka["sasl.password"] == "from-a-kubernetes-secret"
+    assert loaded.suppression_keys() is not None  # the Secret ordermail-suppression switches it on
+    assert loaded.suppression_topic in {
+        o["metadata"]["name"] for o in rendered["examples-strimzi-topics"] if o["kind"] == "KafkaTopic"
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -339,7 +343,7 @@ def test_autoscalers_never_exceed_the_input_partitions(rendered: dict[str, list[
         for o in objects
         if o["kind"] == "KafkaTopic"
     }
-    topics = {config[f"ORDERMAIL_{t}_TOPIC"] for t in ("INPUT", "OUTCOME", "DLQ", "RETRY")}
+    topics = {config[f"ORDERMAIL_{t}_TOPIC"] for t in ("INPUT", "OUTCOME", "DLQ", "RETRY", "SUPPRESSION")}
     assert set(partitions) == topics
     input_partitions = partitions[config["ORDERMAIL_INPUT_TOPIC"]]
     # Outcomes and deferrals go to the input record's partition number.

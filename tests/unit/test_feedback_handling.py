@@ -13,6 +13,7 @@ from consumer.feedback.handling import FeedbackHandler, SoftBounces, TryLater
 from consumer.feedback.index import IndexLagging, Sent
 from consumer.processing.ports import PublishError
 from delivery.feedback.model import Kind, Report, Source
+from delivery.suppression import InvalidAddress
 from schemas import FEEDBACK_SCHEMA, Codec
 
 EVENT = "2f1c8f0e-9a4b-4c1e-8e3a-0a1b2c3d4e5f"
@@ -46,8 +47,12 @@ class FakePublisher:
 class FakeSuppressor:
     added: list[tuple[str, str, str]] = field(default_factory=list)
 
-    async def add(self, address: str, *, reason: str, source: str, event_id: str | None) -> None:
-        self.added.append((address, reason, source))
+    async def add(
+        self, address: str, reason: str, source: str | None = None, event_id: str | None = None
+    ) -> None:
+        if "@" not in address:
+            raise InvalidAddress("not an address")
+        self.added.append((address, reason, source or ""))
 
 
 def _handler(index: FakeIndex | None = None, publisher: FakePublisher | None = None) -> FeedbackHandler:
@@ -121,6 +126,8 @@ def test_only_the_recipient_the_token_was_made_for_is_suppressed() -> None:
     # An ESP signs its events and knows whom it sent to.
     _handle(handler, _bounce(source=Source.SES, recipient_confirmed=False))
     assert _suppressed(handler) == [("kim@customer.example", "hard_bounce", "ses")]
+    _handle(handler, _bounce(source=Source.SES, recipient="no address at all"))  # counted, not raised
+    assert len(_suppressed(handler)) == 1
 
 
 def test_complaints_suppress_soft_bounces_only_past_the_limit() -> None:
