@@ -289,11 +289,13 @@ def test_the_service_accepts_the_rendered_environment(
         elif "resourceFieldRef" in source:
             resolved[name] = str(math.ceil(cores(container(objects)["resources"]["requests"]["cpu"])))
         elif "secretKeyRef" in source:
-            resolved[name] = "from-a-kubernetes-secret"  # as long as a real key
+            resolved[name] = "from-a-secret"
     for name in [n for n in os.environ if n.startswith(("ORDERMAIL_", "KAFKA_", "SMTP_", "OTEL_"))]:
         monkeypatch.delenv(name)
     for name, value in resolved.items():
         monkeypatch.setenv(name, value)
+    # As long as a real key: the return path's needs 16 bytes (the ConfigMap sets its domain).
+    monkeypatch.setenv("ORDERMAIL_RETURN_PATH_SECRET", "from-a-kubernetes-secret")
     loaded = Settings()
     assert loaded.drain_timeout_s == float(resolved["ORDERMAIL_DRAIN_TIMEOUT_S"])
     assert loaded.health_port == 8080
@@ -304,7 +306,7 @@ def test_the_service_accepts_the_rendered_environment(
     librdkafka = kafka_passthrough()
     assert librdkafka["group.instance.id"] == "ordermail-0"
     assert librdkafka["security.protocol"] == "SASL_SSL"
-    assert librdkafka["sasl.password"] == "from-a-kubernetes-secret"
+    assert librdkafka["sasl.password"] == "from-a-secret"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
