@@ -207,12 +207,29 @@ def test_expressions_are_balanced() -> None:
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
-def test_promtool_accepts_the_rules() -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["check", "rules", "alerts.yaml"], ["test", "rules", "alerts_test.yaml"]],
+    ids=["syntax", "synthetic-series"],
+)
+def test_promtool_accepts_the_rules_and_their_unit_tests(command: list[str]) -> None:
+    """alerts_test.yaml: each feedback alert fires on the series it is for, and stays silent
+    on a low volume or a steady trickle."""
     result = subprocess.run(
-        ["promtool", "check", "rules", str(OBSERVABILITY / "alerts.yaml")],
+        ["promtool", *command],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
+        cwd=OBSERVABILITY,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_feedback_alert_has_a_promtool_unit_test() -> None:
+    tested = yaml.safe_load((OBSERVABILITY / "alerts_test.yaml").read_text())
+    names = {case["alertname"] for test in tested["tests"] for case in test["alert_rule_test"]}
+    rules = yaml.safe_load((OBSERVABILITY / "alerts.yaml").read_text())
+    (feedback,) = [group for group in rules["groups"] if group["name"] == "ordermail-feedback"]
+    untested = {rule["alert"] for rule in feedback["rules"]} - names
+    assert not untested
