@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from email import policy
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.conftest import ServiceFactory, Sink, Topics
+    from tests.support import RelaySettings
 
 pytestmark = pytest.mark.integration
 
@@ -61,17 +63,19 @@ class Feedback:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(self.topic, PARTITIONS, 1)])[self.topic].result(timeout=30)
         self.smtp_port, self.http_port, self.health_port = free_port(), free_port(), free_port()
+        if "ORDERMAIL_FEEDBACK_SMTP_PORT" in extra_env:  # where a relay sends its reports
+            self.smtp_port = int(extra_env["ORDERMAIL_FEEDBACK_SMTP_PORT"])
         env = {
             **os.environ,
             **RETURN_PATH,
             **topics.env(),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "ORDERMAIL_FEEDBACK_TOPIC": self.topic,
+            "OTEL_TRACES_EXPORTER": "console",  # spans on standard output, read by the tests
+            **extra_env,
             "ORDERMAIL_FEEDBACK_SMTP_PORT": str(self.smtp_port),
             "ORDERMAIL_FEEDBACK_HTTP_PORT": str(self.http_port),
             "ORDERMAIL_FEEDBACK_HEALTH_PORT": str(self.health_port),
-            "OTEL_TRACES_EXPORTER": "console",  # spans on standard output, read by the tests
-            **extra_env,
         }
         self.log = workdir / "feedback.log"
         with self.log.open("wb") as log:
@@ -319,5 +323,57 @@ def test_signed_esp_webhooks_become_feedback_and_forged_ones_are_refused(
         assert (
             feedback.metric('ordermail_feedback_dropped_total{reason="bad_signature",source="sendgrid"}') == 1
         )
+    finally:
+        _terminate(feedback.process)
+
+
+def test_through_postfix_a_real_bounce_becomes_bounced_for_exactly_its_event(
+    kafka_bootstrap: str,
+    topics: Topics,
+    start_service: ServiceFactory,
+    relay: RelaySettings,
+    tmp_path: Path,
+) -> None:
+    """The whole loop on real parts: ordermail run → Postfix (STARTTLS, DSN) → an address it
+    accepts and then cannot deliver → Postfix's own DSN to the VERP sender → ordermail feedback
+    → a BOUNCED record for that event; the delivered order gets none."""
+    feedback = Feedback(kafka_bootstrap, topics, tmp_path, **relay.env())
+    try:
+        start_service(**relay.env())
+        bounced, delivered = sample_order(41), sample_order(42)
+        bounced["customer"]["email"] = relay.address("bounced")
+        delivered["customer"]["email"] = relay.address("delivered")
+        publish_orders(
+            Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input),
+            Codec.from_directory(),
+            [bounced, delivered],
+        )
+        outcomes = {
+            o["order_id"]: (r, o)
+            for r, o in read_outcomes(kafka_bootstrap, topics.outcome, expected=2, timeout_s=90)
+        }
+        assert {o["status"] for _, o in outcomes.values()} == {"SENT"}
+        sent_at = time.monotonic()
+        [(record, value)] = _feedback_records(kafka_bootstrap, feedback.topic, expected=1)
+        print(
+            f"BOUNCED on the feedback topic {time.monotonic() - sent_at:.2f}s after the SENT outcome was read"
+        )
+        assert record.key == bounced["order_id"].encode()
+        assert record.partition == outcomes[bounced["order_id"]][0].partition
+        assert (
+            value["event_id"],
+            value["kind"],
+            value["bounce_type"],
+            value["status_code"],
+            value["source"],
+        ) == (
+            bounced["event_id"],
+            "BOUNCED",
+            "hard",
+            "5.1.1",
+            "dsn",
+        )
+        assert value["message_id"] == outcomes[bounced["order_id"]][1]["message_id"]
+        assert len(relay.delivered(delivered["customer"]["email"])) == 1  # delivered while the other bounced
     finally:
         _terminate(feedback.process)

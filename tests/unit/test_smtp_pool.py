@@ -208,4 +208,3 @@ def test_reply_classification(code: int, text: str, reason: str) -> None:
     error = _reply_error(code, text)
     assert (error.reason, error.code) == (reason, code)
     assert text not in str(error)
-
