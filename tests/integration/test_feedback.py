@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from email import policy
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from consumer.app.settings import Settings
 from consumer.feedback.smtp_receiver import MAX_SESSIONS
+from consumer.kafka.suppressions import entry_of
 from consumer.tools.producing import publish_orders
 from consumer.tools.topic_reader import read_outcomes, read_records
 from delivery.feedback.sendgrid import TIMESTAMP_HEADER
@@ -43,6 +45,7 @@ from tests.unit.test_webhooks import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from email.message import Message
     from pathlib import Path
 
     from tests.conftest import ServiceFactory, Sink, Topics
@@ -327,36 +330,46 @@ def test_signed_esp_webhooks_become_feedback_and_forged_ones_are_refused(
         _terminate(feedback.process)
 
 
-def test_through_postfix_a_real_bounce_becomes_bounced_for_exactly_its_event(
+def test_through_postfix_sent_then_bounced_then_rejected_suppressed_and_a_complaint_suppresses(
     kafka_bootstrap: str,
     topics: Topics,
     start_service: ServiceFactory,
     relay: RelaySettings,
     tmp_path: Path,
+    wait_until: Callable[[Callable[[], bool], float], None],
 ) -> None:
     """The whole loop on real parts: ordermail run → Postfix (STARTTLS, DSN) → an address it
     accepts and then cannot deliver → Postfix's own DSN to the VERP sender → ordermail feedback
-    → a BOUNCED record for that event; the delivered order gets none."""
-    feedback = Feedback(kafka_bootstrap, topics, tmp_path, **relay.env())
+    → BOUNCED for exactly that event, and the address suppressed → the customer's next order is
+    REJECTED suppressed, not e-mailed. A complaint (ARF) about the delivered one suppresses too."""
+    suppressions = f"{topics.input}.suppressions"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(suppressions, 3, 1, config={"cleanup.policy": "compact"})])[
+        suppressions
+    ].result(30)
+    env = {
+        **relay.env(),
+        "ORDERMAIL_SUPPRESSION_TOPIC": suppressions,
+        "ORDERMAIL_SUPPRESSION_SECRET": "s" * 32,
+    }
+    feedback = Feedback(kafka_bootstrap, topics, tmp_path, **env)
+    health = free_port()
     try:
-        start_service(**relay.env())
+        start_service(**env, ORDERMAIL_HEALTH_PORT=str(health))
         bounced, delivered = sample_order(41), sample_order(42)
         bounced["customer"]["email"] = relay.address("bounced")
         delivered["customer"]["email"] = relay.address("delivered")
-        publish_orders(
-            Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input),
-            Codec.from_directory(),
-            [bounced, delivered],
-        )
+        settings = Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input)
+        publish_orders(settings, Codec.from_directory(), [bounced, delivered])
         outcomes = {
             o["order_id"]: (r, o)
             for r, o in read_outcomes(kafka_bootstrap, topics.outcome, expected=2, timeout_s=90)
         }
         assert {o["status"] for _, o in outcomes.values()} == {"SENT"}
-        sent_at = time.monotonic()
+        read_at = time.monotonic()
         [(record, value)] = _feedback_records(kafka_bootstrap, feedback.topic, expected=1)
         print(
-            f"BOUNCED on the feedback topic {time.monotonic() - sent_at:.2f}s after the SENT outcome was read"
+            f"\nBOUNCED on the feedback topic {time.monotonic() - read_at:.2f}s after SENT was read"
         )
         assert record.key == bounced["order_id"].encode()
         assert record.partition == outcomes[bounced["order_id"]][0].partition
@@ -374,6 +387,81 @@ def test_through_postfix_a_real_bounce_becomes_bounced_for_exactly_its_event(
             "dsn",
         )
         assert value["message_id"] == outcomes[bounced["order_id"]][1]["message_id"]
-        assert len(relay.delivered(delivered["customer"]["email"])) == 1  # delivered while the other bounced
+        [delivered_mail] = relay.delivered(delivered["customer"]["email"])
+        # The bounce suppressed the address (the DSN named the recipient its token was made for):
+        # once the service has read that, the customer's next order is not e-mailed.
+        wait_until(lambda: _metric(health, "ordermail_suppression_entries") == 1, 30)
+        again = {**bounced, "event_id": str(uuid.uuid4()), "order_id": f"{bounced['order_id']}-2"}
+        publish_orders(settings, Codec.from_directory(), [again])  # type: ignore[list-item]
+        final = {
+            o["order_id"]: o
+            for _, o in read_outcomes(kafka_bootstrap, topics.outcome, expected=3, timeout_s=90)
+        }
+        assert (final[again["order_id"]]["status"], final[again["order_id"]]["reason"]) == (
+            "REJECTED",
+            "suppressed",
+        )
+        assert read_records(kafka_bootstrap, topics.dlq, expected=None, timeout_s=2) == []
+        for order_id in (bounced["order_id"], again["order_id"]):
+            print(
+                order_id,
+                {
+                    k: final[order_id][k]
+                    for k in ("event_id", "status", "reason", "attempt", "recipient_domain")
+                },
+            )
+        print(
+            "feedback",
+            {
+                k: value[k]
+                for k in (
+                    "event_id",
+                    "order_id",
+                    "kind",
+                    "bounce_type",
+                    "status_code",
+                    "source",
+                    "attempt",
+                    "recipient_domain",
+                    "feedback_id",
+                )
+            },
+        )
+        # A feedback-loop complaint about the delivered e-mail, as a mailbox provider sends it.
+        complaint = arf_for(delivered_mail)
+        assert feedback.deliver(complaint, [f"fbl@{relay.return_path_domain}"])[0] == 250
+        records = _feedback_records(kafka_bootstrap, feedback.topic, expected=2)
+        [(_, complained)] = [(r, v) for r, v in records if v["kind"] == "COMPLAINED"]
+        assert (complained["event_id"], complained["source"]) == (delivered["event_id"], "arf")
+        entries = read_records(kafka_bootstrap, suppressions, expected=2, timeout_s=30)
+        reasons = sorted(entry_of(Codec.from_directory(), e.value or b"").reason for e in entries)
+        assert reasons == ["complaint", "hard_bounce"]
+        for entry in entries:  # keyed by a keyed hash: no address in clear anywhere in the record
+            for order in (bounced, delivered):
+                assert order["customer"]["email"].encode() not in (entry.key or b"") + (entry.value or b"")
     finally:
         _terminate(feedback.process)
+
+
+def _metric(port: int, name: str) -> float | None:
+    status, text = http_get(port, "/metrics")
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(f"{name} ")]
+    return values[0] if status == 200 and values else None
+
+
+def arf_for(delivered: Message) -> bytes:
+    """An ARF report (RFC 5965) about a delivered e-mail: its headers returned, as many
+    providers do, with the envelope sender the mailbox saw as Return-Path."""
+    return (
+        "From: <abuse@mailbox.example>\r\nTo: <fbl@bounces.shop.example>\r\nSubject: complaint\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="p"\r\n\r\n'
+        "--p\r\nContent-Type: text/plain\r\n\r\nA user marked this message as spam.\r\n"
+        "--p\r\nContent-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\nUser-Agent: test-fbl/1.0\r\nVersion: 1\r\n"
+        f"Original-Mail-From: {delivered['Return-Path']}\r\n"
+        f"Original-Rcpt-To: {delivered['Delivered-To']}\r\n\r\n"
+        "--p\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Return-Path: {delivered['Return-Path']}\r\nMessage-ID: {delivered['Message-ID']}\r\n"
+        "--p--\r\n"
+    ).encode()
