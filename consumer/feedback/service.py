@@ -64,8 +64,9 @@ class FeedbackService:
             window_s=settings.feedback_window_days * _DAY_S,
             max_entries=settings.feedback_index_max_entries,
         )
+        publisher_producer = Producer(producer_config(settings, **{"client.id": "ordermail-feedback"}))
         publisher = OutcomePublisher(
-            Producer(producer_config(settings, **{"client.id": "ordermail-feedback"})),
+            publisher_producer,
             codec,
             outcome_topic=settings.outcome_topic,
             dlq_topic=settings.dlq_topic,
@@ -87,6 +88,7 @@ class FeedbackService:
         elif suppressor is None:
             log.warning("ORDERMAIL_SUPPRESSION_SECRET unset: hard bounces and complaints suppress nothing")
         handler = replace(handler, suppressor=suppressor)
+        _check_topic(publisher_producer, settings.feedback_topic)
         index.start()
         health = HealthServer(settings.feedback_health_port, lambda: _not_ready(index))
         smtp = await start_smtp_receiver(
@@ -139,6 +141,13 @@ def _index_config(settings: FeedbackSettings) -> dict[str, object]:
         "isolation.level": "read_committed",
         "client.id": "ordermail-feedback-index",
     }
+
+
+def _check_topic(producer: Producer, topic: str) -> None:
+    """At start, not at the first bounce: a missing topic would make every report 'try later'."""
+    metadata = producer.list_topics(topic, timeout=30).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        raise SystemExit(f"topic {topic} does not exist")
 
 
 def _not_ready(index: OutcomeIndex) -> str | None:
