@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     retry_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_RETRY_TOPIC"))] = (
         "orders.order-completed.v1.retry"
     )
+    # Written by ``ordermail feedback``; ``ordermail history`` reads it back.
+    feedback_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_TOPIC"))] = (
+        "orders.delivery-feedback.v1"
+    )
     # The suppression list (compacted; delivery/suppression.py): off unless the secret is set.
     suppression_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_SUPPRESSION_TOPIC"))] = (
         "orders.email-suppressions.v1"

@@ -18,9 +18,6 @@ def _env(name: str) -> AliasChoices:
 
 
 class FeedbackSettings(Settings):
-    feedback_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_TOPIC"))] = (
-        "orders.delivery-feedback.v1"
-    )
     feedback_smtp_host: Annotated[str, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_SMTP_HOST"))] = (
         "127.0.0.1"
     )

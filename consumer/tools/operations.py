@@ -243,6 +243,14 @@ def _history_lines(found: dict[str, Any]) -> list[str]:
             f"  {o['time']}  {o['status']:<8} {o['reason'] or '-':<20} attempt {o['attempt']}"
             f"  smtp {o['smtp_code'] or '-'}  sha256 {sha or '-'}  {o['message_id'] or '-'}"
         )
+    if found["feedback"]:
+        lines.append(f"after the relay: {len(found['feedback'])} reports")
+    for f in found["feedback"]:
+        bounce = f" {f['bounce_type']}" if f["bounce_type"] else ""
+        lines.append(
+            f"  {f['time']}  {f['kind']}{bounce:<6} {f['status_code'] or '-':<8} from {f['source']:<8}"
+            f" attempt {f['attempt'] or '-'}  event {f['event_id']}"
+        )
     return lines
 
 

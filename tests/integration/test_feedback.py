@@ -30,6 +30,7 @@ from delivery.feedback.sendgrid import TIMESTAMP_HEADER
 from schemas import FEEDBACK_SCHEMA, OUTCOME_SCHEMA, Codec
 from schemas.samples import sample_order
 from tests.conftest import ORDERMAIL, PARTITIONS, _terminate
+from tests.integration.operations import json_of, ordermail
 from tests.support import free_port, http_get, http_post, wait_for_port
 from tests.unit.test_webhooks import (
     TOPIC,
@@ -368,9 +369,7 @@ def test_through_postfix_sent_then_bounced_then_rejected_suppressed_and_a_compla
         assert {o["status"] for _, o in outcomes.values()} == {"SENT"}
         read_at = time.monotonic()
         [(record, value)] = _feedback_records(kafka_bootstrap, feedback.topic, expected=1)
-        print(
-            f"\nBOUNCED on the feedback topic {time.monotonic() - read_at:.2f}s after SENT was read"
-        )
+        print(f"\nBOUNCED on the feedback topic {time.monotonic() - read_at:.2f}s after SENT was read")
         assert record.key == bounced["order_id"].encode()
         assert record.partition == outcomes[bounced["order_id"]][0].partition
         assert (
@@ -436,6 +435,26 @@ def test_through_postfix_sent_then_bounced_then_rejected_suppressed_and_a_compla
         entries = read_records(kafka_bootstrap, suppressions, expected=2, timeout_s=30)
         reasons = sorted(entry_of(Codec.from_directory(), e.value or b"").reason for e in entries)
         assert reasons == ["complaint", "hard_bounce"]
+        # Customer service sees the journey in one place.
+        history = json_of(
+            ordermail(
+                kafka_bootstrap,
+                topics,
+                "history",
+                bounced["order_id"],
+                "--json",
+                ORDERMAIL_FEEDBACK_TOPIC=feedback.topic,
+            )
+        )
+        assert [o["status"] for o in history["outcomes"]] == ["SENT"]
+        assert [(f["kind"], f["bounce_type"], f["status_code"]) for f in history["feedback"]] == [
+            ("BOUNCED", "hard", "5.1.1")
+        ]
+        shown = ordermail(
+            kafka_bootstrap, topics, "history", bounced["order_id"], ORDERMAIL_FEEDBACK_TOPIC=feedback.topic
+        ).stdout
+        print(shown)
+        assert "BOUNCED hard" in shown
         for entry in entries:  # keyed by a keyed hash: no address in clear anywhere in the record
             for order in (bounced, delivered):
                 assert order["customer"]["email"].encode() not in (entry.key or b"") + (entry.value or b"")
