@@ -11,7 +11,6 @@ logged.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -62,10 +61,16 @@ class ReportReceiver:
             log.info("report dropped", extra={"reason": inbound.dropped})
             return "250 OK: not a report about one of our e-mails, dropped"
         try:
-            await self._handler.handle(inbound.reports, hashlib.sha256(data).digest(), arrived_at)
+            await self._handler.handle(inbound.reports, arrived_at)
         except TryLater:
             return "451 4.3.0 Try again later"
         return "250 OK"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Whatever went wrong is ours, and temporary: aiosmtpd's own answer would be a 500 (the
+        relay would drop the report) naming the error."""
+        log.error("report session failed", extra={"error.type": type(error).__name__})
+        return "451 4.3.0 Try again later"
 
 
 class _Bounded(SMTP):
