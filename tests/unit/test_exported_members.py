@@ -29,6 +29,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.feedback.service": ["FeedbackService"],
     "consumer.feedback.settings": ["FeedbackSettings"],
     "consumer.feedback.smtp_receiver": [
+        "MAX_LINES",
         "MAX_RECIPIENTS",
         "MAX_SESSIONS",
         "ReportReceiver",
