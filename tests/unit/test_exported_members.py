@@ -211,6 +211,7 @@ EXPORTED: dict[str, list[str]] = {
         "field",
         "find_part",
         "returned_headers",
+        "xtext_decoded",
     ],
     "delivery.feedback.model": [
         "BounceType",
