@@ -1,0 +1,75 @@
+"""What the bench reads from the processes it runs: CPU time and resident memory (from /proc),
+and a progress bar on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["RssSampler", "cpu_seconds", "progress"]
+
+
+def progress(label: str, done: int, total: int) -> None:
+    if done < total and done % max(1, total // 50):
+        return  # about fifty updates per bar
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r{label:<18} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+class RssSampler(threading.Thread):
+    """Largest resident set of the service's render workers (its descendants: the workers fork
+    from a server process the service starts)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.max_mb, self.running = pid, 0.0, True
+
+    def run(self) -> None:
+        while self.running:
+            for child in _descendants(self.pid):
+                self.max_mb = max(self.max_mb, _rss_mb(child))
+            time.sleep(0.5)
+
+
+def cpu_seconds(pid: int, *, with_children: bool = False) -> float:
+    """User + system CPU time of a process (and of its descendants, live and reaped)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])
+    total = ticks / os.sysconf("SC_CLK_TCK")
+    if with_children:
+        total += sum(cpu_seconds(child, with_children=True) for child in _children(pid))
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _descendants(pid: int) -> list[int]:
+    children = _children(pid)
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
