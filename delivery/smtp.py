@@ -53,6 +53,7 @@ class SmtpConfig:
     max_messages_per_connection: int = 100
     rate_limit_per_s: float = 0.0  # 0: unlimited
     throttle_pause_s: float = 5.0  # how long all sending pauses when the relay throttles us
+    pipelining: bool = True  # when the relay offers it (RFC 2920)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class SmtpPool:
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()
             raise _greeting_error(exc) from None
-        return _Connection(Transactions(client, timeout_s=config.timeout_s))
+        return _Connection(Transactions(client, timeout_s=config.timeout_s, pipelining=config.pipelining))
 
     def _release(self, connection: _Connection) -> None:
         if connection.sent >= self._config.max_messages_per_connection:

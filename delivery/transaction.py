@@ -101,14 +101,14 @@ class _Replies(asyncio.Protocol):
 class Transactions:
     """Mail transactions on ``client``'s connection, which this object reads from now on."""
 
-    def __init__(self, client: aiosmtplib.SMTP, *, timeout_s: float) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, *, timeout_s: float, pipelining: bool = True) -> None:
         if client.transport is None:
             raise Disconnected
         self._transport = cast("asyncio.Transport", client.transport)
         self._replies = _Replies()
         self._transport.set_protocol(self._replies)
         self._timeout_s = timeout_s
-        self.pipelining = client.supports_extension("pipelining")
+        self.pipelining = pipelining and client.supports_extension("pipelining")
 
     async def send(self, message: bytes, *, sender: str, recipient: str) -> int:
         """Sends one message; its final reply's code (250)."""
@@ -185,8 +185,14 @@ def _address(address: str, encoding: str) -> bytes:
 
 
 def _data(message: bytes) -> bytes:
-    """The message as DATA sends it: CRLF line endings, leading dots doubled, ended by ``.CRLF``."""
-    message = _LINE_ENDINGS.sub(b"\r\n", message)
+    """The message as DATA sends it: CRLF line endings, leading dots doubled, ended by ``.CRLF``.
+
+    The regular expressions run only where there is something to change: over a composed
+    message (CRLF throughout, base64 lines) they cost ~0.4 ms a message, the counts ~0.03."""
+    if not message.count(b"\r") == message.count(b"\n") == message.count(b"\r\n"):  # a bare CR or LF
+        message = _LINE_ENDINGS.sub(b"\r\n", message)
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
-    return _LEADING_DOT.sub(b"..", message) + b".\r\n"
+    if message.startswith(b".") or b"\n." in message:
+        message = _LEADING_DOT.sub(b"..", message)
+    return message + b".\r\n"

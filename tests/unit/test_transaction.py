@@ -160,3 +160,23 @@ def test_a_server_that_hangs_up_mid_transaction_is_a_disconnect(pipelining: bool
             return await _send(pool)
 
     assert asyncio.run(scenario()) == "smtp_disconnected"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"",
+        b".",
+        b"Subject: x\r\n\r\nbody",
+        b"Subject: x\r\n\r\n.leading\r\n..two\r\n.\r\n",
+        b"bare LF\nand CR\rand both\r\n.dot after LF\n.dot after CR\r.\r\n",
+        b"CR CR LF\r\r\n\n\r\r\n",
+        b"\r\n.\r\n",
+    ],
+)
+def test_data_is_written_as_aiosmtplib_writes_it(message: bytes) -> None:
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    from delivery.transaction import _data
+
+    assert _data(message) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
