@@ -40,19 +40,22 @@ RESULTS = ROOT / "bench/results/latest.json"
 ENGINE_PACKAGES = ("weasyprint", "typst", "pikepdf")
 
 
-def engine_of(template_set: str) -> str:
+SETS = TEMPLATE_DIR / "sets"
+
+
+def engine_of(template_set: str, sets: Path = SETS) -> str:
     """The engine a set's ``set.toml`` names (WeasyPrint when it names none)."""
-    config = tomllib.loads((TEMPLATE_DIR / "sets" / template_set / "set.toml").read_text())
+    config = tomllib.loads((sets / template_set / "set.toml").read_text())
     return str(config.get("engine", "weasyprint"))
 
 
-def default_sets() -> list[str]:
+def default_sets(sets: Path = SETS) -> list[str]:
     """One set per engine, so a new engine's set is measured as soon as it exists: for each,
     ``default`` if it is that engine's, else ``default-<engine>``, else its first set by name."""
-    names = sorted(p.parent.name for p in (TEMPLATE_DIR / "sets").glob("*/set.toml"))
+    names = [p.parent.name for p in sets.glob("*/set.toml")]
     chosen: dict[str, str] = {}
     for name in sorted(names, key=lambda n: (n != "default", not n.startswith("default-"), n)):
-        chosen.setdefault(engine_of(name), name)
+        chosen.setdefault(engine_of(name, sets), name)
     return list(chosen.values())
 
 
