@@ -162,7 +162,11 @@ class SmtpPool:
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()
             raise _greeting_error(exc) from None
-        return _Connection(Transactions(client, timeout_s=config.timeout_s, pipelining=config.pipelining))
+        try:
+            return _Connection(Transactions(client, timeout_s=config.timeout_s, pipelining=config.pipelining))
+        except Disconnected:
+            client.close()
+            raise SendError("smtp_disconnected") from None
 
     def _release(self, connection: _Connection) -> None:
         if connection.sent >= self._config.max_messages_per_connection:

@@ -138,9 +138,13 @@ class Transactions:
         for (code, text), ok in zip(replies, expected, strict=False):
             if code not in ok:
                 if len(replies) == len(expected) and replies[-1][0] == 354:
-                    # DATA accepted after a refusal: end the empty message to stay in step.
-                    self._write(b".\r\n")
-                    await self._replies.next(self._timeout_s)
+                    # DATA accepted after a refusal: end the empty message to stay in step (or
+                    # give the session up); the refusal is what is reported either way.
+                    try:
+                        self._write(b".\r\n")
+                        await self._replies.next(self._timeout_s)
+                    except (Disconnected, ReplyTimeout):
+                        self.close()
                 self._refuse(code, text)
 
     async def reset(self) -> None:
