@@ -180,3 +180,20 @@ def test_data_is_written_as_aiosmtplib_writes_it(message: bytes) -> None:
     from delivery.transaction import _data
 
     assert _data(message) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+
+
+def test_replies_split_anywhere_or_run_together_are_read_one_by_one() -> None:
+    from delivery.transaction import Disconnected, _Replies
+
+    async def scenario() -> list[tuple[int, str]]:
+        replies = _Replies()
+        stream = b"250 OK\r\n250-first\r\n250 second\r\n354 go ahead\r\n"
+        for i in range(0, len(stream), 5):  # five bytes at a time: lines split mid-code and mid-CRLF
+            replies.data_received(stream[i : i + 5])
+        read = [await replies.next(1) for _ in range(3)]
+        replies.data_received(b"hello\r\n")  # not a reply: the session is broken
+        with pytest.raises(Disconnected):
+            await replies.next(1)
+        return read
+
+    assert asyncio.run(scenario()) == [(250, "OK"), (250, "first\nsecond"), (354, "go ahead")]
