@@ -25,16 +25,19 @@ def progress(label: str, done: int, total: int) -> None:
 
 class RssSampler(threading.Thread):
     """Largest resident set of the service's render workers (its descendants: the workers fork
-    from a server process the service starts)."""
+    from a server process the service starts), and the largest private part of one (resident
+    minus file-backed and shared pages: what the pool's recycle limit counts; pages inherited
+    from the fork server and mapped font files are shared by every worker)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.max_mb, self.running = pid, 0.0, True
+        self.pid, self.max_mb, self.max_private_mb, self.running = pid, 0.0, 0.0, True
 
     def run(self) -> None:
         while self.running:
             for child in _descendants(self.pid):
                 self.max_mb = max(self.max_mb, _rss_mb(child))
+                self.max_private_mb = max(self.max_private_mb, _private_mb(child))
             time.sleep(0.5)
 
 
@@ -63,6 +66,14 @@ def _children(pid: int) -> list[int]:
 def _descendants(pid: int) -> list[int]:
     children = _children(pid)
     return children + [grandchild for child in children for grandchild in _descendants(child)]
+
+
+def _private_mb(pid: int) -> float:
+    try:
+        _, resident, shared, *_ = Path(f"/proc/{pid}/statm").read_text().split()
+    except (OSError, ValueError):
+        return 0.0
+    return (int(resident) - int(shared)) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _rss_mb(pid: int) -> float:

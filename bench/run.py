@@ -156,7 +156,7 @@ def summary(name: str, f: dict[str, Any]) -> str:
         f"ceiling {f['ceiling_orders_per_s']}/s · "
         f"end to end {f['e2e_orders_per_s']}/s = {f['efficiency']:.0%} of ceiling · "
         f"latency p99 {f.get('latency_ms_p99', '-')} ms at half load · "
-        f"worker RSS max {f['worker_rss_mb_max']} MB · "
+        f"worker RSS max {f['worker_rss_mb_max']} MB ({f['worker_private_mb_max']} MB private) · "
         f"main process {f['service_main_cpu_ms_per_order']} ms CPU an order"
     )
     if f["render_drift"] > 0.03:

@@ -147,6 +147,7 @@ def bench_service(
         "cpu_ms_per_order": {k: round(v / events * 1000, 2) for k, v in cpu.items()},
         "statuses": sorted({o["status"] for _, o in found}),
         "worker_rss_mb_max": round(sampler.max_mb, 1),
+        "worker_private_mb_max": round(sampler.max_private_mb, 1),
     }
 
 
