@@ -12,11 +12,15 @@ from pathlib import Path
 __all__ = ["RssSampler", "cpu_seconds", "progress"]
 
 
+_shown: dict[str, int] = {}
+
+
 def progress(label: str, done: int, total: int) -> None:
-    if done < total and done % max(1, total // 50):
-        return  # about fifty updates per bar
     width = 30
     filled = width * done // max(total, 1)
+    if done < total and _shown.get(label) == filled:
+        return  # an update when the bar grows (outcomes arrive in batches: not every count is seen)
+    _shown[label] = filled
     sys.stderr.write(f"\r{label:<18} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
     if done >= total:
         sys.stderr.write("\n")
