@@ -187,8 +187,23 @@ class SmtpPool:
 
 
 async def _transaction(session: Transactions, message: bytes, sender: str, recipient: str) -> int:
+    mail_options: list[str] = []
+    recipient_options: list[str] = []
+    if session.supports("dsn"):
+        # RFC 3461: a bounce returns the headers only, not the receipt (personal data, the
+        # PDF), and names the address we gave (ORCPT) even after forwarding: ordermail
+        # feedback checks the return path's token against it.
+        mail_options.append("RET=HDRS")
+        if recipient.isascii():
+            recipient_options.append(f"ORCPT=rfc822;{_xtext(recipient)}")
     try:
-        return await session.send(message, sender=sender, recipient=recipient)
+        return await session.send(
+            message,
+            sender=sender,
+            recipient=recipient,
+            mail_options=mail_options,
+            recipient_options=recipient_options,
+        )
     except Disconnected:
         raise
     except Refused as refused:
@@ -199,6 +214,11 @@ async def _transaction(session: Transactions, message: bytes, sender: str, recip
     except OSError:
         session.close()
         raise SendError("smtp_unreachable") from None
+
+
+def _xtext(text: str) -> str:
+    """RFC 3461 xtext: "+", "=" and anything outside "!".."~" as +XX."""
+    return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in text)
 
 
 async def _quit(session: Transactions) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from collections.abc import Sequence
 from typing import NoReturn, cast
 
 import aiosmtplib
@@ -108,14 +109,29 @@ class Transactions:
         self._replies = _Replies()
         self._transport.set_protocol(self._replies)
         self._timeout_s = timeout_s
-        self.pipelining = pipelining and client.supports_extension("pipelining")
+        self._extensions = frozenset(client.esmtp_extensions)
+        self.pipelining = pipelining and self.supports("pipelining")
 
-    async def send(self, message: bytes, *, sender: str, recipient: str) -> int:
-        """Sends one message; its final reply's code (250)."""
+    def supports(self, extension: str) -> bool:
+        """Whether the relay offered the ESMTP extension (``dsn``, ``pipelining``, ...) at EHLO."""
+        return extension.lower() in self._extensions
+
+    async def send(
+        self,
+        message: bytes,
+        *,
+        sender: str,
+        recipient: str,
+        mail_options: Sequence[str] = (),
+        recipient_options: Sequence[str] = (),
+    ) -> int:
+        """Sends one message; its final reply's code (250). Options are ESMTP parameters
+        (``RET=HDRS``, ``ORCPT=...``), checked like the addresses."""
         international = not (sender.isascii() and recipient.isascii())
         encoding = "utf-8" if international else "ascii"
-        mail = b"MAIL FROM:" + _address(sender, encoding) + (b" SMTPUTF8" if international else b"")
-        commands = [mail + b"\r\n", b"RCPT TO:" + _address(recipient, encoding) + b"\r\n", b"DATA\r\n"]
+        mail = b"MAIL FROM:" + _address(sender, encoding) + _options(mail_options, international)
+        rcpt = b"RCPT TO:" + _address(recipient, encoding) + _options(recipient_options, False)
+        commands = [mail + b"\r\n", rcpt + b"\r\n", b"DATA\r\n"]
         expected = ((250,), (250, 251), (354,))
         if self.pipelining:
             self._write(b"".join(commands))
@@ -186,6 +202,13 @@ def _address(address: str, encoding: str) -> bytes:
     if _CONTROL.search(quoted):
         raise ValueError("address contains a control character")
     return quoted.encode(encoding)
+
+
+def _options(options: Sequence[str], international: bool) -> bytes:
+    words = ["SMTPUTF8", *options] if international else list(options)
+    if any(_CONTROL.search(word) or " " in word for word in words):
+        raise ValueError("an ESMTP parameter contains a control character or a space")
+    return b"".join(b" " + word.encode("ascii") for word in words)
 
 
 def _data(message: bytes) -> bytes:

@@ -1,5 +1,6 @@
-"""One order, for customer service: ``ordermail history ORDER_ID`` (its outcomes, in time order)
-and ``ordermail resend ORDER_ID`` (its receipt once more, to the same address).
+"""One order, for customer service: ``ordermail history ORDER_ID`` (its outcomes, then what became
+of its e-mails after the relay) and ``ordermail resend ORDER_ID`` (its receipt once more, to the
+same address).
 
 An order's records are found without reading every partition: the key's partition by the
 producers' partitioner (murmur2, ``consumer.kafka.partitioning``), and the same partition number
@@ -25,12 +26,15 @@ from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 from consumer.kafka.partitioning import partition_for
 from consumer.processing.records import OWN_PREFIX, RESEND_HEADER, Origin, RetryState, readable_headers
 from consumer.tools.scan import Reader, ToolError, tool_producer_config
-from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, InvalidEvent, validate_order
+from schemas import FEEDBACK_SCHEMA, ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, InvalidEvent, validate_order
 from schemas.validation import is_order_id
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from consumer.app.settings import Settings
     from schemas import Codec
+    from schemas.codec import Schema
 
 __all__ = ["history", "resend"]
 
@@ -50,23 +54,57 @@ def history(reader: Reader, codec: Codec, order_id: str) -> dict[str, Any]:
     if partition not in reader.partitions(topic):
         raise ToolError(f"{topic} has no partition {partition}: it needs the input topic's partition count")
     key = order_id.encode()
-    found = []
-    starts = {partition: reader.bounds(topic, partition)[0]}
-    for message in reader.read(topic, starts, f"reading {topic} [{partition}]"):
-        if message.key() != key:
-            continue
-        try:
-            outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
-        except DecodeError:
-            continue
-        found.append((outcome["occurred_at"], int(message.offset() or 0), outcome))
+    found = [
+        (outcome["occurred_at"], offset, outcome)
+        for offset, outcome in _keyed(reader, codec, topic, partition, key=key, schema=OUTCOME_SCHEMA)
+    ]
     found.sort(key=lambda item: (item[0], item[1]))
     return {
         "order_id": order_id,
         "topic": topic,
         "partition": partition,
         "outcomes": [_shown(outcome, offset) for _, offset, outcome in found],
+        "feedback": _feedback(reader, codec, key, partition),
     }
+
+
+def _feedback(reader: Reader, codec: Codec, key: bytes, partition: int) -> list[dict[str, Any]]:
+    """What became of its e-mails (``ordermail feedback``'s records, in the same partition
+    number); none where that topic does not exist (feedback not deployed)."""
+    topic = reader.settings.feedback_topic
+    try:
+        if partition not in reader.partitions(topic):
+            return []
+    except ToolError:
+        return []
+    found = [
+        {
+            "time": record["occurred_at"].astimezone(UTC).isoformat(timespec="milliseconds"),
+            "kind": record["kind"],
+            "bounce_type": record["bounce_type"],
+            "status_code": record["status_code"],
+            "source": record["source"],
+            "attempt": record["attempt"],
+            "event_id": record["event_id"],
+            "feedback_id": record["feedback_id"],
+        }
+        for _, record in _keyed(reader, codec, topic, partition, key=key, schema=FEEDBACK_SCHEMA)
+    ]
+    return sorted(found, key=lambda item: str(item["time"]))
+
+
+def _keyed(
+    reader: Reader, codec: Codec, topic: str, partition: int, *, key: bytes, schema: Schema
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(offset, record) of the partition's records with ``key`` that decode with ``schema``."""
+    starts = {partition: reader.bounds(topic, partition)[0]}
+    for message in reader.read(topic, starts, f"reading {topic} [{partition}]"):
+        if message.key() != key:
+            continue
+        try:
+            yield int(message.offset() or 0), codec.decode(message.value() or b"", schema)
+        except DecodeError:
+            continue
 
 
 def _shown(outcome: dict[str, Any], offset: int) -> dict[str, Any]:

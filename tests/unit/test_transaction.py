@@ -20,6 +20,7 @@ class Script:
     """How the server answers; what it saw."""
 
     pipelining: bool = True
+    extensions: tuple[str, ...] = ()
     mail: str = "250 OK"
     rcpt: str = "250 OK"
     data: str = "354 go ahead"
@@ -28,6 +29,7 @@ class Script:
     bodies: list[bytes] = field(default_factory=list)
     connections: int = 0
     alone: list[bool] = field(default_factory=list)  # nothing else had arrived when answering
+    lines: list[str] = field(default_factory=list)
 
 
 HANG_UP = "(hang up)"
@@ -41,10 +43,13 @@ async def _serve(script: Script, reader: asyncio.StreamReader, writer: asyncio.S
     try:
         while line := (await reader.readline()).decode().strip():
             verb = line.split(" ", 1)[0].upper()
+            script.lines.append(line)
             group.append(verb)
             reply = {"MAIL": script.mail, "RCPT": script.rcpt, "DATA": script.data}.get(verb, "250 OK")
             if verb == "EHLO":
-                reply = "250-scripted\r\n250 PIPELINING" if script.pipelining else "250 scripted"
+                lines = ["scripted", *script.extensions, *(["PIPELINING"] if script.pipelining else [])]
+                reply = "\r\n".join(f"250-{x}" for x in lines[:-1]) + ("\r\n" if len(lines) > 1 else "")
+                reply += f"250 {lines[-1]}"
             if verb == "QUIT":
                 reply = "221 bye"
             script.alone.append(not reader._buffer)  # type: ignore[attr-defined]  # already sent?
@@ -197,3 +202,42 @@ def test_replies_split_anywhere_or_run_together_are_read_one_by_one() -> None:
         return read
 
     assert asyncio.run(scenario()) == [(250, "OK"), (250, "first\nsecond"), (354, "go ahead")]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_relay_offering_dsn_gets_headers_only_bounces_naming_the_original_recipient(
+    pipelining: bool,
+) -> None:
+    script = Script(pipelining=pipelining, extensions=("DSN", "SMTPUTF8"))
+
+    async def scenario() -> list[int | str]:
+        async with scripted(script) as pool:
+            ascii_ = await _send(pool, "ana+orders=x@example.com")
+            international = await _send(pool, "lucía@ejemplo.es")
+            return [ascii_, international]
+
+    assert asyncio.run(scenario()) == [250, 250]
+    mails = [line for line in script.lines if line.startswith("MAIL")]
+    rcpts = [line for line in script.lines if line.startswith("RCPT")]
+    assert mails == [
+        "MAIL FROM:<orders@shop.example> RET=HDRS",
+        "MAIL FROM:<orders@shop.example> SMTPUTF8 RET=HDRS",  # as aiosmtplib wrote it
+    ]
+    assert rcpts == [
+        "RCPT TO:<ana+orders=x@example.com> ORCPT=rfc822;ana+2Borders+3Dx@example.com",
+        "RCPT TO:<lucía@ejemplo.es>",
+    ]
+
+
+def test_without_dsn_no_dsn_parameters_are_sent() -> None:
+    script = Script()
+
+    async def scenario() -> int | str:
+        async with scripted(script) as pool:
+            return await _send(pool)
+
+    assert asyncio.run(scenario()) == 250
+    assert [line for line in script.lines if line.startswith(("MAIL", "RCPT"))] == [
+        "MAIL FROM:<orders@shop.example>",
+        "RCPT TO:<ana@example.com>",
+    ]
