@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
 
+from consumer.observability import metrics
 from consumer.processing.records import readable_headers
 from schemas import OUTCOME_SCHEMA, DecodeError
 
@@ -202,3 +203,5 @@ class OutcomeIndex:
         )
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+            metrics.FEEDBACK_INDEX_EVICTED.inc()
+        metrics.FEEDBACK_INDEX_ENTRIES.set(len(self._entries))

@@ -62,6 +62,11 @@ FEEDBACK_RETRY_LATER = Counter(
     "Reports answered 'try again later' (Kafka or the index behind)",
     ["source"],
 )
+FEEDBACK_INDEX_ENTRIES = Gauge("ordermail_feedback_index_entries", "Sent e-mails the outcome index holds")
+FEEDBACK_INDEX_EVICTED = Counter(
+    "ordermail_feedback_index_evicted",
+    "Sent e-mails dropped from the outcome index for room, inside its window: raise the entry cap",
+)
 SUPPRESSIONS_ADDED = Counter(
     "ordermail_suppressions_added", "Addresses suppressed by feedback, by reason", ["reason"]
 )
