@@ -37,7 +37,12 @@ def parse_arf(message: Message) -> tuple[Report | None, list[str]]:
         return None, []
     original = returned_headers(message)
     return_paths = [p for p in (field(fields, "Original-Mail-From"), field(original, "Return-Path")) if p]
-    recipient = address_field(field(fields, "Original-Rcpt-To") or field(original, "To"))
+    spellings = [
+        a
+        for a in (address_field(field(fields, "Original-Rcpt-To")), address_field(field(original, "To")))
+        if a
+    ]
+    recipient = spellings[0] if spellings else None
     message_id = field(original, "Message-ID")
     report = Report(
         source=Source.ARF,
@@ -45,6 +50,7 @@ def parse_arf(message: Message) -> tuple[Report | None, list[str]]:
         occurred_at=date_field(field(fields, "Arrival-Date") or field(fields, "Received-Date")),
         message_id=message_id,
         recipient=recipient,
+        alternatives=tuple(dict.fromkeys(spellings[1:])),
         recipient_domain=domain_of(recipient),
     )
     return report, return_paths
