@@ -20,7 +20,10 @@ EVENTS = Counter("ordermail_events", "Outcomes published, by status and reason",
 DEAD_LETTERS = Counter("ordermail_dead_letters", "Records written to the dead-letter topic")
 DEFERRALS = Counter("ordermail_deferrals", "Events deferred through the retry topic")
 SKIPPED = Counter("ordermail_redeliveries_skipped", "Redelivered events recognised as already handled")
-RENDER_SECONDS = Histogram("ordermail_render_seconds", "HTML to PDF, per document", buckets=_SECONDS)
+# By engine (the set's: weasyprint or typst), not by set: two series however many brands.
+RENDER_SECONDS = Histogram(
+    "ordermail_render_seconds", "Layout to PDF, per event's documents", ["engine"], buckets=_SECONDS
+)
 ENCRYPT_SECONDS = Histogram("ordermail_encrypt_seconds", "PDF encryption, per document", buckets=_SECONDS)
 SEND_SECONDS = Histogram("ordermail_smtp_send_seconds", "One SMTP transaction (accepted)", buckets=_SECONDS)
 IN_FLIGHT = Gauge("ordermail_in_flight_events", "Events being processed (or deferred, waiting)", ["topic"])
