@@ -10,8 +10,9 @@ evaluates: ``#``, ``*`` or ``$`` in a customer's name print as typed.
 What a document can reach:
 
 - **Files**: Typst reads files below its root only. Each set's root is a private folder holding
-  symbolic links to the set's own entries and to ``shared/``: a document reads its set's files
-  (``assets/logo.svg``) and ``/shared/...``, nothing else (no other set, no system file).
+  symbolic links to the set's own entries and to ``shared/`` (see :class:`TypstWorkspace`): a
+  document reads its set's files (``assets/logo.svg``) and ``/shared/...``, nothing else (no
+  other set, no system file).
 - **Packages**: none. Every ``.typ`` file of the set and of ``shared/`` is read when the set loads;
   an ``import`` or ``include`` must name a literal file path. A package (``"@preview/..."``) or a
   computed path is a template error, so Typst never goes to the network. The package folders the
@@ -23,12 +24,14 @@ What a document can reach:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import stat
 import tempfile
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +68,7 @@ class TypstDocument:
 
     compiler: typst.Compiler
     sources: Mapping[str, bytes]  # language -> the .typ source (a language's own file first)
-    workspace: TypstWorkspace  # kept alive as long as the document: the compiler's root is in it
+    workspace: TypstWorkspace  # the fonts the compiler was given
 
     def render(self, language: str, data: Mapping[str, Any]) -> tuple[bytes, int]:
         """The PDF and its page count. Typst's message names the template's mistake (samples in
@@ -85,12 +88,13 @@ class TypstDocument:
 
 
 class TypstWorkspace:
-    """The private folder of one process's Typst sets: their roots, the font folder and empty
-    package folders. Removed when the workspace is collected or the process exits."""
+    """Where one process's Typst sets find their roots, fonts and (empty) package folder: folders
+    of symbolic links under ``<tmp>/ordermail-typst-<uid>/`` (private to the user), named by a
+    digest of what they link to. Processes with the same templates share them, and a worker that
+    is killed leaves nothing behind that the next one would not reuse."""
 
     def __init__(self, template_dir: Path) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="ordermail-typst-"))
-        self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+        self.path = _private_folder(Path(tempfile.gettempdir()) / f"ordermail-typst-{os.getuid()}")
         self._shipped_fonts = template_dir / "shared" / "assets" / "fonts"
         self._fonts: typst.Fonts | None = None
 
@@ -112,13 +116,9 @@ class TypstWorkspace:
             check_source(source)
         if (folder / "shared").exists():
             raise RenderError("template_error", "a Typst set cannot have an entry named 'shared'")
-        root = self.path / "roots" / folder.name
-        root.mkdir(parents=True)
-        for entry in folder.iterdir():
-            (root / entry.name).symlink_to(entry.resolve())
-        (root / "shared").symlink_to(shared.resolve())
-        packages = self.path / "packages"
-        packages.mkdir(exist_ok=True)
+        links = {entry.name: entry.resolve() for entry in folder.iterdir()}
+        root = self._links(f"root-{folder.name}", {**links, "shared": shared.resolve()})
+        packages = self._links("packages", {})  # stays empty: nothing is ever downloaded
         return typst.Compiler(
             root=str(root),
             font_paths=self.fonts(),
@@ -131,16 +131,39 @@ class TypstWorkspace:
         """The project's fonts, read once per process and shared by every set's compiler."""
         if self._fonts is None:
             # Typst reads fonts from folders: one of links to exactly the files it may use.
-            folder = self.path / "fonts"
-            folder.mkdir()
             shipped = sorted(p for p in self._shipped_fonts.glob("*") if p.suffix.lower() in _FONT_SUFFIXES)
             files = [*shipped, *(path for family in FALLBACK_FAMILIES for path in family_files(family))]
-            for index, path in enumerate(dict.fromkeys(files)):
-                (folder / f"{index:02d}-{path.name}").symlink_to(path.resolve())
+            links = {f"{i:02d}-{path.name}": path.resolve() for i, path in enumerate(dict.fromkeys(files))}
+            folder = self._links("fonts", links)
             self._fonts = typst.Fonts(
                 include_system_fonts=False, include_embedded_fonts=False, font_paths=[str(folder)]
             )
         return self._fonts
+
+    def _links(self, label: str, links: Mapping[str, Path]) -> Path:
+        """A folder holding exactly these symbolic links (name -> target), made once."""
+        listing = "\n".join(f"{name}\0{target}" for name, target in sorted(links.items()))
+        folder = self.path / f"{label}-{hashlib.sha256(listing.encode()).hexdigest()[:16]}"
+        if folder.is_dir():
+            return folder
+        staging = Path(tempfile.mkdtemp(dir=self.path, prefix=".staging-"))
+        for name, target in links.items():
+            (staging / name).symlink_to(target)
+        try:
+            staging.rename(folder)  # atomic: another process may have made the same one first
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
+
+
+def _private_folder(path: Path) -> Path:
+    """``path``, made if missing; refused unless it is a real folder of ours that only we can use
+    (another user must not plant links to files we would then read)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RenderError("template_error", f"{path} is not a private folder of this user")
+    return path
 
 
 def _redacted(message: str) -> str:

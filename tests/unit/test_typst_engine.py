@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,7 +155,9 @@ def _set_with(templates: Path, name: str, receipt: str, files: dict[str, str] | 
 
 
 @pytest.fixture
-def templates(tmp_path: Path) -> Path:
+def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped templates; Typst's link folders for it go under the test's folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     folder = tmp_path / "templates"
     shutil.copytree(TEMPLATE_DIR, folder, ignore=shutil.ignore_patterns("*.po", "*.pot"))
     return folder
@@ -297,3 +300,43 @@ def test_a_brand_or_the_configured_default_chooses_a_typst_set(templates: Path) 
     by_default = RenderConfig.from_settings(settings).build()
     assert by_default.render_mail(sample_order(2)).engine == "typst"
     assert by_default.engine(by_default.set_for(sample_order(2))) == "typst"
+
+
+def test_a_set_root_holds_only_the_set_and_shared_and_is_shared_by_processes(templates: Path) -> None:
+    first, second = Renderer(templates), Renderer(templates)
+    roots = {
+        Path(str(r._sets[TWIN].attachments[0].typst.workspace.path))  # type: ignore[union-attr]
+        for r in (first, second)
+    }
+    assert len(roots) == 1  # the same folder: a killed worker leaves nothing new behind
+    (root,) = (p for p in next(iter(roots)).glob(f"root-{TWIN}-*") if p.is_dir())
+    expected = {p.name for p in (templates / "sets" / TWIN).iterdir()} | {"shared"}
+    assert {p.name for p in root.iterdir()} == expected
+    assert (root / "shared").resolve() == (templates / "shared").resolve()
+
+
+def test_a_workspace_folder_others_can_write_to_is_refused(tmp_path: Path) -> None:
+    from rendering.typst_engine import _private_folder
+
+    shared = tmp_path / "open"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(RenderError, match="not a private folder"):
+        _private_folder(shared)
+    assert _private_folder(tmp_path / "mine").stat().st_mode & 0o777 == 0o700
+
+
+def test_render_workers_lay_out_a_typst_set() -> None:
+    import asyncio
+
+    from consumer.processing.render_pool import RenderPool
+
+    pool = RenderPool(RenderConfig(template_set=TWIN), workers=1, check_templates=True)
+    try:
+        mail = asyncio.run(pool.render(sample_order(6)))
+    finally:
+        pool.close()
+    assert (mail.template_set, mail.engine) == (TWIN, "typst")
+    assert any(line.startswith(f"{TWIN} ") for line in pool.template_report)
+    order = sample_order(6)
+    assert order["order_id"] in _text(mail.pdf, PasswordPolicy().password_for(order))
