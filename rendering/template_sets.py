@@ -148,7 +148,9 @@ def _load_set(
                     filename=names.from_string(spec["filename"]),
                     encrypted=bool(spec.get("encrypted", True)),
                     stylesheets=(),
-                    typst=workspace().document(folder, spec["template"], languages, compiler),
+                    typst=workspace().document(
+                        folder, spec["template"], languages, compiler, tagged=bool(spec.get("tagged", False))
+                    ),
                 )
                 for spec in config["attachments"]
             )

@@ -340,3 +340,14 @@ def test_render_workers_lay_out_a_typst_set() -> None:
     assert any(line.startswith(f"{TWIN} ") for line in pool.template_report)
     order = sample_order(6)
     assert order["order_id"] in _text(mail.pdf, PasswordPolicy().password_for(order))
+
+
+def test_a_set_may_ask_for_a_tagged_pdf(templates: Path) -> None:
+    folder = templates / "sets" / TWIN
+    untagged = Renderer(templates).render_pdf(sample_order(1), template_set=TWIN)
+    toml = (folder / "set.toml").read_text()
+    (folder / "set.toml").write_text(toml.replace("tagged = false", "tagged = true"))
+    tagged = Renderer(templates).render_pdf(sample_order(1), template_set=TWIN)
+    for pdf, structure in ((untagged, False), (tagged, True)):
+        with pikepdf.open(io.BytesIO(pdf)) as document:
+            assert ("/StructTreeRoot" in document.Root) is structure
