@@ -27,6 +27,7 @@ from rendering.context import document_context
 from rendering.glyphs import NO_FONT, undrawn_characters
 from schemas.model import OrderCompleted
 from schemas.samples import SCRIPT_SAMPLES, sample_order, script_sample
+from tests.unit.test_hostile_input import FIELDS, Trap, _payloads, _set, trap  # noqa: F401 - the fixture
 
 TWIN = "default-typst"
 # The face Typst draws each script with (as embedded: subset prefix and style stripped).
@@ -74,7 +75,8 @@ def _text(pdf: bytes, password: str = "") -> str:
 
 
 def _squeezed(text: str) -> str:
-    return re.sub(r"\s+", "", text)
+    """Without white space, nor the zero-width spaces the twin lets a 30-letter run break at."""
+    return re.sub(r"[\s\u200b]+", "", text)
 
 
 def _embedded(pdf: bytes) -> set[str]:
@@ -144,6 +146,43 @@ def test_markup_in_event_values_prints_as_typed(renderer: Renderer, value: str) 
     assert "49" not in _squeezed(value) or "{{7*7}}" in text
 
 
+def test_the_html_sets_hostile_values_are_inert_in_typst(renderer: Renderer, trap: Trap) -> None:  # noqa: F811
+    """The payloads of test_hostile_input.py, in every field it fills: no file read, no connection,
+    printed as typed (where the text layer can show it: no control or bidi characters; a long
+    value wrapped beside other columns is extracted interleaved with them: see the next test)."""
+    refusals: list[str] = []
+    for payload in _payloads(trap):
+        order: Any = copy.deepcopy(sample_order(9))
+        for path in FIELDS:
+            _set(order, path, payload)
+        try:
+            pdf = renderer.render_pdf(order, template_set=TWIN)
+        except RenderError as error:  # a classified refusal is fine; a crash is not
+            refusals.append(error.reason)
+            continue
+        text = _text(pdf)
+        assert trap.secret not in text
+        assert trap.secret.encode() not in pdf
+        legible = payload.isprintable() and not re.search(
+            "[\u202a-\u202e\u2066-\u2069\u200b-\u200f]", payload
+        )
+        if legible and len(payload) < 200:
+            assert _squeezed(payload).casefold() in _squeezed(text).casefold(), payload
+    assert trap.connections == []
+    assert set(refusals) <= {"render_error", "template_error"}
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=lambda path: ".".join(map(str, path)))
+def test_a_long_unbroken_value_is_printed_whole(renderer: Renderer, field: tuple[Any, ...]) -> None:
+    """3,000 letters without a space wrap (onto more pages) instead of running off the page. (The
+    text layer interleaves them with the columns beside them: the letters are counted.)"""
+    order: Any = copy.deepcopy(sample_order(9))
+    _set(order, field, "")
+    before = _text(renderer.render_pdf(order, template_set=TWIN)).count("A")
+    _set(order, field, "A" * 3000)
+    assert _text(renderer.render_pdf(order, template_set=TWIN)).count("A") - before >= 3000
+
+
 def _set_with(templates: Path, name: str, receipt: str, files: dict[str, str] | None = None) -> Path:
     folder = templates / "sets" / name
     shutil.copytree(TEMPLATE_DIR / "sets" / TWIN, folder)
@@ -188,7 +227,7 @@ def test_a_document_reads_nothing_else(templates: Path, tmp_path: Path, path: st
 
 
 @pytest.fixture
-def trap(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+def proxy_trap(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     """An HTTPS proxy that only counts connections: Typst's downloader goes through it."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -225,22 +264,22 @@ PACKAGE_IMPORTS = [
 
 @pytest.mark.parametrize("source", PACKAGE_IMPORTS)
 def test_package_imports_are_refused_and_nothing_is_fetched(
-    templates: Path, trap: list[object], source: str
+    templates: Path, proxy_trap: list[object], source: str
 ) -> None:
     _set_with(templates, "probe", source)
     with pytest.raises(RenderError) as refused:
         Renderer(templates)
     assert refused.value.reason == "template_error"
     assert "import" in str(refused.value)
-    assert trap == []
+    assert proxy_trap == []
 
 
-def test_the_trap_sees_a_download_the_check_did_not_stop(trap: list[object], tmp_path: Path) -> None:
+def test_the_trap_sees_a_download_the_check_did_not_stop(proxy_trap: list[object], tmp_path: Path) -> None:
     """Typst itself would fetch the package through the proxy: the test above can fail."""
     compiler = typst.Compiler(root=str(tmp_path), package_cache_path=str(tmp_path / "cache"))
     with pytest.raises(typst.TypstError):
         compiler.compile(input=b'#import "@preview/cetz:0.3.0"')
-    assert trap != []
+    assert proxy_trap != []
 
 
 def test_a_shared_file_can_be_imported_by_a_literal_path(templates: Path) -> None:
