@@ -58,9 +58,11 @@ lock: $(STAMP)
 stack-up: setup
 	@$(STACK) up
 
-# The tests also need a real Schema Registry (Apicurio, from Maven Central).
+# The tests also need a real Schema Registry (Apicurio, from Maven Central) and, as root, a real
+# relay (Postfix; without root the relay tests skip, saying why).
+RELAY_FLAG := $(if $(filter 0,$(shell id -u)),--relay)
 stack-up-registry: setup
-	@$(STACK) up --registry
+	@$(STACK) up --registry $(RELAY_FLAG)
 
 stack-down:
 	@$(STACK) down

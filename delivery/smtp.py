@@ -175,9 +175,21 @@ class SmtpPool:
 async def _transaction(client: aiosmtplib.SMTP, message: bytes, sender: str, recipient: str) -> int:
     international = not (sender.isascii() and recipient.isascii())
     options = ["SMTPUTF8"] if international else []
+    recipient_options: list[str] = []
     try:
+        if client.is_ehlo_or_helo_needed:  # aiosmtplib greets lazily: the extensions come with it
+            await client.ehlo()
+        if client.supports_extension("dsn"):
+            # RFC 3461: a bounce returns the headers only, not the receipt (personal data, the
+            # PDF), and names the address we gave (ORCPT) even after forwarding: ordermail
+            # feedback checks the return path's token against it.
+            options.append("RET=HDRS")
+            if recipient.isascii():
+                recipient_options.append(f"ORCPT=rfc822;{_xtext(recipient)}")
         await client.mail(sender, options=options, encoding="utf-8" if international else "ascii")
-        await client.rcpt(recipient, encoding="utf-8" if international else "ascii")
+        await client.rcpt(
+            recipient, options=recipient_options, encoding="utf-8" if international else "ascii"
+        )
         response = await client.data(message)
     except aiosmtplib.SMTPServerDisconnected:
         raise
@@ -190,6 +202,11 @@ async def _transaction(client: aiosmtplib.SMTP, message: bytes, sender: str, rec
         client.close()
         raise SendError("smtp_unreachable") from None
     return response.code
+
+
+def _xtext(text: str) -> str:
+    """RFC 3461 xtext: "+", "=" and anything outside "!".."~" as +XX."""
+    return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in text)
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

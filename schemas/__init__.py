@@ -10,11 +10,15 @@ from schemas.validation import InvalidEvent, validate_order
 # The reader schemas, loaded once for every module that reads or writes these records.
 ORDER_SCHEMA = load_schema("order_completed.avsc")
 OUTCOME_SCHEMA = load_schema("delivery_outcome.avsc")
+FEEDBACK_SCHEMA = load_schema("delivery_feedback.avsc")
+SUPPRESSION_SCHEMA = load_schema("email_suppression.avsc")
 
 __all__ = [
+    "FEEDBACK_SCHEMA",
     "ORDER_SCHEMA",
     "OUTCOME_SCHEMA",
     "SCHEMA_DIR",
+    "SUPPRESSION_SCHEMA",
     "Codec",
     "DecodeError",
     "DeliveryOutcome",

@@ -27,7 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckReport", "backward_compatible", "check_schemas"]
 
-CURRENT_FILES = ("order_completed.avsc", "delivery_outcome.avsc")
+CURRENT_FILES = (
+    "order_completed.avsc",
+    "delivery_outcome.avsc",
+    "delivery_feedback.avsc",
+    "email_suppression.avsc",
+)
 
 
 @dataclass

@@ -25,13 +25,14 @@ import pytest
 import trustme
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.support import free_port, wait_for_port
+from tests.support import RelaySettings, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = str(ROOT / "deploy/local/stack")
 ORDERMAIL = str(Path(sys.executable).with_name("ordermail"))
 PARTITIONS = 6
 CLUSTER_ENV = ROOT / ".local/cluster.env"
+RELAY_ENV = ROOT / ".local/relay.env"
 
 
 def _docker_engine_available() -> bool:
@@ -97,6 +98,30 @@ def cluster_bootstrap() -> Iterator[str]:
     finally:
         if started_here:
             subprocess.run([STACK, "down", "--cluster"], check=False, timeout=300, stdout=subprocess.DEVNULL)
+
+
+def _running_relay() -> RelaySettings | None:
+    try:
+        settings = RelaySettings.from_env_file(RELAY_ENV)
+        wait_for_port(settings.port, timeout_s=0.5, host=settings.host)
+    except (OSError, TimeoutError, KeyError, ValueError):
+        return None
+    return settings
+
+
+@pytest.fixture(scope="session")
+def relay() -> RelaySettings:
+    """The local stack's Postfix relay (``deploy/local/stack up --relay``; ``make test`` starts it as
+    root), started here when it does not run. Postfix needs root: elsewhere its tests skip."""
+    settings = _running_relay()
+    if settings is None:
+        if os.geteuid() != 0:
+            pytest.skip(
+                "the Postfix relay needs root: run as root (or `deploy/local/stack up --relay` as root)"
+            )
+        subprocess.run([STACK, "relay", "up"], check=True, timeout=120, stdout=subprocess.DEVNULL)
+        settings = RelaySettings.from_env_file(RELAY_ENV)
+    return settings
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Builds the service's parts from the settings: codec, render pool, SMTP pool, outcome
-publisher, redelivery ledger and the pipeline that joins them."""
+publisher, redelivery ledger, suppression list (with ``ORDERMAIL_SUPPRESSION_SECRET``) and the
+pipeline that joins them."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Producer
@@ -13,10 +15,12 @@ from confluent_kafka import Producer
 from consumer.kafka.clients import consumer_config, producer_config
 from consumer.kafka.ledger import Ledger
 from consumer.kafka.publisher import OutcomePublisher
+from consumer.kafka.suppressions import SuppressionFollower, follower_config
 from consumer.processing.pipeline import Pipeline, PipelineConfig
 from consumer.processing.records import Inbound
 from consumer.processing.render_pool import RenderConfig, RenderPool
 from delivery import SmtpPool
+from delivery.suppression import SuppressionTable
 from rendering import RenderError
 from schemas import SCHEMA_DIR, Codec
 from schemas.codec import Schema
@@ -39,6 +43,7 @@ class Parts:
     publisher: OutcomePublisher
     ledger: Ledger
     pipeline: Pipeline
+    suppressions: SuppressionFollower | None = None  # None: suppression is off (no secret)
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -74,6 +79,7 @@ def assemble(settings: Settings) -> Parts:
         settings.outcome_topic,
         codec,
     )
+    suppressions, suppressed = _suppression_list(settings, codec)
     pipeline = Pipeline(
         PipelineConfig(
             mail_from=settings.mail_from,
@@ -93,8 +99,26 @@ def assemble(settings: Settings) -> Parts:
         publisher,
         handled_as=_handled_by(ledger, settings.input_topic),
         remember=_noted_by(ledger, settings.input_topic),
+        suppressed=suppressed,
     )
-    return Parts(codec, render_pool, smtp, publisher, ledger, pipeline)
+    return Parts(codec, render_pool, smtp, publisher, ledger, pipeline, suppressions)
+
+
+def _suppression_list(
+    settings: Settings, codec: Codec
+) -> tuple[SuppressionFollower | None, Callable[[str], bool]]:
+    """The follower (loaded when the service starts) and the pipeline's question to its table;
+    without a secret, none, and no address is suppressed."""
+    keys = settings.suppression_keys()
+    if keys is None:
+        return None, lambda _address: False
+    table = SuppressionTable(settings.suppression_ttl())
+    follower = SuppressionFollower(follower_config(settings), settings.suppression_topic, codec, table)
+
+    def suppressed(address: str) -> bool:
+        return table.suppressing(keys.key_for(address), datetime.now(UTC)) is not None
+
+    return follower, suppressed
 
 
 def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], Known | None]:

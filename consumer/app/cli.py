@@ -1,6 +1,6 @@
-"""The ``ordermail`` command: ``run``, ``produce-sample``, ``render``, ``preview``, ``smtp-sink``,
-``schemas check``, ``templates check``, and the operator tools ``dlq list|redrive``, ``resend``,
-``history`` (``consumer/tools/operations.py``)."""
+"""The ``ordermail`` command: ``run``, ``feedback``, ``produce-sample``, ``render``, ``preview``,
+``smtp-sink``, ``schemas check``, ``templates check``, and the operator tools ``dlq list|redrive``,
+``resend``, ``history``, ``suppression list|add|remove`` (``consumer/tools/operations.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from consumer.tools.operations import COMMANDS, add_commands, run_command
-from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, SUPPRESSION_SCHEMA
 
 __all__ = ["main"]
 
@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ordermail", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="consume OrderCompleted events and e-mail receipts (config from env)")
+    commands.add_parser(
+        "feedback",
+        help="receive bounces, complaints and ESP webhooks; publish DeliveryFeedback (config from env)",
+    )
     produce = commands.add_parser("produce-sample", help="publish N realistic sample OrderCompleted events")
     produce.add_argument("--count", type=int, default=10)
     produce.add_argument("--seed", type=int, default=0, help="first sample seed (samples are deterministic)")
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(args)
     handler = {
         "run": _run,
+        "feedback": _feedback,
         "produce-sample": _produce_sample,
         "render": _render,
         "preview": _preview,
@@ -115,6 +120,24 @@ def _run(_args: argparse.Namespace) -> int:
     service.install_signal_handlers()
     try:
         return service.run()
+    finally:
+        shutdown_tracing()
+
+
+def _feedback(_args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumer.feedback.service import FeedbackService
+    from consumer.feedback.settings import FeedbackSettings
+    from consumer.observability.logs import configure_logging
+    from consumer.observability.telemetry import configure_tracing, shutdown_tracing
+
+    configure_logging()
+    configure_tracing()
+    service = FeedbackService(FeedbackSettings())
+    service.install_signal_handlers()
+    try:
+        return asyncio.run(service.run())
     finally:
         shutdown_tracing()
 
@@ -222,6 +245,7 @@ def _schemas(_args: argparse.Namespace) -> int:
     subjects = {
         ORDER_SCHEMA.name: f"{settings.input_topic}-value",
         OUTCOME_SCHEMA.name: f"{settings.outcome_topic}-value",
+        SUPPRESSION_SCHEMA.name: f"{settings.suppression_topic}-value",
     }
     registry = codec_for(settings).registry
     report = check_schemas(subjects=subjects, registry=registry)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from consumer.processing.retry import RetrySchedule
 from delivery import DkimSigner, SmtpConfig, TlsMode
 from delivery.remote import FetchPolicy
 from delivery.return_path import ReturnPath
+from delivery.suppression import SuppressionKeys
 
 __all__ = ["Settings", "kafka_passthrough"]
 
@@ -42,7 +44,11 @@ def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a failing validator would otherwise print every value it was given,
+    # SMTP_PASSWORD and the secrets among them.
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     bootstrap_servers: Annotated[str, Field(validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))] = (
         "127.0.0.1:9092"
@@ -60,6 +66,22 @@ class Settings(BaseSettings):
     retry_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_RETRY_TOPIC"))] = (
         "orders.order-completed.v1.retry"
     )
+    # Written by ``ordermail feedback``; ``ordermail history`` reads it back.
+    feedback_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_TOPIC"))] = (
+        "orders.delivery-feedback.v1"
+    )
+    # The suppression list (compacted; delivery/suppression.py): off unless the secret is set.
+    suppression_topic: Annotated[str, Field(validation_alias=_env("ORDERMAIL_SUPPRESSION_TOPIC"))] = (
+        "orders.email-suppressions.v1"
+    )
+    suppression_secret: Annotated[
+        SecretStr | None, Field(validation_alias=_env("ORDERMAIL_SUPPRESSION_SECRET"))
+    ] = None
+    # An entry stops suppressing this long after it was added (0: never); a mailbox that bounced
+    # may be recycled or repaired within a year (providers recycle abandoned ones after 6-12 months).
+    suppression_ttl_days: Annotated[
+        float, Field(validation_alias=_env("ORDERMAIL_SUPPRESSION_TTL_DAYS"), ge=0)
+    ] = 365.0
     schema_registry_url: Annotated[str | None, Field(validation_alias=_env("SCHEMA_REGISTRY_URL"))] = None
 
     smtp_host: Annotated[str, Field(validation_alias=_env("SMTP_HOST"))] = "127.0.0.1"
@@ -171,7 +193,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _return_path_is_complete(self) -> Settings:
         self.return_path()  # a domain without a secret, or a bad one, stops the start here
+        self.suppression_keys()  # so does a suppression secret too short to be one
         return self
+
+    def suppression_keys(self) -> SuppressionKeys | None:
+        """Record keys of the suppression list, or None: suppression is off (no secret)."""
+        if self.suppression_secret is None:
+            return None
+        return SuppressionKeys(self.suppression_secret.get_secret_value().encode())
+
+    def suppression_ttl(self) -> timedelta | None:
+        return timedelta(days=self.suppression_ttl_days) if self.suppression_ttl_days else None
 
     def return_path(self) -> ReturnPath | None:
         """The VERP return path, or None (then the envelope sender is ``ORDERMAIL_MAIL_FROM``)."""

@@ -3,7 +3,8 @@ bridge through which finished events come back to it from the event loop (``brid
 offsets may be committed and with what metadata (``offsets``), taking partitions over
 (``handover``), recognising redelivered events (``ledger``), client configuration (``clients``),
 the dead-letter breaker (``breaker``), the producer of outcomes, dead letters and deferred
-records (``publisher``) and which partition a key lands in (``partitioning``)."""
+records (``publisher``), which partition a key lands in (``partitioning``) and the suppression
+list's follower and writer (``suppressions``)."""
 
 __all__ = [
     "breaker",
@@ -15,4 +16,5 @@ __all__ = [
     "partitioning",
     "publisher",
     "service",
+    "suppressions",
 ]

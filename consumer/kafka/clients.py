@@ -104,10 +104,18 @@ _CONSUMER_ONLY = (
 
 def check_topics(consumer: Consumer, settings: Settings) -> None:
     """Outcomes and deferred events go to the input's partition number: those topics need as
-    many partitions as the input (or the first deferral would fail, long after start-up)."""
+    many partitions as the input (or the first deferral would fail, long after start-up). The
+    suppression topic must exist when suppression is on (``suppressions.check_compacted``)."""
     metadata = consumer.list_topics(timeout=30)
     counts = {}
-    for name in (settings.input_topic, settings.outcome_topic, settings.dlq_topic, settings.retry_topic):
+    suppression = [settings.suppression_topic] if settings.suppression_secret is not None else []
+    for name in (
+        settings.input_topic,
+        settings.outcome_topic,
+        settings.dlq_topic,
+        settings.retry_topic,
+        *suppression,
+    ):
         topic = metadata.topics.get(name)
         if topic is None or topic.error is not None:
             raise SystemExit(f"topic {name} does not exist")

@@ -131,6 +131,12 @@ class OutcomePublisher:
             self._retry_topic, inbound.key, inbound.value, inbound.origin.partition, headers
         )
 
+    async def publish(
+        self, topic: str, key: bytes, value: bytes, partition: int | None, headers: Headers
+    ) -> int:
+        """Any other record (feedback, suppressions), acknowledged like an outcome."""
+        return await self._produce(topic, key, value, partition, headers)
+
     async def _produce(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None, headers: Headers
     ) -> int:

@@ -34,6 +34,7 @@ from consumer.kafka.clients import (
 )
 from consumer.kafka.handover import Handover
 from consumer.kafka.offsets import OffsetTracker, TopicPartitionKey
+from consumer.kafka.suppressions import SuppressionError, check_compacted
 from consumer.observability.health import HealthServer
 from consumer.observability.metrics import (
     BREAKER_OPEN,
@@ -151,6 +152,13 @@ class Service:
         self._worker.start()
         self._health = HealthServer(settings.health_port, self.not_ready) if settings.health_port else None
         check_topics(self._consumer, self._settings)
+        if parts.suppressions is not None:  # loaded before any event is taken: /readyz says "starting"
+            check_compacted(settings)
+            try:
+                parts.suppressions.load()
+            except SuppressionError as error:
+                raise SystemExit(f"suppression list: {error}") from None
+            parts.suppressions.follow()
         self._consumer.subscribe(
             [settings.input_topic, settings.retry_topic],
             on_assign=self._on_assign,
@@ -172,6 +180,8 @@ class Service:
         unacknowledged = parts.publisher.close()
         parts.render_pool.close()
         self._ledger.close()
+        if parts.suppressions is not None:
+            parts.suppressions.close()
         if self._health:
             self._health.close()
         close_with_timeout(self._consumer, timeout_s=10)
@@ -184,6 +194,9 @@ class Service:
         if message is not None:
             self._handle(message)
         self._settle_finished()
+        suppressions = self._parts.suppressions
+        if suppressions is not None and suppressions.problem:  # a stale list must not go on deciding
+            self._fail(suppressions.problem)
         if self._health:
             self._health.beat()
         self._apply_backpressure()

@@ -20,6 +20,14 @@ EVENTS = Counter("ordermail_events", "Outcomes published, by status and reason",
 DEAD_LETTERS = Counter("ordermail_dead_letters", "Records written to the dead-letter topic")
 DEFERRALS = Counter("ordermail_deferrals", "Events deferred through the retry topic")
 SKIPPED = Counter("ordermail_redeliveries_skipped", "Redelivered events recognised as already handled")
+SUPPRESSED = Counter(
+    "ordermail_suppressed",
+    "Orders not e-mailed: the address is on the suppression list (REJECTED suppressed)",
+)
+SUPPRESSION_ENTRIES = Gauge("ordermail_suppression_entries", "Keys on the suppression list, expired ones too")
+SUPPRESSION_RECORDS = Counter(
+    "ordermail_suppression_records_read", "Records read from the suppression topic, tombstones too"
+)
 # By engine (the set's: weasyprint or typst), not by set: two series however many brands.
 RENDER_SECONDS = Histogram(
     "ordermail_render_seconds", "Layout to PDF, per event's documents", ["engine"], buckets=_SECONDS
@@ -41,6 +49,30 @@ RENDER_WORKERS_REPLACED = Gauge(
     "ordermail_render_workers_replaced", "Workers replaced: recycled, crashed, stuck"
 )
 SMTP_CONNECTIONS = Gauge("ordermail_smtp_connections_idle", "Open SMTP connections waiting for a message")
+
+# ``ordermail feedback`` (consumer/feedback): what became of e-mails after the relay.
+FEEDBACK = Counter(
+    "ordermail_feedback", "DeliveryFeedback records published", ["source", "kind", "bounce_type"]
+)
+FEEDBACK_DROPPED = Counter(
+    "ordermail_feedback_dropped",
+    "Reports received and dropped: auto_reply, not_a_report, unparseable, unsigned, bad_signature,"
+    " uncorrelated (no sent outcome for its event), ...",
+    ["source", "reason"],
+)
+FEEDBACK_RETRY_LATER = Counter(
+    "ordermail_feedback_retry_later",
+    "Reports answered 'try again later' (Kafka or the index behind)",
+    ["source"],
+)
+SUPPRESSIONS_ADDED = Counter(
+    "ordermail_suppressions_added", "Addresses suppressed by feedback, by reason", ["reason"]
+)
+SUPPRESSION_REFUSED = Counter(
+    "ordermail_feedback_unsuppressible",
+    "Hard bounces and complaints whose recipient the return-path token was not made for: not suppressed",
+    ["source"],
+)
 
 
 class KafkaStatistics:

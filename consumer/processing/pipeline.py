@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
-from consumer.observability.metrics import ENCRYPT_SECONDS, RENDER_SECONDS, SEND_SECONDS
+from consumer.observability.metrics import ENCRYPT_SECONDS, RENDER_SECONDS, SEND_SECONDS, SUPPRESSED
 from consumer.observability.telemetry import (
     SMTP_CODE,
     annotate_outcome,
@@ -135,6 +135,7 @@ class Pipeline:
         *,
         handled_as: Callable[[Inbound, str], Known | None] = lambda _inbound, _event_id: None,
         remember: Callable[[Inbound, DeliveryOutcome], None] = lambda _inbound, _outcome: None,
+        suppressed: Callable[[str], bool] = lambda _address: False,
     ) -> None:
         """``handled_as``: what the ledger knows of the event's earlier outcomes (a redelivery or
         a copy): the latest status (``SENT`` never replaced) and the input offset it was for. The
@@ -145,8 +146,10 @@ class Pipeline:
         out; a copy at another offset (a redrive) always gets its outcome and dead letter.
         ``remember`` is told each acknowledged outcome before the next record of the same key
         starts, so a copy of an event that has just been sent (a redrive racing a redelivery) is
-        recognised too."""
+        recognised too. ``suppressed``: whether the suppression list holds the address (a valid
+        order's): such an order is neither rendered nor sent, ``REJECTED suppressed``."""
         self._handled_as = handled_as
+        self._suppressed = suppressed
         self._remember = remember
         self._config = config
         self._codec = codec
@@ -276,6 +279,7 @@ class Pipeline:
             known = self._handled_as(inbound, order["event_id"])
             if known is not None and known.status in _DELIVERED:
                 return None
+            self._check_suppression(order)
             async with self._fetching if order.get("attachments") else contextlib.nullcontext():
                 fetched = await self._fetch(order)  # bytes held until rendered: a bounded few
                 mail = self._within_size(await self._render(order, fetched))
@@ -346,6 +350,14 @@ class Pipeline:
             raise _Stop(error.reason) from None
         order: OrderCompleted = record
         return order
+
+    def _check_suppression(self, order: OrderCompleted) -> None:
+        """Before anything is fetched or rendered: a suppressed address costs no work. Nothing of
+        the address is logged or traced; the outcome carries its domain, as a SENT one would."""
+        address = order["customer"]["email"]
+        if self._suppressed(address):
+            SUPPRESSED.inc()
+            raise _Stop("suppressed", recipient_domain=address.rpartition("@")[2].lower())
 
     async def _render(self, order: OrderCompleted, fetched: Fetched) -> RenderedMail:
         """Renders and encrypts the order's documents and the fetched ones, in a render worker
@@ -453,7 +465,10 @@ class Pipeline:
         """``mail_from``, or the VERP address naming this event's attempt (bounces trace back)."""
         if self._config.return_path is None:
             return self._config.mail_from
-        return self._config.return_path.address(order["event_id"], attempt) or self._config.mail_from
+        return (
+            self._config.return_path.address(order["event_id"], attempt, order["customer"]["email"])
+            or self._config.mail_from
+        )
 
     async def _finish_failed(
         self, inbound: Inbound, ids: _Ids, stop: _Stop, retry: RetryState | None
@@ -464,9 +479,8 @@ class Pipeline:
         deferral = (
             self._config.retry.next(retry, attempt) if action in {Action.RETRY, Action.THROTTLE} else None
         )
-        status: DeliveryStatus = (
-            "REJECTED" if action is Action.REJECT else "DEFERRED" if deferral else "FAILED"
-        )
+        rejected = action in {Action.REJECT, Action.SUPPRESS}
+        status: DeliveryStatus = "REJECTED" if rejected else "DEFERRED" if deferral else "FAILED"
         outcome = outcome_for(
             inbound,
             event_id=ids.event_id,
@@ -476,6 +490,7 @@ class Pipeline:
             attempt=attempt,
             **known,
         )
+        dead_lettered = deferral is None and action not in {Action.FAIL, Action.SUPPRESS}
         if deferral is not None:
             headers = [
                 *inbound.foreign_headers(),
@@ -484,13 +499,13 @@ class Pipeline:
                 *inbound.resend_headers(),
             ]
             await self._publisher.publish_retry(inbound, headers)
-        elif action is not Action.FAIL:
+        elif dead_lettered:
             headers = dead_letter_headers(
                 inbound, status=status, reason=stop.reason, group_id=self._config.group_id
             )
             await self._publisher.publish_dead_letter(inbound, headers)
         offset = await self._publisher.publish_outcome(outcome, inbound.origin.partition)
-        return Done(outcome, offset, dead_lettered=deferral is None and action is not Action.FAIL)
+        return Done(outcome, offset, dead_lettered=dead_lettered)
 
 
 def _log_unexpected(exc: Exception, inbound: Inbound) -> None:

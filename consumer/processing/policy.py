@@ -39,6 +39,7 @@ PipelineReason = Literal[
     "dkim_failed",
     "internal_error",  # a bug: dead-lettered rather than crashing the service
     "publish_refused",  # the broker refused the record itself (its size, say), not for now
+    "suppressed",  # the address is on the suppression list: neither rendered nor sent
 ]
 
 Reason = (
@@ -71,6 +72,7 @@ class Action(StrEnum):
     RETRY = "retry"  # may work later: quick retries, then DEFERRED via the retry topic, at last FAILED
     THROTTLE = "throttle"  # the relay asks us to slow down: pause sending, then as RETRY
     FAIL = "fail"  # the relay refused for good: FAILED outcome, no retry
+    SUPPRESS = "suppress"  # not to be e-mailed: REJECTED outcome, no dead letter (nothing to redrive)
 
 
 POLICY: dict[Reason, Action] = {
@@ -113,6 +115,7 @@ POLICY: dict[Reason, Action] = {
     "dkim_failed": Action.REJECT,
     "internal_error": Action.REJECT,
     "publish_refused": Action.REJECT,
+    "suppressed": Action.SUPPRESS,
     # sending
     "smtp_transient": Action.RETRY,
     "smtp_timeout": Action.RETRY,

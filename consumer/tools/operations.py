@@ -1,6 +1,7 @@
 """The operator commands' arguments and output: ``dlq list``, ``dlq redrive``, ``resend``,
-``history``. Tables for people, ``--json`` for scripts; one line on standard error and a
-non-zero exit status when something fails (1: Kafka, 2: refused or bad arguments, 3: not found).
+``history``, ``suppression list|add|remove``. Tables for people, ``--json`` for scripts; one line
+on standard error and a non-zero exit status when something fails (1: Kafka, 2: refused or bad
+arguments, 3: not found).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_commands", "printable", "run_command"]
 
-COMMANDS = ("dlq", "resend", "history")
+COMMANDS = ("dlq", "resend", "history", "suppression")
 # What a terminal would act on rather than show: C0 and C1 controls (ESC among them), DEL, bidi
 # embeddings, overrides and isolates, line and paragraph separators. Records carry producers'
 # bytes (an unvalidated dead letter's address, a key): every line printed is escaped.
@@ -52,6 +53,27 @@ def add_commands(commands: Any) -> None:
     history = commands.add_parser("history", help="an order's outcomes in time order")
     history.add_argument("order_id", metavar="ORDER_ID")
     _json_argument(history)
+    _suppression_commands(commands)
+
+
+def _suppression_commands(commands: Any) -> None:
+    from delivery.suppression import REASONS
+
+    suppression = commands.add_parser(
+        "suppression", help="the suppression list: addresses never e-mailed (keyed hashes, no addresses)"
+    )
+    actions = suppression.add_subparsers(dest="suppression_action", required=True)
+    listing = actions.add_parser("list", help="entries: key prefix, reason, source, added, expires")
+    listing.add_argument("--address", metavar="ADDRESS", help="only this address's entry (exit 3: none)")
+    _json_argument(listing)
+    add = actions.add_parser("add", help="suppress an address (source: operator)")
+    add.add_argument("address", metavar="ADDRESS")
+    add.add_argument("--reason", default="operator", choices=sorted(REASONS))
+    add.add_argument("--expires-days", type=_positive, metavar="N", help="stops suppressing after N days")
+    _json_argument(add)
+    remove = actions.add_parser("remove", help="write the address's tombstone (exit 3: not listed)")
+    remove.add_argument("address", metavar="ADDRESS")
+    _json_argument(remove)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -86,6 +108,8 @@ def _execute(args: argparse.Namespace, settings: Settings, codec: Codec) -> tupl
     from consumer.tools.scan import Reader, ToolError
     from schemas.validation import is_order_id
 
+    if args.command == "suppression":
+        return _suppression(args, settings, codec)
     # Arguments first: nothing is read when they are wrong.
     selection = _selection(args) if args.command == "dlq" else None
     if args.command != "dlq" and not is_order_id(args.order_id):
@@ -105,6 +129,43 @@ def _execute(args: argparse.Namespace, settings: Settings, codec: Codec) -> tupl
         return found, _history_lines(found)
     finally:
         reader.close()
+
+
+def _suppression(
+    args: argparse.Namespace, settings: Settings, codec: Codec
+) -> tuple[dict[str, Any], list[str]]:
+    from consumer.tools.scan import Reader
+    from consumer.tools.suppression import add_suppression, address_key, list_suppressions, remove_suppression
+
+    if args.address is not None:
+        address_key(settings, args.address)  # refused before anything is read or written
+    if args.suppression_action == "add":
+        added = add_suppression(
+            settings, codec, args.address, reason=args.reason, expires_days=args.expires_days
+        )
+        return added, [f"added to {added['topic']}:", *_suppression_lines([added])]
+    reader = Reader(settings)
+    try:
+        if args.suppression_action == "remove":
+            removed = remove_suppression(reader, codec, args.address)
+            return removed, [f"removed {removed['key']} from {removed['topic']} (tombstone written)"]
+        listed = list_suppressions(reader, codec, args.address)
+    finally:
+        reader.close()
+    entries = "entry" if listed["total"] == 1 else "entries"
+    summary = f"{listed['total']} {entries} in {listed['topic']}, {listed['suppressing']} suppressing"
+    unreadable = f", {listed['unreadable']} unreadable records" if listed["unreadable"] else ""
+    return listed, [*_suppression_lines(listed["entries"]), summary + unreadable]
+
+
+def _suppression_lines(entries: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'key':<16}  {'reason':<12} {'source':<9} {'added':<25} {'expires':<25} suppressing"]
+    for e in entries:
+        lines.append(
+            f"{e['key']:<16}  {e['reason']:<12} {e['source'] or '-':<9} {e['added']:<25} "
+            f"{e['expires'] or 'never':<25} {'yes' if e['suppressing'] else 'no'}"
+        )
+    return lines
 
 
 def _selection(args: argparse.Namespace) -> Selection:
@@ -165,6 +226,11 @@ def _resend_lines(sent: dict[str, Any]) -> list[str]:
         lines.append(
             f"outcome: {outcome['status']} {outcome['reason'] or ''} {outcome['message_id'] or ''}".rstrip()
         )
+    if outcome is not None and outcome["reason"] == "suppressed":
+        lines.append(
+            "the address is on the suppression list: once the customer confirms it works, "
+            "`ordermail suppression remove ADDRESS`, then resend"
+        )
     return lines
 
 
@@ -176,6 +242,14 @@ def _history_lines(found: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {o['time']}  {o['status']:<8} {o['reason'] or '-':<20} attempt {o['attempt']}"
             f"  smtp {o['smtp_code'] or '-'}  sha256 {sha or '-'}  {o['message_id'] or '-'}"
+        )
+    if found["feedback"]:
+        lines.append(f"after the relay: {len(found['feedback'])} reports")
+    for f in found["feedback"]:
+        bounce = f" {f['bounce_type']}" if f["bounce_type"] else ""
+        lines.append(
+            f"  {f['time']}  {f['kind']}{bounce:<6} {f['status_code'] or '-':<8} from {f['source']:<8}"
+            f" attempt {f['attempt'] or '-'}  event {f['event_id']}"
         )
     return lines
 

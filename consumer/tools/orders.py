@@ -1,5 +1,6 @@
-"""One order, for customer service: ``ordermail history ORDER_ID`` (its outcomes, in time order)
-and ``ordermail resend ORDER_ID`` (its receipt once more, to the same address).
+"""One order, for customer service: ``ordermail history ORDER_ID`` (its outcomes, then what became
+of its e-mails after the relay) and ``ordermail resend ORDER_ID`` (its receipt once more, to the
+same address).
 
 An order's records are found without reading every partition: the key's partition by the
 producers' partitioner (murmur2, ``consumer.kafka.partitioning``), and the same partition number
@@ -25,7 +26,7 @@ from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 from consumer.kafka.partitioning import partition_for
 from consumer.processing.records import OWN_PREFIX, RESEND_HEADER, Origin, RetryState, readable_headers
 from consumer.tools.scan import Reader, ToolError, tool_producer_config
-from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, InvalidEvent, validate_order
+from schemas import FEEDBACK_SCHEMA, ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, InvalidEvent, validate_order
 from schemas.validation import is_order_id
 
 if TYPE_CHECKING:
@@ -66,7 +67,41 @@ def history(reader: Reader, codec: Codec, order_id: str) -> dict[str, Any]:
         "topic": topic,
         "partition": partition,
         "outcomes": [_shown(outcome, offset) for _, offset, outcome in found],
+        "feedback": _feedback(reader, codec, key, partition),
     }
+
+
+def _feedback(reader: Reader, codec: Codec, key: bytes, partition: int) -> list[dict[str, Any]]:
+    """What became of its e-mails (``ordermail feedback``'s records, in the same partition
+    number); none where that topic does not exist (feedback not deployed)."""
+    topic = reader.settings.feedback_topic
+    try:
+        if partition not in reader.partitions(topic):
+            return []
+    except ToolError:
+        return []
+    found = []
+    starts = {partition: reader.bounds(topic, partition)[0]}
+    for message in reader.read(topic, starts, f"reading {topic} [{partition}]"):
+        if message.key() != key:
+            continue
+        try:
+            record = codec.decode(message.value() or b"", FEEDBACK_SCHEMA)
+        except DecodeError:
+            continue
+        found.append(
+            {
+                "time": record["occurred_at"].astimezone(UTC).isoformat(timespec="milliseconds"),
+                "kind": record["kind"],
+                "bounce_type": record["bounce_type"],
+                "status_code": record["status_code"],
+                "source": record["source"],
+                "attempt": record["attempt"],
+                "event_id": record["event_id"],
+                "feedback_id": record["feedback_id"],
+            }
+        )
+    return sorted(found, key=lambda item: str(item["time"]))
 
 
 def _shown(outcome: dict[str, Any], offset: int) -> dict[str, Any]:

@@ -8,6 +8,14 @@ from pathlib import Path
 from typing import Any
 
 INPUT = 'topic="orders.order-completed.v1"'
+# Delivery feedback relative to what was sent: the relay accepted it (SENT, `ordermail run`), then
+# the recipient's side answered (`ordermail feedback`). One hour on both sides: bounces follow
+# the send by seconds to hours; alerts.yaml uses the same ratios.
+SENT_1H = 'sum(increase(ordermail_events_total{status="SENT"}[1h]))'
+
+
+def per_sent(selector: str) -> str:
+    return f"sum(increase(ordermail_feedback_total{{{selector}}}[1h])) / clamp_min({SENT_1H}, 1)"
 
 
 def panel(
@@ -23,6 +31,16 @@ def panel(
             {"expr": expr, "legendFormat": legend, "refId": chr(65 + i)}
             for i, (legend, expr) in enumerate(exprs.items())
         ],
+    }
+
+
+def row(title: str, *, y: int) -> dict[str, Any]:
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+        "panels": [],
     }
 
 
@@ -83,6 +101,60 @@ PANELS = [
         },
         "ops",
         at=(0, 32),
+    ),
+    row("Delivery feedback", y=40),
+    panel(
+        "Bounce and complaint rate (of SENT, last hour)",
+        {
+            "hard bounces": per_sent('kind="BOUNCED", bounce_type="hard"'),
+            "soft bounces": per_sent('kind="BOUNCED", bounce_type="soft"'),
+            "complaints": per_sent('kind="COMPLAINED"'),
+        },
+        "percentunit",
+        at=(0, 41),
+    ),
+    panel(
+        "Feedback by kind",
+        {
+            "{{kind}} {{bounce_type}} ({{source}})": (
+                "sum by (kind, bounce_type, source) (rate(ordermail_feedback_total[5m]))"
+            ),
+            "SENT": 'sum(rate(ordermail_events_total{status="SENT"}[5m]))',
+        },
+        "ops",
+        at=(12, 41),
+    ),
+    panel(
+        "Reports dropped, by reason (unsigned / bad_signature: forged or stray reports)",
+        {"{{source}} {{reason}}": "sum by (source, reason) (rate(ordermail_feedback_dropped_total[5m]))"},
+        "ops",
+        at=(0, 49),
+        w=8,
+    ),
+    panel(
+        "Answered 'try again later' (Kafka or the outcome index behind)",
+        {"{{source}}": "sum by (source) (rate(ordermail_feedback_retry_later_total[5m]))"},
+        "ops",
+        at=(8, 49),
+        w=8,
+    ),
+    panel(
+        "Suppressions added",
+        {
+            "{{reason}}": "sum by (reason) (rate(ordermail_suppressions_added_total[5m]))",
+            "not suppressible ({{source}})": (
+                "sum by (source) (rate(ordermail_feedback_unsuppressible_total[5m]))"
+            ),
+        },
+        "ops",
+        at=(16, 49),
+        w=8,
+    ),
+    panel(
+        "Feedback receivers scraped and up",
+        {"up": 'sum(up{job="ordermail-feedback"})', "targets": 'count(up{job="ordermail-feedback"})'},
+        "short",
+        at=(0, 57),
     ),
 ]
 

@@ -89,6 +89,41 @@ def test_bad_arguments_are_refused_before_anything_is_read(capsys: pytest.Captur
     assert "not an order id" in capsys.readouterr().err
 
 
+def test_suppression_commands_refuse_a_missing_secret_or_a_non_address_before_anything_is_read(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens: reading would fail
+    monkeypatch.delenv("ORDERMAIL_SUPPRESSION_SECRET", raising=False)
+    for command in (
+        ["add", "jane@example.com"],
+        ["remove", "jane@example.com"],
+        ["list", "--address", "a@b.eu"],
+    ):
+        assert main(["suppression", *command]) == 2
+        assert "ORDERMAIL_SUPPRESSION_SECRET is not set" in capsys.readouterr().err
+    monkeypatch.setenv("ORDERMAIL_SUPPRESSION_SECRET", "0123456789abcdef-unit")
+    for command in (["add", "jane"], ["remove", "jane@"], ["list", "--address", "x"]):
+        assert main(["suppression", *command]) == 2
+        assert capsys.readouterr().err == "ordermail suppression: not an e-mail address\n"
+
+
+def test_a_suppressed_resend_says_what_to_do() -> None:
+    from consumer.tools.operations import _resend_lines
+
+    outcome = {"status": "REJECTED", "reason": "suppressed", "message_id": None}
+    found = {"topic": "orders", "partition": 1, "offset": 7}
+    sent = {
+        "order_id": "O-1",
+        "event_id": "e",
+        "found_at": found,
+        "resend": 1,
+        "recipient_domain": "example.com",
+    }
+    lines = _resend_lines({**sent, "outcome": outcome})
+    assert lines[1] == "outcome: REJECTED suppressed"
+    assert "ordermail suppression remove ADDRESS" in lines[2]
+
+
 def test_nan_inf_rates_and_times_out_of_range_are_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     for rate in ("nan", "inf", "-inf"):
         with pytest.raises(SystemExit) as exited:

@@ -163,10 +163,12 @@ def test_each_try_names_the_event_and_its_attempt_in_the_envelope_sender() -> No
     order = sample_order(1)
     pipeline = _pipeline(FakeRenderer(), smtp, FakePublisher(), return_path=return_path)
     asyncio.run(_run(pipeline, [_inbound(order, 0)]))
-    assert [return_path.parse(sender) for sender in smtp.senders] == [
+    tokens = [return_path.parse(sender) for sender in smtp.senders]
+    assert [(t.event_id, t.attempt) for t in tokens if t is not None] == [
         (order["event_id"], 1),
         (order["event_id"], 2),
     ]
+    assert all(t is not None and return_path.names_recipient(t, order["customer"]["email"]) for t in tokens)
     assert all(order["customer"]["email"] not in sender for sender in smtp.senders)
     plain = FakeSmtp()
     asyncio.run(_run(_pipeline(FakeRenderer(), plain, FakePublisher()), [_inbound(order, 0)]))

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 SECRET = b"0123456789abcdef-not-a-real-secret"
 EVENT = "2f1c8f0e-9a4b-4c1e-8e3a-0a1b2c3d4e5f"
+RECIPIENT = "Kim.Lee@customer.example"
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def return_path() -> ReturnPath:
 
 
 def test_the_address_names_the_event_and_attempt_and_nothing_else(return_path: ReturnPath) -> None:
-    address = return_path.address(EVENT, 3)
+    address = return_path.address(EVENT, 3, RECIPIENT)
     assert address is not None
     local, domain = address.split("@")
     assert domain == "bounces.shop.example"
@@ -36,19 +37,22 @@ def test_the_address_names_the_event_and_attempt_and_nothing_else(return_path: R
     assert len(local) <= 64  # RFC 5321
     assert local.isascii()
     assert local == local.lower()
-    assert return_path.parse(address) == (EVENT, 3)
-    assert return_path.parse(f"<{address.upper()}>") == (EVENT, 3)  # case folded by an MTA
-    assert return_path.address(EVENT, 4) != address  # each attempt its own
+    token = return_path.parse(address)
+    assert token is not None
+    assert (token.event_id, token.attempt) == (EVENT, 3)
+    assert return_path.parse(f"<{address.upper()}>") == token  # case folded by an MTA
+    assert return_path.address(EVENT, 4, RECIPIENT) != address  # each attempt its own
 
 
 def test_a_forged_or_altered_token_names_nothing(return_path: ReturnPath) -> None:
-    address = return_path.address(EVENT, 1)
+    address = return_path.address(EVENT, 1, RECIPIENT)
     assert address is not None
     local, domain = address.split("@")
     token = local.split("+", 1)[1]
-    flipped = token[:-1] + ("a" if token[-1] != "a" else "b")
+    # Characters 28-40 hold the event's MAC; the last 8 the recipient's (checked on its own).
+    flipped = token[:30] + ("a" if token[30] != "a" else "b") + token[31:]
     other = ReturnPath(local="orders", domain="bounces.shop.example", secret=b"another-secret-of-16+")
-    forged = other.address(str(uuid.uuid4()), 1)
+    forged = other.address(str(uuid.uuid4()), 1, RECIPIENT)
     assert forged is not None
     for candidate in (
         f"orders+{flipped}@{domain}",  # one character changed
@@ -63,8 +67,21 @@ def test_a_forged_or_altered_token_names_nothing(return_path: ReturnPath) -> Non
         assert return_path.parse(candidate) is None, candidate
 
 
+def test_the_token_is_bound_to_its_recipient(return_path: ReturnPath) -> None:
+    """A customer holding the token of their own e-mail cannot make a report about another
+    address count: the feedback service suppresses only the recipient the token was made for."""
+    token = return_path.parse(return_path.address(EVENT, 1, RECIPIENT) or "")
+    assert token is not None
+    assert return_path.names_recipient(token, RECIPIENT)
+    assert return_path.names_recipient(token, "<kim.lee@CUSTOMER.example>")  # folded by an MTA
+    assert not return_path.names_recipient(token, "someone.else@customer.example")
+    assert not return_path.names_recipient(token, "")
+    assert RECIPIENT not in repr(token)
+    assert return_path.parse(return_path.address(EVENT, 999, RECIPIENT) or "").attempt == 255  # type: ignore[union-attr]
+
+
 def test_ids_that_are_not_uuids_get_no_token(return_path: ReturnPath) -> None:
-    assert return_path.address("not-a-uuid", 1) is None
+    assert return_path.address("not-a-uuid", 1, RECIPIENT) is None
 
 
 @pytest.mark.parametrize(
@@ -98,7 +115,7 @@ def test_settings_need_the_secret_with_the_domain() -> None:
 def test_the_relay_sees_the_token_as_the_envelope_sender(tmp_path: Path, return_path: ReturnPath) -> None:
     """Through a real SMTP session: the sink writes the envelope sender as Return-Path, as a
     delivering MTA does, and the token read back from it names the event."""
-    address = return_path.address(EVENT, 2)
+    address = return_path.address(EVENT, 2, RECIPIENT)
     assert address is not None
 
     async def send() -> None:
@@ -114,4 +131,6 @@ def test_the_relay_sees_the_token_as_the_envelope_sender(tmp_path: Path, return_
     (eml,) = (tmp_path / "outbox").glob("*.eml")
     first_line = eml.read_bytes().split(b"\r\n", 1)[0].decode()
     assert first_line == f"Return-Path: <{address}>"
-    assert return_path.parse(first_line.split(": ", 1)[1]) == (EVENT, 2)
+    token = return_path.parse(first_line.split(": ", 1)[1])
+    assert token is not None
+    assert (token.event_id, token.attempt) == (EVENT, 2)

@@ -1,0 +1,113 @@
+"""The SMTP side of ``ordermail feedback``: the MX (or relay transport) of the return-path domain.
+
+Only addresses at that domain are accepted as recipients (it relays nothing), at most a few per
+message. Each message is read in a worker thread (a large DSN must not stall the other
+connections) and answered only once its records are on Kafka: 250 when settled (published, or
+classified and dropped), 451 when it should come again. A DSN may carry the whole original
+e-mail, PDF included: the message is held in memory only while it is read, never stored or
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from consumer.feedback.handling import TryLater
+from consumer.observability import metrics
+from delivery.feedback.inbound import read_inbound
+
+if TYPE_CHECKING:
+    from consumer.feedback.handling import FeedbackHandler
+    from delivery.return_path import ReturnPath
+
+__all__ = ["MAX_RECIPIENTS", "MAX_SESSIONS", "ReportReceiver", "start_smtp_receiver"]
+
+log = logging.getLogger("ordermail.feedback")
+MAX_RECIPIENTS = 10  # one report names one e-mail's return path
+MAX_SESSIONS = 32  # x the size limit: what the receiver may hold in memory at worst
+
+
+class ReportReceiver:
+    """aiosmtpd handler: RCPT checks the domain, DATA reads and settles the report."""
+
+    def __init__(self, handler: FeedbackHandler, return_path: ReturnPath) -> None:
+        self._handler = handler
+        self._return_path = return_path
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        domain = address.rpartition("@")[2].lower()
+        if domain != self._return_path.domain.lower():
+            return "550 5.7.1 Relaying denied: only the return-path domain is served here"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        arrived_at = time.monotonic()
+        data = envelope.original_content or b""
+        inbound = await asyncio.to_thread(read_inbound, data, list(envelope.rcpt_tos), self._return_path)
+        if inbound.dropped is not None:
+            metrics.FEEDBACK_DROPPED.labels("smtp", inbound.dropped).inc()
+            log.info("report dropped", extra={"reason": inbound.dropped})
+            return "250 OK: not a report about one of our e-mails, dropped"
+        try:
+            await self._handler.handle(inbound.reports, hashlib.sha256(data).digest(), arrived_at)
+        except TryLater:
+            return "451 4.3.0 Try again later"
+        return "250 OK"
+
+
+class _Bounded(SMTP):
+    """At most ``limit`` sessions at once: each may hold a message of up to the size limit."""
+
+    open_sessions = 0
+    limit = MAX_SESSIONS
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if _Bounded.open_sessions >= self.limit:
+            metrics.FEEDBACK_DROPPED.labels("smtp", "too_many_sessions").inc()
+            transport.write(b"421 4.7.0 Too many sessions, try again later\r\n")  # type: ignore[attr-defined]
+            transport.close()
+            self._refused = True
+            return
+        self._refused = False
+        _Bounded.open_sessions += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not getattr(self, "_refused", True):
+            _Bounded.open_sessions -= 1
+            super().connection_lost(error)
+
+
+async def start_smtp_receiver(
+    handler: FeedbackHandler, return_path: ReturnPath, *, host: str, port: int, max_message_bytes: int
+) -> asyncio.Server:
+    receiver = ReportReceiver(handler, return_path)
+    # aiosmtpd logs every command at INFO: a stray sender's address among them.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+    def session() -> Any:
+        return _Bounded(
+            receiver,
+            data_size_limit=max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=return_path.domain,
+            ident="ordermail feedback",
+            timeout=60,
+            command_call_limit=100,  # per command and session: a session cannot loop forever
+        )
+
+    return await asyncio.get_running_loop().create_server(session, host=host, port=port)

@@ -1,0 +1,67 @@
+"""What DSN and ARF reports share: finding a part, the returned original's headers, and the
+report fields' address and date forms."""
+
+from __future__ import annotations
+
+import email
+import email.utils
+from datetime import UTC, datetime
+from email.message import Message
+
+__all__ = ["address_field", "date_field", "domain_of", "field", "find_part", "returned_headers"]
+
+
+def field(message: Message | None, name: str) -> str | None:
+    """A header or report field as text, stripped; None when absent or empty."""
+    value = message.get(name) if message is not None else None
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def find_part(message: Message, content_type: str) -> Message | None:
+    for part in message.walk():
+        if part.get_content_type() == content_type:
+            return part
+    return None
+
+
+def returned_headers(message: Message) -> Message | None:
+    """The returned original (``message/rfc822``) or its headers (``text/rfc822-headers``), as
+    a message; read for headers only: its body may be the receipt itself."""
+    part = find_part(message, "message/rfc822") or find_part(message, "text/rfc822-headers")
+    if part is None:
+        return None
+    payload = part.get_payload()
+    if isinstance(payload, list):  # message/rfc822: the ``email`` package parsed it already
+        return payload[0] if payload and isinstance(payload[0], Message) else None
+    text = part.get_payload(decode=True)
+    return email.message_from_bytes(text) if isinstance(text, bytes) else None
+
+
+def address_field(value: object) -> str | None:
+    """``rfc822; someone@example.com`` or a bare ``<someone@example.com>`` → the address;
+    another address type (``x400;``...) or no ``@``: None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    kind, separator, address = text.partition(";")
+    if not separator:
+        kind, address = "rfc822", text
+    address = address.strip().strip("<>").strip()
+    if kind.strip().lower() != "rfc822" or "@" not in address or any(c.isspace() for c in address):
+        return None
+    return address
+
+
+def domain_of(address: str | None) -> str | None:
+    return address.rpartition("@")[2].lower() or None if address else None
+
+
+def date_field(value: object) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

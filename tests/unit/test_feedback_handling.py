@@ -1,0 +1,168 @@
+"""From reports to records and suppressions (issue 19), with the index and producer faked: which
+reports suppress an address, which are dropped, and when the sender is told to try again."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from consumer.feedback.handling import FeedbackHandler, SoftBounces, TryLater
+from consumer.feedback.index import IndexLagging, Sent
+from consumer.processing.ports import PublishError
+from delivery.feedback.model import Kind, Report, Source
+from delivery.suppression import InvalidAddress
+from schemas import FEEDBACK_SCHEMA, Codec
+
+EVENT = "2f1c8f0e-9a4b-4c1e-8e3a-0a1b2c3d4e5f"
+SENT = Sent("ORD-1", 4, f"<{EVENT}.ordermail@shop.example>", "customer.example", "a" * 32, None)
+
+
+@dataclass
+class FakeIndex:
+    known: dict[str, Sent] = field(default_factory=lambda: {EVENT: SENT})
+    lagging: bool = False
+
+    async def find(self, event_id: str, arrived_at: float, timeout_s: float) -> Sent | None:
+        if self.lagging:
+            raise IndexLagging
+        return self.known.get(event_id)
+
+
+@dataclass
+class FakePublisher:
+    records: list[tuple[str, bytes, bytes, int | None]] = field(default_factory=list)
+    refuse: bool = False
+
+    async def publish(self, topic: str, key: bytes, value: bytes, partition: int | None, headers: Any) -> int:
+        if self.refuse:
+            raise PublishError("broker away", record_level=False)
+        self.records.append((topic, key, value, partition))
+        return len(self.records)
+
+
+@dataclass
+class FakeSuppressor:
+    added: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def add(
+        self, address: str, reason: str, source: str | None = None, event_id: str | None = None
+    ) -> None:
+        if "@" not in address:
+            raise InvalidAddress("not an address")
+        self.added.append((address, reason, source or ""))
+
+
+def _handler(index: FakeIndex | None = None, publisher: FakePublisher | None = None) -> FeedbackHandler:
+    return FeedbackHandler(
+        index or FakeIndex(),  # type: ignore[arg-type]
+        publisher or FakePublisher(),  # type: ignore[arg-type]
+        Codec.from_directory(),
+        "feedback",
+        FakeSuppressor(),
+        SoftBounces(limit=3, window_s=3600),
+        lookup_timeout_s=1,
+    )
+
+
+def _bounce(**overrides: Any) -> Report:
+    values: dict[str, Any] = {
+        "source": Source.DSN,
+        "kind": Kind.BOUNCED,
+        "bounce_type": "hard",
+        "status_code": "5.1.1",
+        "event_id": EVENT,
+        "attempt": 1,
+        "recipient": "kim@customer.example",
+        "recipient_domain": "customer.example",
+        "recipient_confirmed": True,
+    }
+    return Report(**{**values, **overrides})
+
+
+def _handle(handler: FeedbackHandler, *reports: Report, origin: bytes = b"report-1") -> None:
+    asyncio.run(handler.handle(reports, origin, 0.0))
+
+
+def _suppressed(handler: FeedbackHandler) -> list[tuple[str, str, str]]:
+    assert isinstance(handler.suppressor, FakeSuppressor)
+    return handler.suppressor.added
+
+
+def test_a_hard_bounce_is_published_where_its_order_is_and_suppresses_the_address() -> None:
+    handler = _handler()
+    _handle(handler, _bounce())
+    [(topic, key, value, partition)] = handler.publisher.records  # type: ignore[attr-defined]
+    assert (topic, key, partition) == ("feedback", b"ORD-1", 4)
+    record = Codec.from_directory().decode(value, FEEDBACK_SCHEMA)
+    assert (record["kind"], record["bounce_type"], record["order_id"], record["trace_id"]) == (
+        "BOUNCED",
+        "hard",
+        "ORD-1",
+        "a" * 32,
+    )
+    assert record["recipient_domain"] == "customer.example"  # from our outcome, not the report
+    assert b"kim@" not in value
+    assert _suppressed(handler) == [("kim@customer.example", "hard_bounce", "dsn")]
+
+
+def test_the_same_report_again_keeps_its_feedback_id() -> None:
+    handler = _handler()
+    _handle(handler, _bounce(), origin=b"same")
+    _handle(handler, _bounce(), origin=b"same")
+    _handle(handler, _bounce(), origin=b"other")
+    codec = Codec.from_directory()
+    ids = [codec.decode(r[2], FEEDBACK_SCHEMA)["feedback_id"] for r in handler.publisher.records]  # type: ignore[attr-defined]
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_only_the_recipient_the_token_was_made_for_is_suppressed() -> None:
+    handler = _handler()
+    _handle(handler, _bounce(recipient="victim@elsewhere.example", recipient_confirmed=False))
+    assert len(handler.publisher.records) == 1  # type: ignore[attr-defined]  # still feedback for the event
+    assert _suppressed(handler) == []
+    # An ESP signs its events and knows whom it sent to.
+    _handle(handler, _bounce(source=Source.SES, recipient_confirmed=False))
+    assert _suppressed(handler) == [("kim@customer.example", "hard_bounce", "ses")]
+    _handle(handler, _bounce(source=Source.SES, recipient="no address at all"))  # counted, not raised
+    assert len(_suppressed(handler)) == 1
+
+
+def test_complaints_suppress_soft_bounces_only_past_the_limit() -> None:
+    handler = _handler()
+    _handle(handler, _bounce(kind=Kind.COMPLAINED, bounce_type=None, source=Source.ARF))
+    assert _suppressed(handler) == [("kim@customer.example", "complaint", "arf")]
+    soft = _bounce(bounce_type="soft", status_code="4.2.2", recipient="full@customer.example")
+    for _ in range(2):
+        _handle(handler, soft)
+    assert len(_suppressed(handler)) == 1
+    _handle(handler, soft)
+    assert _suppressed(handler)[-1] == ("full@customer.example", "soft_bounces", "dsn")
+    _handle(
+        handler, _bounce(kind=Kind.DELAYED, bounce_type=None), _bounce(kind=Kind.DELIVERED, bounce_type=None)
+    )
+    assert len(_suppressed(handler)) == 2
+
+
+def test_unknown_events_are_dropped_and_a_lagging_index_or_broker_asks_for_later() -> None:
+    handler = _handler(FakeIndex(known={}))
+    _handle(handler, _bounce())
+    _handle(handler, _bounce(event_id=None))
+    assert handler.publisher.records == []  # type: ignore[attr-defined]
+    with pytest.raises(TryLater):
+        _handle(_handler(FakeIndex(lagging=True)), _bounce())
+    refusing = _handler(publisher=FakePublisher(refuse=True))
+    with pytest.raises(TryLater):
+        _handle(refusing, _bounce())
+    assert _suppressed(refusing) == []  # nothing suppressed for a report that will come again
+
+
+def test_soft_bounces_are_counted_per_address_within_the_window() -> None:
+    counter = SoftBounces(limit=2, window_s=10)
+    assert not counter.count("a@x.example", now=0)
+    assert not counter.count("b@x.example", now=1)
+    assert not counter.count("a@x.example", now=20)  # the first one is out of the window
+    assert counter.count("A@x.example ", now=21)  # the same address, as an MTA may write it
+    assert not SoftBounces(limit=0, window_s=10).count("a@x.example", now=0)  # 0: never
