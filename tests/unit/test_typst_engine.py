@@ -39,10 +39,10 @@ TYPST_FACE = {
     "hebrew": "NotoSansHebrew",
     "devanagari": "NotoSansDevanagari",
     "thai": "NotoSansThai",
-    "chinese-simplified": "NotoSansCJKsc",
-    "chinese-traditional": "NotoSansCJKtc",
+    "chinese-simplified": "NotoSansCJKjp",  # one face of the collection: see the test of regional forms
+    "chinese-traditional": "NotoSansCJKjp",
     "japanese": "NotoSansCJKjp",
-    "korean": "NotoSansCJKkr",
+    "korean": "NotoSansCJKjp",
     "emoji": "/Type3",  # colour glyphs, drawn as images
 }
 # What HTML sets' hostile-input tests use, plus every character Typst markup gives a meaning to.
@@ -308,6 +308,28 @@ def test_every_script_is_drawn_with_a_real_glyph(renderer: Renderer, script: str
     pdf = renderer.render_pdf(script_sample(script), template_set=TWIN)
     assert undrawn_characters(pdf) == {}
     assert any(name.startswith(TYPST_FACE[script]) for name in _embedded(pdf)), _embedded(pdf)
+
+
+@pytest.mark.parametrize(
+    ("lang", "region", "face"), [("zh", "TW", "TC"), ("zh", "CN", "SC"), ("ko", "KR", "KR")]
+)
+def test_one_cjk_face_draws_the_regional_forms_of_the_documents_language(
+    renderer: Renderer, lang: str, region: str, face: str
+) -> None:
+    """The twin names one face of the Noto CJK collection; the document's language and region
+    select the Han forms inside it (OpenType locl): pixel for pixel what the region's face draws."""
+    compiler = renderer._sets[TWIN].attachments[0].typst.compiler  # type: ignore[union-attr]
+
+    def image(font: str, lang: str, region: str) -> bytes:
+        page = "#set page(width: 6cm, height: 2cm)\n"
+        text = f'#set text(font: "{font}", lang: "{lang}", region: "{region}", size: 30pt)\n直骨海角'
+        png = compiler.compile(input=(page + text).encode(), format="png", ppi=72)
+        assert isinstance(png, bytes)
+        return png
+
+    carrier = image("Noto Sans CJK JP", lang, region)
+    assert carrier == image(f"Noto Sans CJK {face}", lang, region)
+    assert carrier != image("Noto Sans CJK JP", "ja", "JP")  # the forms do differ: the test can fail
 
 
 def test_a_character_no_font_has_is_found_in_typst_output(renderer: Renderer) -> None:
