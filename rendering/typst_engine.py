@@ -58,8 +58,8 @@ _LOADS = re.compile(
 
 def as_data(context: Mapping[str, Any]) -> dict[str, Any]:
     """A template context as JSON-ready data: functions (``_``, ``gettext``) left out."""
-    return {key: dict(value) if isinstance(value, Mapping) else value for key, value in context.items()
-            if not callable(value)}  # fmt: skip
+    data = {key: value for key, value in context.items() if not callable(value)}
+    return {key: dict(value) if isinstance(value, Mapping) else value for key, value in data.items()}
 
 
 @dataclass(frozen=True)
@@ -170,10 +170,14 @@ def _private_folder(path: Path) -> Path:
 
 
 def _redacted(message: str) -> str:
-    """Typst's first line, without quoted text that is not a name (it could quote an order's
-    value, and render errors may be logged): ``unknown variable: foo`` stays."""
-    return _QUOTED.sub(lambda m: m[0] if _NAME.fullmatch(m[0][1:-1]) else m[0][0] + "…" + m[0][-1],
-                       message.splitlines()[0][:200])  # fmt: skip
+    """Typst's first line up to a colon (what follows may be a value: ``panicked with: <name>``),
+    without quoted text that is not a name: render errors may be logged, values never."""
+
+    def keep_names(quoted: re.Match[str]) -> str:
+        text = quoted[0]
+        return text if _NAME.fullmatch(text[1:-1]) else f"{text[0]}…{text[-1]}"
+
+    return _QUOTED.sub(keep_names, message.splitlines()[0].split(": ", 1)[0][:200])
 
 
 def check_source(path: Path) -> None:

@@ -412,3 +412,14 @@ def test_a_set_may_ask_for_a_tagged_pdf(templates: Path) -> None:
     for pdf, structure in ((untagged, False), (tagged, True)):
         with pikepdf.open(io.BytesIO(pdf)) as document:
             assert ("/StructTreeRoot" in document.Root) is structure
+
+
+def test_a_typst_error_names_the_mistake_but_no_order_value(templates: Path) -> None:
+    _set_with(templates, "probe", '#let d = json(bytes(sys.inputs.at("data")))\n#panic(d.billing.name)\n')
+    with pytest.raises(RenderError) as failed:
+        Renderer(templates)  # the warm-up lays out sample order 0
+    customer = sample_order(0)["customer"]
+    assert failed.value.reason == "render_error"
+    assert "panicked" in str(failed.value)
+    assert customer["last_name"] not in str(failed.value)
+    assert customer["first_name"] not in str(failed.value)
