@@ -86,8 +86,9 @@ integration: stack-up-registry
 chaos: stack-up
 	ORDERMAIL_CHAOS_SIZE=full $(BIN)/pytest tests/chaos
 
-# Figures in bench/results/latest.json (and scripts.json: each script's receipt against a Latin
-# one); `make bench ARGS="--events 5000"` to scale.
+# Figures in bench/results/latest.json, per template set (one per engine unless ARGS names some:
+# `make bench ARGS="--set default --set nordic"`), and scripts.json (each script's receipt
+# against a Latin one); `make bench ARGS="--events 5000"` to scale.
 bench: stack-up
 	$(BIN)/python -m bench.run $(ARGS)
 	$(BIN)/python -m bench.scripts

@@ -26,6 +26,8 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
+from delivery.suppression import InvalidAddress, normalise
+
 __all__ = ["MAX_LOCAL_LENGTH", "ReturnPath", "Token"]
 
 _CONTEXT = b"ordermail return path v2"
@@ -107,6 +109,12 @@ class ReturnPath:
         return hmac.new(self.secret, _CONTEXT + payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def _recipient_mac(self, payload: bytes, recipient: str) -> bytes:
-        folded = recipient.strip().strip("<>").lower().encode("utf-8", "surrogatepass")
+        # The suppression list's own form of the address: a bounce naming it in capitals, or its
+        # domain as an A-label (xn--), is about the same address the order gave.
+        bare = recipient.strip().strip("<>")
+        try:
+            folded = normalise(bare).encode()
+        except InvalidAddress:
+            folded = bare.lower().encode("utf-8", "surrogatepass")
         digest = hmac.new(self.secret, _RECIPIENT_CONTEXT + payload + b"\0" + folded, hashlib.sha256).digest()
         return digest[:_RECIPIENT_MAC_BYTES]

@@ -1,4 +1,6 @@
-"""Sends messages through an SMTP relay over a small pool of persistent aiosmtplib connections.
+"""Sends messages through an SMTP relay over a small pool of persistent connections: aiosmtplib
+sets each session up (TLS, EHLO, AUTH), ``transaction.py`` runs the transactions on it, pipelined
+when the relay offers PIPELINING.
 
 Every failure becomes a :class:`SendError` whose ``reason`` (one of :data:`SendReason`) the
 caller's error policy acts on; reply texts are never kept (relays echo addresses in them).
@@ -14,6 +16,8 @@ from enum import StrEnum
 from typing import Literal
 
 import aiosmtplib
+
+from delivery.transaction import Disconnected, Refused, ReplyTimeout, Transactions
 
 __all__ = ["SendError", "SendReason", "SendResult", "SmtpConfig", "SmtpPool", "TlsMode"]
 
@@ -49,6 +53,7 @@ class SmtpConfig:
     max_messages_per_connection: int = 100
     rate_limit_per_s: float = 0.0  # 0: unlimited
     throttle_pause_s: float = 5.0  # how long all sending pauses when the relay throttles us
+    pipelining: bool = True  # when the relay offers it (RFC 2920)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class SendError(Exception):
 
 @dataclass
 class _Connection:
-    client: aiosmtplib.SMTP
+    session: Transactions
     sent: int = 0
 
 
@@ -86,17 +91,17 @@ class SmtpPool:
         started = time.perf_counter()
         async with self._slots:
             connection = self._idle.pop() if self._idle else None
-            if connection is not None and not connection.client.is_connected:
+            if connection is not None and not connection.session.is_connected:
                 connection = None
             reused = connection is not None
             if connection is None:
                 connection = await self._connect()
             while True:
                 try:
-                    code = await _transaction(connection.client, message, sender, recipient)
+                    code = await _transaction(connection.session, message, sender, recipient)
                     break
-                except aiosmtplib.SMTPServerDisconnected:
-                    connection.client.close()
+                except Disconnected:
+                    connection.session.close()
                     if not reused:
                         raise SendError("smtp_disconnected") from None
                     # The relay closed an idle connection: one more try on a fresh one.
@@ -132,7 +137,7 @@ class SmtpPool:
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(_quit(c.client) for c in idle))
+        await asyncio.gather(*(_quit(c.session) for c in idle))
 
     async def _connect(self) -> _Connection:
         config = self._config
@@ -152,56 +157,63 @@ class SmtpPool:
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()  # a half-open session (TLS or AUTH refused) must not leak its socket
             raise _connect_error(exc) from None
-        return _Connection(client)
+        try:
+            await _greet(client)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise _greeting_error(exc) from None
+        try:
+            return _Connection(Transactions(client, timeout_s=config.timeout_s, pipelining=config.pipelining))
+        except Disconnected:
+            client.close()
+            raise SendError("smtp_disconnected") from None
 
     def _release(self, connection: _Connection) -> None:
         if connection.sent >= self._config.max_messages_per_connection:
-            asyncio.get_running_loop().create_task(_quit(connection.client))
+            asyncio.get_running_loop().create_task(_quit(connection.session))
         else:
             self._idle.append(connection)
 
     async def _recycle_after(self, error: SendError, connection: _Connection) -> None:
-        if error.code is None or not connection.client.is_connected:
-            connection.client.close()
+        if error.code is None or not connection.session.is_connected:
+            connection.session.close()
             return
         try:  # a refused transaction leaves the session usable after RSET
-            await connection.client.rset()
-        except aiosmtplib.SMTPException:
-            connection.client.close()
+            await connection.session.reset()
+        except (Refused, Disconnected, ReplyTimeout, OSError):
+            connection.session.close()
             return
         self._release(connection)
 
 
-async def _transaction(client: aiosmtplib.SMTP, message: bytes, sender: str, recipient: str) -> int:
-    international = not (sender.isascii() and recipient.isascii())
-    options = ["SMTPUTF8"] if international else []
+async def _transaction(session: Transactions, message: bytes, sender: str, recipient: str) -> int:
+    mail_options: list[str] = []
     recipient_options: list[str] = []
+    if session.supports("dsn"):
+        # RFC 3461: a bounce returns the headers only, not the receipt (personal data, the
+        # PDF), and names the address we gave (ORCPT) even after forwarding: ordermail
+        # feedback checks the return path's token against it.
+        mail_options.append("RET=HDRS")
+        if recipient.isascii():
+            recipient_options.append(f"ORCPT=rfc822;{_xtext(recipient)}")
     try:
-        if client.is_ehlo_or_helo_needed:  # aiosmtplib greets lazily: the extensions come with it
-            await client.ehlo()
-        if client.supports_extension("dsn"):
-            # RFC 3461: a bounce returns the headers only, not the receipt (personal data, the
-            # PDF), and names the address we gave (ORCPT) even after forwarding: ordermail
-            # feedback checks the return path's token against it.
-            options.append("RET=HDRS")
-            if recipient.isascii():
-                recipient_options.append(f"ORCPT=rfc822;{_xtext(recipient)}")
-        await client.mail(sender, options=options, encoding="utf-8" if international else "ascii")
-        await client.rcpt(
-            recipient, options=recipient_options, encoding="utf-8" if international else "ascii"
+        return await session.send(
+            message,
+            sender=sender,
+            recipient=recipient,
+            mail_options=mail_options,
+            recipient_options=recipient_options,
         )
-        response = await client.data(message)
-    except aiosmtplib.SMTPServerDisconnected:
+    except Disconnected:
         raise
-    except aiosmtplib.SMTPResponseException as exc:
-        raise _reply_error(exc.code, exc.message) from None
-    except aiosmtplib.SMTPTimeoutError:
-        client.close()
+    except Refused as refused:
+        raise _reply_error(refused.code, refused.text) from None
+    except ReplyTimeout:
+        session.close()
         raise SendError("smtp_timeout") from None
-    except (aiosmtplib.SMTPException, OSError):
-        client.close()
+    except OSError:
+        session.close()
         raise SendError("smtp_unreachable") from None
-    return response.code
 
 
 def _xtext(text: str) -> str:
@@ -209,11 +221,11 @@ def _xtext(text: str) -> str:
     return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in text)
 
 
-async def _quit(client: aiosmtplib.SMTP) -> None:
+async def _quit(session: Transactions) -> None:
     try:
-        await client.quit()
-    except (aiosmtplib.SMTPException, OSError):
-        client.close()
+        await session.quit()
+    except (Refused, Disconnected, ReplyTimeout, OSError):
+        session.close()
 
 
 _THROTTLE_WORDS = ("rate", "throttl", "too many", "limit", "slow down")
@@ -226,6 +238,29 @@ def _reply_error(code: int, text: str) -> SendError:
     if 400 <= code < 500:
         return SendError("smtp_transient", code=code)
     return SendError("smtp_permanent", code=code)
+
+
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    """EHLO (HELO if refused) where aiosmtplib has not greeted yet: after STARTTLS it greets again
+    only with the next command, and the transactions do not go through it."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+
+
+def _greeting_error(exc: Exception) -> SendError:
+    """Classified as the first transaction's failure, as when aiosmtplib greeted within MAIL."""
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return SendError("smtp_disconnected")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _reply_error(exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return SendError("smtp_timeout")
+    return SendError("smtp_unreachable")
 
 
 def _connect_error(exc: Exception) -> SendError:

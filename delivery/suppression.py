@@ -100,7 +100,11 @@ class Suppression:
 
     def ends_at(self, ttl: timedelta | None) -> datetime | None:
         """When it stops suppressing: its own expiry or ``ttl`` after it was added (None: never)."""
-        ends = [t for t in (self.expires_at, self.added_at + ttl if ttl else None) if t is not None]
+        try:
+            after_ttl = self.added_at + ttl if ttl else None
+        except OverflowError:  # added near the end of time: the TTL never runs out
+            after_ttl = None
+        ends = [t for t in (self.expires_at, after_ttl) if t is not None]
         return min(ends, default=None)
 
     def active(self, now: datetime, ttl: timedelta | None) -> bool:

@@ -50,7 +50,10 @@ def encrypt_pdf(pdf: bytes, user_password: str) -> bytes:
     """``pdf`` encrypted with AES-256 (R6) for ``user_password``."""
     if not user_password:
         raise RenderError("encryption_failed", "an empty user password would leave the PDF open")
-    handler = new_handler(user_password, _P)
+    try:
+        handler = new_handler(user_password, _P)
+    except Exception as exc:  # noqa: BLE001 - OpenSSL through ctypes or cryptography: not sendable
+        raise RenderError("encryption_failed", f"key derivation failed ({type(exc).__name__})") from None
     try:
         encrypted = _copy_encryption(pdf, handler)
     except Exception as exc:  # noqa: BLE001 - pikepdf/qpdf raise many types; all mean "not sendable"

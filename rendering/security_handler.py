@@ -3,8 +3,10 @@
 qpdf can compute these itself, but the qpdf bundled with pikepdf's wheels uses its own C++
 crypto, and revision 6's password hash (algorithm 2.B: at least 64 rounds of AES-128 over
 ~3 KB plus SHA-2) then costs ~2 ms each, ~8 ms per document. Here the same arithmetic runs in
-OpenSSL (the ``cryptography`` package) in ~1.2 ms. ``tests/unit/test_encryption.py`` checks the
-result against qpdf and poppler, which derive the key from the password on their own.
+OpenSSL: AES through the system's ``libcrypto`` re-keyed in place (``libcrypto.py``; through the
+``cryptography`` package where there is none, ~25 % slower), SHA-2 through ``hashlib``: ~0.8 ms
+a hash. ``tests/unit/test_encryption.py`` checks the result against qpdf and poppler, which
+derive the key from the password on their own.
 
 Only the user password's entries (``/U``, ``/UE``) are derived from a password. ``/O`` and
 ``/OE`` are random bytes: the owner password is meant to be unknown to everybody, and random
@@ -21,9 +23,12 @@ from dataclasses import dataclass
 import pikepdf
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from rendering.libcrypto import CbcEncrypt, cbc_encrypter
+
 __all__ = ["SecurityHandler", "new_handler", "permission_bits"]
 
 _SHA2 = (hashlib.sha256, hashlib.sha384, hashlib.sha512)
+_MAX_ROUND_BYTES = 64 * (127 + 64 + 48)  # 64 times (password, longest hash, an owner's /U)
 
 
 @dataclass(frozen=True)
@@ -77,16 +82,26 @@ def new_handler(user_password: str, permissions: int) -> SecurityHandler:
 
 def password_hash(password: bytes, salt: bytes, user_key: bytes = b"") -> bytes:
     """Algorithm 2.B: rounds of AES-128-CBC and SHA-256/384/512 until the data says stop."""
+    with cbc_encrypter(_MAX_ROUND_BYTES) as encrypt:
+        return hash_rounds(password, salt, user_key, encrypt or cryptography_cbc)
+
+
+def hash_rounds(password: bytes, salt: bytes, user_key: bytes, encrypt: CbcEncrypt) -> bytes:
     key = hashlib.sha256(password + salt + user_key).digest()
     rounds = 0
     while True:
-        encryptor = Cipher(algorithms.AES(key[:16]), modes.CBC(key[16:32])).encryptor()
-        data = encryptor.update((password + key + user_key) * 64) + encryptor.finalize()
+        data = encrypt(key[:16], key[16:32], (password + key + user_key) * 64)
         # The first 16 bytes as a big-endian number, mod 3; 256 ≡ 1 (mod 3), so the byte sum.
         key = _SHA2[sum(data[:16]) % 3](data).digest()
         rounds += 1
         if rounds >= 64 and data[-1] <= rounds - 32:
             return key[:32]
+
+
+def cryptography_cbc(key: bytes, iv: bytes, data: bytes) -> memoryview:
+    """AES-128-CBC, no padding, through the ``cryptography`` package (the portable path)."""
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return memoryview(encryptor.update(data) + encryptor.finalize())
 
 
 def permission_bits(allow: pikepdf.Permissions) -> int:

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
 
     smtp_throttle_pause_s: Annotated[float, Field(validation_alias=_env("SMTP_THROTTLE_PAUSE_S"), ge=0)] = 5.0
     smtp_rate_limit_per_s: Annotated[float, Field(validation_alias=_env("SMTP_RATE_LIMIT_PER_S"), ge=0)] = 0.0
+    smtp_pipelining: Annotated[bool, Field(validation_alias=_env("SMTP_PIPELINING"))] = True
 
     mail_from: Annotated[str, Field(validation_alias=_env("ORDERMAIL_MAIL_FROM"))] = "orders@shop.example"
     message_id_domain: Annotated[str | None, Field(validation_alias=_env("ORDERMAIL_MESSAGE_ID_DOMAIN"))] = (
@@ -244,6 +245,7 @@ class Settings(BaseSettings):
             max_messages_per_connection=self.smtp_max_messages_per_connection,
             rate_limit_per_s=self.smtp_rate_limit_per_s,
             throttle_pause_s=self.smtp_throttle_pause_s,
+            pipelining=self.smtp_pipelining,
         )
 
     def retry_schedule(self) -> RetrySchedule:

@@ -14,10 +14,10 @@ import hmac
 import logging
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
@@ -37,12 +37,14 @@ if TYPE_CHECKING:
     from consumer.kafka.publisher import OutcomePublisher
     from schemas import Codec
 
-__all__ = ["FeedbackHandler", "SoftBounces", "Suppressor", "TryLater"]
+__all__ = ["FeedbackHandler", "SoftBounces", "Suppressor", "TryLater", "credible", "feedback_id"]
 
 log = logging.getLogger("ordermail.feedback")
 
 # Signed by the ESP, which knows whom it sent to; DSN and ARF recipients must match the token.
 _SIGNED_SOURCES = frozenset({Source.SES, Source.SENDGRID})
+_CREDIBLE_PAST = timedelta(days=30)
+_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class TryLater(Exception):
@@ -66,11 +68,17 @@ class SoftBounces:
         self._max = max_addresses
         self._key = secrets.token_bytes(32)
         self._seen: dict[bytes, deque[float]] = {}
+        self._reports: OrderedDict[str, None] = OrderedDict()  # feedback ids counted already
 
-    def count(self, address: str, now: float) -> bool:
-        """Notes one; True when this one reaches the limit."""
-        if self._limit <= 0:
+    def count(self, address: str, now: float, feedback_id: str = "") -> bool:
+        """Notes one; True when this one reaches the limit. A report counted before (the same
+        ``feedback_id``: redelivered, replayed) is not counted again."""
+        if self._limit <= 0 or (feedback_id and feedback_id in self._reports):
             return False
+        if feedback_id:
+            self._reports[feedback_id] = None
+            while len(self._reports) > self._max:
+                self._reports.popitem(last=False)
         key = hmac.new(self._key, address.strip().lower().encode(), hashlib.sha256).digest()
         times = self._seen.pop(key, None) or deque(maxlen=self._limit)
         while times and now - times[0] > self._window_s:
@@ -92,13 +100,18 @@ class FeedbackHandler:
     soft_bounces: SoftBounces
     lookup_timeout_s: float = 30.0
 
-    async def handle(self, reports: Sequence[Report], origin: bytes, arrived_at: float) -> None:
-        """Publishes each report about one of our sent e-mails. ``origin``: a digest of the
-        report as received, from which each record's ``feedback_id`` is derived."""
-        for number, report in enumerate(reports):
-            await self._one(
-                report, hashlib.sha256(origin + number.to_bytes(4, "big")).hexdigest()[:32], arrived_at
-            )
+    async def handle(self, reports: Sequence[Report], arrived_at: float) -> None:
+        """Publishes each report about one of our sent e-mails; :class:`TryLater` when any could
+        not be settled now, whatever the cause (never an error the sender would take as final)."""
+        for report in credible(reports):
+            try:
+                await self._one(report, feedback_id(report), arrived_at)
+            except TryLater:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a registry, the suppression topic...: it comes again
+                log.error("feedback not settled", extra={"error.type": type(exc).__name__})
+                metrics.FEEDBACK_RETRY_LATER.labels(report.source.value).inc()
+                raise TryLater(type(exc).__name__) from None
 
     async def _one(self, report: Report, feedback_id: str, arrived_at: float) -> None:
         source = report.source.value
@@ -111,7 +124,10 @@ class FeedbackHandler:
             metrics.FEEDBACK_RETRY_LATER.labels(source).inc()
             raise TryLater("outcome index behind") from None
         if sent is None:
+            # No order to file it under (older than the index reaches), but a report whose token
+            # was made for its recipient still proves the address bounced or complained.
             metrics.FEEDBACK_DROPPED.labels(source, "uncorrelated").inc()
+            await self._suppress(report, feedback_id)
             return
         outcome_context = _span_context(sent)
         links = [Link(outcome_context)] if outcome_context is not None else []
@@ -125,7 +141,7 @@ class FeedbackHandler:
                 await self.publisher.publish(
                     self.topic, sent.order_id.encode(), value, sent.partition, inject_into([])
                 )
-                await self._suppress(report)
+                await self._suppress(report, feedback_id)
             except PublishError as exc:
                 metrics.FEEDBACK_RETRY_LATER.labels(source).inc()
                 raise TryLater(str(exc)) from None
@@ -135,12 +151,16 @@ class FeedbackHandler:
             extra={"event_id": report.event_id, "kind": report.kind.value, "source": source},
         )
 
-    async def _suppress(self, report: Report) -> None:
-        reason = _suppression_reason(report, self.soft_bounces)
-        if reason is None or self.suppressor is None or report.recipient is None:
+    async def _suppress(self, report: Report, feedback_id: str) -> None:
+        if report.recipient is None or report.kind not in (Kind.BOUNCED, Kind.COMPLAINED):
             return
         if not (report.recipient_confirmed or report.source in _SIGNED_SOURCES):
+            # Checked before anything is counted: an unconfirmed address must not even move
+            # closer to suppression (soft bounces), or a customer could prime someone else's.
             metrics.SUPPRESSION_REFUSED.labels(report.source.value).inc()
+            return
+        reason = _suppression_reason(report, self.soft_bounces, feedback_id)
+        if reason is None or self.suppressor is None:
             return
         try:
             await self.suppressor.add(
@@ -152,18 +172,40 @@ class FeedbackHandler:
         metrics.SUPPRESSIONS_ADDED.labels(reason).inc()
 
 
-def _suppression_reason(report: Report, soft_bounces: SoftBounces) -> str | None:
+def _suppression_reason(report: Report, soft_bounces: SoftBounces, feedback_id: str) -> str | None:
     if report.kind is Kind.COMPLAINED:
         return "complaint"
     if report.kind is not Kind.BOUNCED or report.recipient is None:
         return None
     if report.bounce_type == "hard":
         return "hard_bounce"
-    return "soft_bounces" if soft_bounces.count(report.recipient, time.monotonic()) else None
+    counted = soft_bounces.count(report.recipient, time.monotonic(), feedback_id)
+    return "soft_bounces" if counted else None
+
+
+def credible(reports: Sequence[Report]) -> list[Report]:
+    """What a report may publish. An e-mail has one recipient: of a DSN's or complaint's blocks,
+    those whose recipient the token was made for, else only the first, so one report cannot
+    multiply records (or alerts) for its event. ESP events are signed and kept as they are."""
+    signed = [r for r in reports if r.source in _SIGNED_SOURCES]
+    reported = [r for r in reports if r.source not in _SIGNED_SOURCES]
+    confirmed = [r for r in reported if r.recipient_confirmed]
+    return signed + (confirmed[:1] or reported[:1])
+
+
+def feedback_id(report: Report) -> str:
+    """The same for every delivery of the same news about the same e-mail (a relay retrying, a
+    webhook replayed, a report altered in a detail): consumers drop duplicates by it."""
+    facts = (report.event_id, report.attempt, report.kind.value, report.source.value, report.bounce_type)
+    return hashlib.sha256(repr(facts).encode()).hexdigest()[:32]
 
 
 def _record(report: Report, sent: Sent, feedback_id: str) -> dict[str, Any]:
     now = datetime.now(UTC)
+    # The report's own date is the sender's to write: believed only within bounds.
+    occurred = report.occurred_at
+    if occurred is None or not now - _CREDIBLE_PAST <= occurred <= now + _CLOCK_SKEW:
+        occurred = now
     context = _span_context(sent)
     return {
         "event_id": report.event_id,
@@ -172,7 +214,7 @@ def _record(report: Report, sent: Sent, feedback_id: str) -> dict[str, Any]:
         "bounce_type": report.bounce_type,
         "status_code": report.status_code,
         "source": report.source.value,
-        "occurred_at": report.occurred_at or now,
+        "occurred_at": occurred,
         "recipient_domain": sent.recipient_domain,
         "attempt": report.attempt,
         "message_id": sent.message_id,

@@ -73,7 +73,9 @@ class OutcomeIndex:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._at_end: set[int] = set()
         self._partitions: set[int] = set()
-        self._caught_up_at = float("-inf")  # monotonic time the index last stood at the end
+        # Per partition, when it last stood at its end: all it had before then has been read.
+        self._end_seen_at: dict[int, float] = {}
+        self._caught_up_at = float("-inf")  # the earliest of those: the whole index is that fresh
         self._running = True
         self._failure: str | None = None
         self._thread = threading.Thread(target=self._follow, name="outcome-index", daemon=True)
@@ -147,8 +149,13 @@ class OutcomeIndex:
                 with self._lock:
                     for message in messages:
                         self._take(message)
-                    if not messages and self._at_end >= self._partitions:
-                        self._caught_up_at = time.monotonic()
+                    if not messages:  # nothing came: whatever stood at its end still does
+                        now = time.monotonic()
+                        self._end_seen_at.update(dict.fromkeys(self._at_end, now))
+                    if len(self._end_seen_at) == len(self._partitions):
+                        # A busy topic is never empty for a whole poll: each partition's own
+                        # end-of-partition events say how far it has been read.
+                        self._caught_up_at = min(self._end_seen_at.values())
                     self._wake()
         except Exception as exc:  # the service reports not ready; the log says why
             log.exception("outcome index stopped")
@@ -168,6 +175,7 @@ class OutcomeIndex:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 self._at_end.add(partition)
+                self._end_seen_at[partition] = time.monotonic()
             elif error.fatal():
                 raise RuntimeError(error.name())
             return

@@ -97,6 +97,7 @@ class FeedbackService:
             host=settings.feedback_smtp_host,
             port=settings.feedback_smtp_port,
             max_message_bytes=settings.feedback_max_message_bytes,
+            complaints_local_part=settings.feedback_complaints_local_part,
         )
         http = await start_webhook_receiver(handler, settings)
         self.smtp_port = smtp.sockets[0].getsockname()[1]

@@ -33,10 +33,15 @@ class FeedbackSettings(Settings):
     feedback_health_port: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_HEALTH_PORT"), ge=0)
     ] = 8042
-    # A DSN may return the whole e-mail (RET=FULL), PDF included: 10 MiB leaves room for that.
+    # We ask for headers only (RET=HDRS); relays that return more cap it (Postfix at 50 kB,
+    # Exim at 100 kB by default): 1 MiB leaves room, and bounds what a session may hold.
     feedback_max_message_bytes: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_MAX_MESSAGE_BYTES"), ge=64 * 1024)
-    ] = 10 * 1024 * 1024
+    ] = 1024 * 1024
+    # The feedback-loop mailbox at the return-path domain (complaints arrive there, token inside).
+    feedback_complaints_local_part: Annotated[
+        str, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_COMPLAINTS_LOCAL_PART"), min_length=1)
+    ] = "fbl"
     feedback_max_webhook_bytes: Annotated[
         int, Field(validation_alias=_env("ORDERMAIL_FEEDBACK_MAX_WEBHOOK_BYTES"), ge=16 * 1024)
     ] = 1024 * 1024

@@ -11,7 +11,6 @@ logged.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,19 +25,24 @@ if TYPE_CHECKING:
     from consumer.feedback.handling import FeedbackHandler
     from delivery.return_path import ReturnPath
 
-__all__ = ["MAX_RECIPIENTS", "MAX_SESSIONS", "ReportReceiver", "start_smtp_receiver"]
+__all__ = ["MAX_LINES", "MAX_RECIPIENTS", "MAX_SESSIONS", "ReportReceiver", "start_smtp_receiver"]
 
 log = logging.getLogger("ordermail.feedback")
 MAX_RECIPIENTS = 10  # one report names one e-mail's return path
-MAX_SESSIONS = 32  # x the size limit: what the receiver may hold in memory at worst
+MAX_SESSIONS = 16  # x the size limit (and aiosmtpd's per-line overhead): memory at worst
+MAX_LINES = 50_000  # a DSN with the whole e-mail returned (base64 PDF) has a few thousand
 
 
 class ReportReceiver:
     """aiosmtpd handler: RCPT checks the domain, DATA reads and settles the report."""
 
-    def __init__(self, handler: FeedbackHandler, return_path: ReturnPath) -> None:
+    def __init__(self, handler: FeedbackHandler, return_path: ReturnPath, complaints_local_part: str) -> None:
         self._handler = handler
         self._return_path = return_path
+        self._complaints = complaints_local_part.lower()
+        # Reading a report costs memory and CPU out of proportion to its size (the ``email``
+        # package keeps every line): two at a time, whatever the number of sessions.
+        self._reading = asyncio.Semaphore(2)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -48,6 +52,13 @@ class ReportReceiver:
             return "550 5.7.1 Relaying denied: only the return-path domain is served here"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        # Only addresses that can carry a report we would believe: a genuine token (bounces), or
+        # the feedback-loop mailbox (complaints carry their token inside). Nobody else gets to
+        # send a message to be read.
+        local_part = address.rpartition("@")[0].lower()
+        if local_part != self._complaints and self._return_path.parse(address) is None:
+            metrics.FEEDBACK_DROPPED.labels("smtp", "unsigned").inc()
+            return "550 5.1.1 No such return path"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -56,16 +67,26 @@ class ReportReceiver:
     ) -> str:
         arrived_at = time.monotonic()
         data = envelope.original_content or b""
-        inbound = await asyncio.to_thread(read_inbound, data, list(envelope.rcpt_tos), self._return_path)
+        if data.count(b"\n") > MAX_LINES:  # a report is short; this many lines is an attack on memory
+            metrics.FEEDBACK_DROPPED.labels("smtp", "too_many_lines").inc()
+            return "250 OK: not a report about one of our e-mails, dropped"
+        async with self._reading:
+            inbound = await asyncio.to_thread(read_inbound, data, list(envelope.rcpt_tos), self._return_path)
         if inbound.dropped is not None:
             metrics.FEEDBACK_DROPPED.labels("smtp", inbound.dropped).inc()
             log.info("report dropped", extra={"reason": inbound.dropped})
             return "250 OK: not a report about one of our e-mails, dropped"
         try:
-            await self._handler.handle(inbound.reports, hashlib.sha256(data).digest(), arrived_at)
+            await self._handler.handle(inbound.reports, arrived_at)
         except TryLater:
             return "451 4.3.0 Try again later"
         return "250 OK"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Whatever went wrong is ours, and temporary: aiosmtpd's own answer would be a 500 (the
+        relay would drop the report) naming the error."""
+        log.error("report session failed", extra={"error.type": type(error).__name__})
+        return "451 4.3.0 Try again later"
 
 
 class _Bounded(SMTP):
@@ -92,9 +113,15 @@ class _Bounded(SMTP):
 
 
 async def start_smtp_receiver(
-    handler: FeedbackHandler, return_path: ReturnPath, *, host: str, port: int, max_message_bytes: int
+    handler: FeedbackHandler,
+    return_path: ReturnPath,
+    *,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    complaints_local_part: str,
 ) -> asyncio.Server:
-    receiver = ReportReceiver(handler, return_path)
+    receiver = ReportReceiver(handler, return_path, complaints_local_part)
     # aiosmtpd logs every command at INFO: a stray sender's address among them.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
@@ -106,7 +133,7 @@ async def start_smtp_receiver(
             decode_data=False,
             hostname=return_path.domain,
             ident="ordermail feedback",
-            timeout=60,
+            timeout=120,  # per command; reading and settling a report may take a while
             command_call_limit=100,  # per command and session: a session cannot loop forever
         )
 

@@ -8,7 +8,6 @@ it should come again, 404 for an ESP that is not configured.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -64,7 +63,7 @@ def _route(handler: FeedbackHandler, source: str, parse: Parse) -> Callable[[web
         if result.malformed:
             metrics.FEEDBACK_DROPPED.labels(source, "malformed_entry").inc(result.malformed)
         try:
-            await handler.handle(result.reports, hashlib.sha256(body).digest(), arrived_at)
+            await handler.handle(result.reports, arrived_at)
         except TryLater:
             return web.Response(status=503, text="try again later\n", headers={"Retry-After": "30"})
         return web.Response(text="ok\n")

@@ -188,6 +188,13 @@ class SuppressionFollower:
         close_with_timeout(self._consumer, timeout_s=5)
 
     def _run(self) -> None:
+        try:
+            self._follow_until_stopped()
+        except Exception as exc:  # a stale list must not go unnoticed: not ready, exit 1
+            self.problem = f"suppression list not followed: {type(exc).__name__}"
+            log.exception("%s", self.problem)
+
+    def _follow_until_stopped(self) -> None:
         while not self._stopping.is_set():
             message = self._consumer.poll(0.5)
             if message is None:

@@ -69,7 +69,7 @@ def _suppression_commands(commands: Any) -> None:
     add = actions.add_parser("add", help="suppress an address (source: operator)")
     add.add_argument("address", metavar="ADDRESS")
     add.add_argument("--reason", default="operator", choices=sorted(REASONS))
-    add.add_argument("--expires-days", type=_positive, metavar="N", help="stops suppressing after N days")
+    add.add_argument("--expires-days", type=_days, metavar="N", help="stops suppressing after N days")
     _json_argument(add)
     remove = actions.add_parser("remove", help="write the address's tombstone (exit 3: not listed)")
     remove.add_argument("address", metavar="ADDRESS")
@@ -273,6 +273,13 @@ def _personal_argument(parser: argparse.ArgumentParser) -> None:
 
 def _json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+
+
+def _days(text: str) -> float:
+    value = _positive(text)
+    if value > 36_500:  # beyond that a date overflows; a century is forever enough
+        raise argparse.ArgumentTypeError("at most 36500 days")
+    return value
 
 
 def _positive(text: str) -> float:

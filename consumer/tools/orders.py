@@ -30,8 +30,11 @@ from schemas import FEEDBACK_SCHEMA, ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, 
 from schemas.validation import is_order_id
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from consumer.app.settings import Settings
     from schemas import Codec
+    from schemas.codec import Schema
 
 __all__ = ["history", "resend"]
 
@@ -51,16 +54,10 @@ def history(reader: Reader, codec: Codec, order_id: str) -> dict[str, Any]:
     if partition not in reader.partitions(topic):
         raise ToolError(f"{topic} has no partition {partition}: it needs the input topic's partition count")
     key = order_id.encode()
-    found = []
-    starts = {partition: reader.bounds(topic, partition)[0]}
-    for message in reader.read(topic, starts, f"reading {topic} [{partition}]"):
-        if message.key() != key:
-            continue
-        try:
-            outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
-        except DecodeError:
-            continue
-        found.append((outcome["occurred_at"], int(message.offset() or 0), outcome))
+    found = [
+        (outcome["occurred_at"], offset, outcome)
+        for offset, outcome in _keyed(reader, codec, topic, partition, key=key, schema=OUTCOME_SCHEMA)
+    ]
     found.sort(key=lambda item: (item[0], item[1]))
     return {
         "order_id": order_id,
@@ -80,28 +77,34 @@ def _feedback(reader: Reader, codec: Codec, key: bytes, partition: int) -> list[
             return []
     except ToolError:
         return []
-    found = []
+    found = [
+        {
+            "time": record["occurred_at"].astimezone(UTC).isoformat(timespec="milliseconds"),
+            "kind": record["kind"],
+            "bounce_type": record["bounce_type"],
+            "status_code": record["status_code"],
+            "source": record["source"],
+            "attempt": record["attempt"],
+            "event_id": record["event_id"],
+            "feedback_id": record["feedback_id"],
+        }
+        for _, record in _keyed(reader, codec, topic, partition, key=key, schema=FEEDBACK_SCHEMA)
+    ]
+    return sorted(found, key=lambda item: str(item["time"]))
+
+
+def _keyed(
+    reader: Reader, codec: Codec, topic: str, partition: int, *, key: bytes, schema: Schema
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(offset, record) of the partition's records with ``key`` that decode with ``schema``."""
     starts = {partition: reader.bounds(topic, partition)[0]}
     for message in reader.read(topic, starts, f"reading {topic} [{partition}]"):
         if message.key() != key:
             continue
         try:
-            record = codec.decode(message.value() or b"", FEEDBACK_SCHEMA)
+            yield int(message.offset() or 0), codec.decode(message.value() or b"", schema)
         except DecodeError:
             continue
-        found.append(
-            {
-                "time": record["occurred_at"].astimezone(UTC).isoformat(timespec="milliseconds"),
-                "kind": record["kind"],
-                "bounce_type": record["bounce_type"],
-                "status_code": record["status_code"],
-                "source": record["source"],
-                "attempt": record["attempt"],
-                "event_id": record["event_id"],
-                "feedback_id": record["feedback_id"],
-            }
-        )
-    return sorted(found, key=lambda item: str(item["time"]))
 
 
 def _shown(outcome: dict[str, Any], offset: int) -> dict[str, Any]:

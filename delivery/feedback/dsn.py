@@ -9,10 +9,19 @@ carry the receipt, PDF included) is never looked at beyond its Message-ID.
 
 from __future__ import annotations
 
+import re
 from email.message import Message
 
 from delivery.feedback.model import Kind, Report, Source, bounce_type_of, enhanced_code
-from delivery.feedback.parts import address_field, date_field, domain_of, field, find_part, returned_headers
+from delivery.feedback.parts import (
+    address_field,
+    date_field,
+    domain_of,
+    field,
+    find_part,
+    returned_headers,
+    xtext_decoded,
+)
 
 __all__ = ["is_dsn", "parse_dsn"]
 
@@ -28,47 +37,49 @@ MAX_RECIPIENT_BLOCKS = 50  # one e-mail has one recipient; a report listing more
 
 
 def is_dsn(message: Message) -> bool:
-    return (
-        message.get_content_type() == "multipart/report"
-        and str(message.get_param("report-type", "", header="content-type")).lower() == "delivery-status"
-    )
+    return message.get_content_type() == "multipart/report" and str(
+        message.get_param("report-type", "", header="content-type")
+    ).lower() in ("delivery-status", "global-delivery-status")
 
 
-def parse_dsn(message: Message) -> list[Report]:
+def parse_dsn(message: Message, data: bytes = b"") -> list[Report]:
     """The recipient blocks of a DSN as reports; [] when it has no readable delivery-status part.
     ``event_id``/``attempt`` are left for the caller, who knows the envelope the DSN came in."""
     status = find_part(message, "message/delivery-status")
-    if status is None:
-        return []
-    blocks = _blocks(status)
+    if status is not None:
+        blocks = _blocks(status)
+    else:  # RFC 6533, for international addresses: the ``email`` package does not split it
+        status = find_part(message, "message/global-delivery-status")
+        blocks = _global_blocks(data) if status is not None else []
     if len(blocks) < 2:
         return []
     per_message, recipients = blocks[0], blocks[1 : 1 + MAX_RECIPIENT_BLOCKS]
     arrival = date_field(per_message.get("Arrival-Date"))
-    original = returned_headers(message)
-    original_id = (
-        str(original["Message-ID"]).strip() if original is not None and original["Message-ID"] else None
-    )
+    original_id = field(returned_headers(message), "Message-ID")
     reports = []
     for block in recipients:
         kind = _ACTIONS.get((field(block, "Action") or "").lower())
         if kind is None:
             continue
-        code = enhanced_code(str(block.get("Status", ""))) or enhanced_code(
-            str(block.get("Diagnostic-Code", ""))
+        code = enhanced_code(field(block, "Status")) or enhanced_code(field(block, "Diagnostic-Code"))
+        # Original-Recipient is the address we gave (ORCPT, maybe still in xtext); Final-Recipient
+        # may be a forward's. Any of them may be the one the token was made for.
+        original = address_field(field(block, "Original-Recipient"))
+        final = address_field(field(block, "Final-Recipient"))
+        spellings = list(
+            dict.fromkeys(a for a in (original, original and xtext_decoded(original), final) if a)
         )
-        recipient = address_field(block.get("Final-Recipient")) or address_field(
-            block.get("Original-Recipient")
-        )
+        recipient = spellings[0] if spellings else None
         reports.append(
             Report(
                 source=Source.DSN,
                 kind=kind,
-                occurred_at=date_field(block.get("Last-Attempt-Date")) or arrival,
+                occurred_at=date_field(field(block, "Last-Attempt-Date")) or arrival,
                 status_code=code,
                 bounce_type=bounce_type_of(code) if kind is Kind.BOUNCED else None,
                 message_id=original_id,
                 recipient=recipient,
+                alternatives=tuple(spellings[1:]),
                 recipient_domain=domain_of(recipient),
             )
         )
@@ -81,3 +92,29 @@ def _blocks(status: Message) -> list[Message]:
     if isinstance(payload, list):
         return [block for block in payload if isinstance(block, Message)]
     return []
+
+
+def _global_blocks(data: bytes) -> list[Message]:
+    """A ``message/global-delivery-status`` part (RFC 6533: fields in UTF-8) as its blocks, cut
+    from the raw message (the ``email`` package replaces its UTF-8 with U+FFFD). One linear
+    pass: the first such part, from its blank line to the next boundary."""
+    at = data.lower().find(b"message/global-delivery-status")
+    body = data.find(b"\n\r\n", at) if at >= 0 else -1
+    if body < 0:
+        body = data.find(b"\n\n", at) if at >= 0 else -1
+    if body < 0:
+        return []
+    end = data.find(b"\n--", body + 1)
+    text = data[body + 1 : end if end >= 0 else len(data)].decode("utf-8", "replace")
+    chunks = [chunk for chunk in re.split(r"\r?\n[ \t]*\r?\n", text) if chunk.strip()]
+    return [_fields_of(chunk) for chunk in chunks[: 1 + MAX_RECIPIENT_BLOCKS]]
+
+
+def _fields_of(chunk: str) -> Message:
+    """One block of ``Name: value`` lines (continuations folded), as a message's headers."""
+    block = Message()
+    for line in re.sub(r"\r?\n[ \t]+", " ", chunk.strip()).splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name.strip():
+            block[name.strip()] = value.strip()
+    return block

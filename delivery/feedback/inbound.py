@@ -42,16 +42,16 @@ def read_inbound(data: bytes, envelope_recipients: Iterable[str], return_path: R
     dropped. Never raises for what a sender can put in a message."""
     try:
         message = email.message_from_bytes(data, policy=email.policy.compat32)
-        return _read(message, list(envelope_recipients), return_path)
+        return _read(message, data, list(envelope_recipients), return_path)
     except (RecursionError, LookupError, ValueError, TypeError, AttributeError, IndexError):
         # The ``email`` package is lenient, but hostile nesting and odd charsets still reach
         # these; whatever it was, it was no report we can use.
         return Inbound(dropped="unparseable")
 
 
-def _read(message: Message, recipients: list[str], return_path: ReturnPath) -> Inbound:
+def _read(message: Message, data: bytes, recipients: list[str], return_path: ReturnPath) -> Inbound:
     if is_dsn(message):
-        return _dsn(message, recipients, return_path)
+        return _dsn(message, data, recipients, return_path)
     if is_arf(message):
         return _complaint(message, recipients, return_path)
     if is_auto_reply(message):
@@ -59,8 +59,8 @@ def _read(message: Message, recipients: list[str], return_path: ReturnPath) -> I
     return Inbound(dropped="not_a_report")
 
 
-def _dsn(message: Message, recipients: list[str], return_path: ReturnPath) -> Inbound:
-    reports = parse_dsn(message)
+def _dsn(message: Message, data: bytes, recipients: list[str], return_path: ReturnPath) -> Inbound:
+    reports = parse_dsn(message, data)
     if not reports:
         return Inbound(dropped="unparseable")
     token = _first_token(recipients, return_path)
@@ -80,8 +80,13 @@ def _complaint(message: Message, recipients: list[str], return_path: ReturnPath)
 
 
 def _named(report: Report, token: Token, return_path: ReturnPath) -> Report:
-    confirmed = report.recipient is not None and return_path.names_recipient(token, report.recipient)
-    return replace(report, event_id=token.event_id, attempt=token.attempt, recipient_confirmed=confirmed)
+    """The report as about the token's event; its recipient confirmed when any spelling of it
+    is the address the token was made for (and then that spelling is the one suppressed)."""
+    named = replace(report, event_id=token.event_id, attempt=token.attempt)
+    for spelling in (report.recipient, *report.alternatives):
+        if spelling is not None and return_path.names_recipient(token, spelling):
+            return replace(named, recipient=spelling, recipient_confirmed=True)
+    return named
 
 
 def is_auto_reply(message: Message) -> bool:

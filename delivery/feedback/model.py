@@ -53,6 +53,9 @@ class Report:
     attempt: int | None = None  # from the return path's token
     message_id: str | None = None
     recipient: str | None = field(default=None, repr=False)  # personal data: see the module doc
+    # Other spellings the report gives of the recipient (a DSN's Final-Recipient beside its
+    # Original-Recipient): any of them may be the one the return path's token was made for.
+    alternatives: tuple[str, ...] = field(default=(), repr=False)
     recipient_domain: str | None = None
     # The return path's token was made for ``recipient`` (DSN, ARF): only then may a report
     # suppress the address. ESP webhooks are signed by the ESP, which knows its recipients.

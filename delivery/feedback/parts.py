@@ -8,7 +8,15 @@ import email.utils
 from datetime import UTC, datetime
 from email.message import Message
 
-__all__ = ["address_field", "date_field", "domain_of", "field", "find_part", "returned_headers"]
+__all__ = [
+    "address_field",
+    "date_field",
+    "domain_of",
+    "field",
+    "find_part",
+    "returned_headers",
+    "xtext_decoded",
+]
 
 
 def field(message: Message | None, name: str) -> str | None:
@@ -48,9 +56,31 @@ def address_field(value: object) -> str | None:
     if not separator:
         kind, address = "rfc822", text
     address = address.strip().strip("<>").strip()
-    if kind.strip().lower() != "rfc822" or "@" not in address or any(c.isspace() for c in address):
+    # rfc822 (RFC 3464), utf-8 (RFC 6533, international addresses)
+    if (
+        kind.strip().lower() not in ("rfc822", "utf-8")
+        or "@" not in address
+        or any(c.isspace() for c in address)
+    ):
         return None
     return address
+
+
+def xtext_decoded(text: str) -> str:
+    """RFC 3461 xtext (``+XX`` for "+", "=" and what is not printable ASCII) decoded; as it was
+    when it is not valid xtext (a plain address with a "+")."""
+    out, index = [], 0
+    while index < len(text):
+        if text[index] == "+":
+            digits = text[index + 1 : index + 3]
+            if len(digits) != 2 or any(c not in "0123456789ABCDEF" for c in digits):
+                return text
+            out.append(chr(int(digits, 16)))
+            index += 3
+        else:
+            out.append(text[index])
+            index += 1
+    return "".join(out)
 
 
 def domain_of(address: str | None) -> str | None:

@@ -229,13 +229,18 @@ def test_forged_and_stray_mail_is_dropped_and_counted(
     [order] = _sent(kafka_bootstrap, topics, start_service, smtp_sink, 1)
     local, domain = order["return_path"].split("@")
     forged = f"{local[:37]}{'a' if local[37] != 'a' else 'b'}{local[38:]}@{domain}"
-    assert feedback.deliver(dsn(order["customer"]["email"]), [forged])[0] == 250  # accepted, dropped
+    with pytest.raises(aiosmtplib.SMTPRecipientRefused) as unsigned:  # no token: not even read
+        feedback.deliver(dsn(order["customer"]["email"]), [forged])
+    assert unsigned.value.code == 550
+    # Through the complaints mailbox a message is read, but a bounce there has no token to name
+    # its event by: dropped.
+    assert feedback.deliver(dsn(order["customer"]["email"]), ["fbl@bounces.shop.example"])[0] == 250
     out_of_office = b"From: x@customer.example\r\nAuto-Submitted: auto-replied\r\n\r\naway\r\n"
     assert feedback.deliver(out_of_office, [order["return_path"]])[0] == 250
     with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:  # it relays nothing
         feedback.deliver(dsn("a@b.example"), ["someone@elsewhere.example"])
     assert refused.value.code == 550
-    assert feedback.metric('ordermail_feedback_dropped_total{reason="unsigned",source="smtp"}') == 1
+    assert feedback.metric('ordermail_feedback_dropped_total{reason="unsigned",source="smtp"}') == 2
     assert feedback.metric('ordermail_feedback_dropped_total{reason="auto_reply",source="smtp"}') == 1
     # The genuine report still counts after the forged one: a record for its event, and only that.
     assert feedback.deliver(dsn(order["customer"]["email"]), [order["return_path"]])[0] == 250

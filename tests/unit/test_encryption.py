@@ -11,9 +11,16 @@ from pathlib import Path
 import pikepdf
 import pytest
 
-from rendering import Renderer, RenderError, encrypt_pdf
+from rendering import Renderer, RenderError, encrypt_pdf, security_handler
 from rendering.encrypt import PERMISSIONS, _check
-from rendering.security_handler import new_handler, password_hash, permission_bits
+from rendering.libcrypto import cbc_encrypter
+from rendering.security_handler import (
+    cryptography_cbc,
+    hash_rounds,
+    new_handler,
+    password_hash,
+    permission_bits,
+)
 from schemas.samples import sample_order
 
 
@@ -88,15 +95,48 @@ def test_permission_bits_match_what_qpdf_writes(plain: bytes, allow: pikepdf.Per
         assert int(encrypted.trailer.Encrypt.P) == permission_bits(allow)
 
 
-def test_the_password_hash_agrees_with_qpdfs() -> None:
-    """A document qpdf encrypted itself: our algorithm 2.B reproduces its /U from the password."""
+@pytest.mark.parametrize("through", ["libcrypto", "cryptography"])
+def test_the_password_hash_agrees_with_qpdfs(through: str) -> None:
+    """A document qpdf encrypted itself: our algorithm 2.B reproduces its /U and /O from the
+    passwords, through the system's libcrypto and through the portable fallback alike."""
     with pikepdf.new() as document:
         output = BytesIO()
-        document.save(output, encryption=pikepdf.Encryption(owner="owner", user="Pässwört", R=6))
+        document.save(output, encryption=pikepdf.Encryption(owner="Öwner ✓", user="Pässwört", R=6))
     with pikepdf.open(BytesIO(output.getvalue()), password="Pässwört") as encrypted:
-        u = bytes(encrypted.trailer.Encrypt.U)
+        u, o = bytes(encrypted.trailer.Encrypt.U), bytes(encrypted.trailer.Encrypt.O)
+    with cbc_encrypter(64 * (127 + 64 + 48)) as fast:
+        encrypt = fast if through == "libcrypto" else cryptography_cbc
+        assert encrypt is not None  # this machine has libcrypto: the fast path must not be skipped
+        assert hash_rounds("Pässwört".encode(), u[32:40], b"", encrypt) == u[:32]
+        assert hash_rounds(b"other", u[32:40], b"", encrypt) != u[:32]
+        # The owner's hash also mixes in the 48-byte /U: the longest rounds there are.
+        assert hash_rounds("Öwner ✓".encode(), o[32:40], u, encrypt) == o[:32]
     assert password_hash("Pässwört".encode(), u[32:40]) == u[:32]
-    assert password_hash(b"other", u[32:40]) != u[:32]
+
+
+def test_the_libcrypto_path_refuses_what_does_not_fit_its_buffer() -> None:
+    with cbc_encrypter(64) as encrypt:
+        assert encrypt is not None
+        assert bytes(encrypt(bytes(16), bytes(16), bytes(64))) == bytes(
+            cryptography_cbc(bytes(16), bytes(16), bytes(64))
+        )
+        for key, iv, data in (
+            (bytes(16), bytes(16), bytes(80)),
+            (bytes(16), bytes(16), bytes(15)),
+            (bytes(32), bytes(16), bytes(16)),
+        ):
+            with pytest.raises(ValueError, match="AES-128-CBC"):
+                encrypt(key, iv, data)
+
+
+def test_a_failing_key_derivation_fails_closed(plain: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> bytes:
+        raise RuntimeError("OpenSSL refused the key")
+
+    monkeypatch.setattr(security_handler, "password_hash", broken)
+    with pytest.raises(RenderError) as failed:
+        encrypt_pdf(plain, "12345-6789")
+    assert failed.value.reason == "encryption_failed"
 
 
 def test_each_document_gets_its_own_key_and_salts() -> None:

@@ -17,11 +17,19 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.app.settings": ["Settings", "kafka_passthrough"],
     "consumer.app.startup": ["check_environment"],
     "consumer.feedback": ["handling", "index", "service", "settings", "smtp_receiver", "webhooks"],
-    "consumer.feedback.handling": ["FeedbackHandler", "SoftBounces", "Suppressor", "TryLater"],
+    "consumer.feedback.handling": [
+        "FeedbackHandler",
+        "SoftBounces",
+        "Suppressor",
+        "TryLater",
+        "credible",
+        "feedback_id",
+    ],
     "consumer.feedback.index": ["IndexLagging", "OutcomeIndex", "Sent"],
     "consumer.feedback.service": ["FeedbackService"],
     "consumer.feedback.settings": ["FeedbackSettings"],
     "consumer.feedback.smtp_receiver": [
+        "MAX_LINES",
         "MAX_RECIPIENTS",
         "MAX_SESSIONS",
         "ReportReceiver",
@@ -203,6 +211,7 @@ EXPORTED: dict[str, list[str]] = {
         "field",
         "find_part",
         "returned_headers",
+        "xtext_decoded",
     ],
     "delivery.feedback.model": [
         "BounceType",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -82,8 +83,8 @@ def _bounce(**overrides: Any) -> Report:
     return Report(**{**values, **overrides})
 
 
-def _handle(handler: FeedbackHandler, *reports: Report, origin: bytes = b"report-1") -> None:
-    asyncio.run(handler.handle(reports, origin, 0.0))
+def _handle(handler: FeedbackHandler, *reports: Report) -> None:
+    asyncio.run(handler.handle(reports, 0.0))
 
 
 def _suppressed(handler: FeedbackHandler) -> list[tuple[str, str, str]]:
@@ -108,14 +109,38 @@ def test_a_hard_bounce_is_published_where_its_order_is_and_suppresses_the_addres
     assert _suppressed(handler) == [("kim@customer.example", "hard_bounce", "dsn")]
 
 
-def test_the_same_report_again_keeps_its_feedback_id() -> None:
+def test_the_same_news_again_keeps_its_feedback_id() -> None:
+    """A relay delivering a DSN twice, or someone replaying it altered: one id, which consumers
+    drop duplicates by."""
     handler = _handler()
-    _handle(handler, _bounce(), origin=b"same")
-    _handle(handler, _bounce(), origin=b"same")
-    _handle(handler, _bounce(), origin=b"other")
+    _handle(handler, _bounce())
+    _handle(handler, _bounce(occurred_at=datetime(2026, 12, 7, tzinfo=UTC), recipient_domain="x.example"))
+    _handle(handler, _bounce(kind=Kind.DELAYED, bounce_type=None, status_code="4.4.1"))
     codec = Codec.from_directory()
     ids = [codec.decode(r[2], FEEDBACK_SCHEMA)["feedback_id"] for r in handler.publisher.records]  # type: ignore[attr-defined]
     assert ids[0] == ids[1] != ids[2]
+
+
+def test_one_report_publishes_one_record_for_its_e_mail() -> None:
+    """A DSN listing fifty recipients about one e-mail: the one the token was made for, or
+    else the first, never fifty records (or fifty bounces in the alert's rate)."""
+    handler = _handler()
+    strangers = [_bounce(recipient=f"r{n}@elsewhere.example", recipient_confirmed=False) for n in range(50)]
+    _handle(handler, *strangers)
+    assert len(handler.publisher.records) == 1  # type: ignore[attr-defined]
+    _handle(handler, *strangers[:10], _bounce(), *strangers[10:])
+    assert len(handler.publisher.records) == 2  # type: ignore[attr-defined]
+    assert _suppressed(handler) == [("kim@customer.example", "hard_bounce", "dsn")]
+
+
+def test_a_date_the_report_makes_up_is_not_believed() -> None:
+    handler = _handler()
+    _handle(handler, _bounce(occurred_at=datetime(9999, 12, 31, tzinfo=UTC)))
+    _handle(handler, _bounce(kind=Kind.DELAYED, occurred_at=datetime(1970, 1, 1, tzinfo=UTC)))
+    codec = Codec.from_directory()
+    for _, _, value, _ in handler.publisher.records:  # type: ignore[attr-defined]
+        occurred = codec.decode(value, FEEDBACK_SCHEMA)["occurred_at"]
+        assert abs((occurred - datetime.now(UTC)).total_seconds()) < 60
 
 
 def test_only_the_recipient_the_token_was_made_for_is_suppressed() -> None:
@@ -134,11 +159,15 @@ def test_complaints_suppress_soft_bounces_only_past_the_limit() -> None:
     handler = _handler()
     _handle(handler, _bounce(kind=Kind.COMPLAINED, bounce_type=None, source=Source.ARF))
     assert _suppressed(handler) == [("kim@customer.example", "complaint", "arf")]
-    soft = _bounce(bounce_type="soft", status_code="4.2.2", recipient="full@customer.example")
-    for _ in range(2):
-        _handle(handler, soft)
+    soft = [
+        _bounce(bounce_type="soft", status_code="4.2.2", recipient="full@customer.example", attempt=n)
+        for n in range(3)
+    ]
+    for report in soft[:2]:
+        _handle(handler, report)
+    _handle(handler, soft[1])  # the same report again (a relay retrying) is not counted twice
     assert len(_suppressed(handler)) == 1
-    _handle(handler, soft)
+    _handle(handler, soft[2])
     assert _suppressed(handler)[-1] == ("full@customer.example", "soft_bounces", "dsn")
     _handle(
         handler, _bounce(kind=Kind.DELAYED, bounce_type=None), _bounce(kind=Kind.DELIVERED, bounce_type=None)
@@ -148,7 +177,7 @@ def test_complaints_suppress_soft_bounces_only_past_the_limit() -> None:
 
 def test_unknown_events_are_dropped_and_a_lagging_index_or_broker_asks_for_later() -> None:
     handler = _handler(FakeIndex(known={}))
-    _handle(handler, _bounce())
+    _handle(handler, _bounce(kind=Kind.DELAYED, bounce_type=None))
     _handle(handler, _bounce(event_id=None))
     assert handler.publisher.records == []  # type: ignore[attr-defined]
     with pytest.raises(TryLater):
@@ -157,6 +186,47 @@ def test_unknown_events_are_dropped_and_a_lagging_index_or_broker_asks_for_later
     with pytest.raises(TryLater):
         _handle(refusing, _bounce())
     assert _suppressed(refusing) == []  # nothing suppressed for a report that will come again
+
+
+def test_unconfirmed_soft_bounces_do_not_count_towards_suppression() -> None:
+    """A customer using their own token to report soft bounces of someone else's address must
+    not bring that address closer to suppression."""
+    handler = _handler()
+    for n in range(5):
+        _handle(
+            handler,
+            _bounce(
+                bounce_type="soft", recipient="victim@bank.example", recipient_confirmed=False, attempt=n
+            ),
+        )
+    _handle(handler, _bounce(source=Source.SES, bounce_type="soft", recipient="victim@bank.example"))
+    assert _suppressed(handler) == []
+
+
+def test_any_failure_while_settling_asks_for_the_report_again() -> None:
+    """Never a final error (aiosmtpd would answer 500 and the relay drop the report)."""
+
+    class Broken(FakeSuppressor):
+        async def add(
+            self, address: str, reason: str, source: str | None = None, event_id: str | None = None
+        ) -> None:
+            raise RuntimeError("suppression topic away")
+
+    handler = _handler()
+    handler = FeedbackHandler(
+        handler.index, handler.publisher, handler.codec, "feedback", Broken(), handler.soft_bounces
+    )
+    with pytest.raises(TryLater):
+        _handle(handler, _bounce())
+
+
+def test_a_confirmed_report_suppresses_even_when_its_order_is_no_longer_known() -> None:
+    """Older than the index reaches: no record (no order to file it under), but the token proves
+    the address bounced."""
+    handler = _handler(FakeIndex(known={}))
+    _handle(handler, _bounce())
+    assert handler.publisher.records == []  # type: ignore[attr-defined]
+    assert _suppressed(handler) == [("kim@customer.example", "hard_bounce", "dsn")]
 
 
 def test_soft_bounces_are_counted_per_address_within_the_window() -> None:

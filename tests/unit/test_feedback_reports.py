@@ -199,3 +199,54 @@ def test_codes_and_our_message_ids() -> None:
     assert event_id_from_message_id(f"<{EVENT}@elsewhere.example>") is None
     assert event_id_from_message_id("<nonsense>") is None
     assert not is_auto_reply(email.message_from_bytes(b"Auto-Submitted: no\r\n\r\n"))
+
+
+def _one_block_dsn(block: str, *, report_type: str = "delivery-status") -> bytes:
+    status_type = (
+        "message/global-delivery-status" if report_type.startswith("global") else "message/delivery-status"
+    )
+    return (
+        "From: MAILER-DAEMON@relay.example\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type={report_type}; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nnot delivered\r\n"
+        f"--B\r\nContent-Type: {status_type}\r\n\r\n"
+        "Reporting-MTA: dns; relay.example\r\n\r\n"
+        f"{block}Action: failed\r\nStatus: 5.1.1\r\n"
+        "--B--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("ordered", "block", "report_type"),
+    [
+        # Forwarded: Final-Recipient is the forward's, Original-Recipient (ORCPT) the order's.
+        (
+            "kim@customer.example",
+            "Final-Recipient: rfc822; kim@forward.example\r\n"
+            "Original-Recipient: rfc822;kim@customer.example\r\n",
+            "delivery-status",
+        ),
+        # ORCPT as we sent it, in xtext.
+        (
+            "kim+shop=1@customer.example",
+            "Final-Recipient: rfc822; kim@forward.example\r\n"
+            "Original-Recipient: rfc822;kim+2Bshop+3D1@customer.example\r\n",
+            "delivery-status",
+        ),
+        # An international domain, written by the MTA as its A-label.
+        ("kim@bücher.example", "Final-Recipient: rfc822; KIM@xn--bcher-kva.example\r\n", "delivery-status"),
+        # RFC 6533: a DSN about an international address.
+        (
+            "jürgen@bücher.example",
+            "Final-Recipient: utf-8; jürgen@bücher.example\r\n",
+            "global-delivery-status",
+        ),
+    ],
+)
+def test_the_recipient_is_confirmed_in_whatever_spelling_the_relay_reports(
+    ordered: str, block: str, report_type: str
+) -> None:
+    verp = RETURN_PATH.address(EVENT, 1, ordered) or ""
+    [report] = read_inbound(_one_block_dsn(block, report_type=report_type), [verp], RETURN_PATH).reports
+    assert report.recipient_confirmed
+    assert report.kind is Kind.BOUNCED

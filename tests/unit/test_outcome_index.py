@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -127,3 +128,26 @@ def test_an_index_that_cannot_reach_the_end_says_it_is_lagging(index: Any) -> No
     with pytest.raises(IndexLagging):
         asyncio.run(built.find(EVENT, time.monotonic(), timeout_s=0.3))
     assert len(built) <= 2  # bounded
+
+
+def test_a_busy_topic_still_counts_as_read_to_its_end(index: Any) -> None:
+    """Outcomes arriving every poll (a busy shop) never leave an empty batch: the index must
+    still know how far it has read, from each partition's end-of-partition events."""
+    built, consumer = index
+    feeding = threading.Event()
+
+    def feed() -> None:  # a batch every 50 ms, each with a record and the end it reaches
+        for n in range(60):
+            if feeding.is_set():
+                return
+            consumer.batches.put([_outcome(f"7d9f3c1e-0000-4000-8000-{n:012d}"), FakeMessage(3, _eof=True)])
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        assert asyncio.run(built.find(EVENT, time.monotonic(), timeout_s=2)) is None
+        assert built.loaded
+    finally:
+        feeding.set()
+        feeder.join()

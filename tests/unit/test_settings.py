@@ -50,6 +50,19 @@ def test_plaintext_smtp_is_warned_about(
     assert "SMTP_TLS=none" in caplog.text
 
 
+def test_pipelining_is_on_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().smtp_config().pipelining is True
+    monkeypatch.setenv("SMTP_PIPELINING", "false")
+    assert Settings().smtp_config().pipelining is False
+
+
+def test_a_healthy_environment_is_not_warned_about_libcrypto(caplog: pytest.LogCaptureFixture) -> None:
+    """Here (and in the image) OpenSSL's libcrypto is found: the PDF password hash's fast path."""
+    with caplog.at_level(logging.WARNING):
+        check_environment(Settings())
+    assert "libcrypto" not in caplog.text
+
+
 def test_retry_schedule_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORDERMAIL_RETRY_DELAYS_S", "1, 2.5,10")
     assert Settings().retry_schedule().delays_s == (1.0, 2.5, 10.0)

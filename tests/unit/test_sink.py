@@ -180,3 +180,44 @@ def test_fault_rules_refuse_or_delay_recipients(tmp_path: Path) -> None:
     assert reasons == ["smtp_permanent", "smtp_transient"]
     assert waited >= 0.3
     assert files == [BODIES[1]]
+
+
+def test_pipelining_is_offered_and_a_whole_transaction_in_one_write_is_stored(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[str], list[bytes]]:
+        async with running_sink(tmp_path) as (port, outbox):
+            group = [b"MAIL FROM:<a@shop.example>\r\n", b"RCPT TO:<b@x.example>\r\n", b"DATA\r\n"]
+            # The body rides along too: the sink takes each command and the body from what it read.
+            replies = await conversation(
+                port, [b"EHLO client\r\n", *group, BODIES[0] + b".\r\n", b"QUIT\r\n"]
+            )
+            return replies, stored(outbox)
+
+    replies, files = asyncio.run(scenario())
+    assert "250-PIPELINING" in replies[1] or "250 PIPELINING" in replies[1]
+    assert [int(reply[:3]) for reply in replies] == [220, 250, 250, 250, 354, 250, 221]
+    assert files == [BODIES[0]]
+
+
+def test_commands_sent_in_the_clear_after_starttls_are_dropped(tmp_path: Path, ca: trustme.CA) -> None:
+    """A man in the middle may append commands to STARTTLS (CVE-2011-0411): they must not be
+    answered, or acted on, as if they had come over TLS."""
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def scenario() -> list[str]:
+        async with running_sink(tmp_path, tls=server_context(ca)) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            replies = [await _reply(reader)]
+            writer.write(b"EHLO client\r\nSTARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n")
+            replies += [await _reply(reader), await _reply(reader)]
+            await writer.start_tls(client_context, server_hostname="127.0.0.1")
+            writer.write(b"NOOP\r\n")
+            replies.append(await _reply(reader))
+            writer.write(b"EHLO client\r\nRCPT TO:<b@x.example>\r\nQUIT\r\n")
+            replies += [await _reply(reader) for _ in range(3)]
+            writer.close()
+            return replies
+
+    replies = asyncio.run(scenario())
+    assert [int(reply[:3]) for reply in replies] == [220, 250, 220, 250, 250, 503, 221]
+    assert "need MAIL" in replies[5]

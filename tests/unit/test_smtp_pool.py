@@ -135,6 +135,29 @@ def test_sends_over_starttls_with_auth_reusing_connections(
     assert subjects == {f"Order {i}" for i in range(10)}
 
 
+def test_sends_over_implicit_tls(ca: trustme.CA, tmp_path: Path) -> None:
+    """SMTP_TLS=tls: TLS from the first byte; the transactions then run on aiosmtplib's TLS
+    transport as on a STARTTLS one."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    handler, port = RecordingHandler(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    try:
+        config = SmtpConfig(port=port, tls=TlsMode.TLS, ca_file=str(ca_file), connections=1)
+        recipients = ["a@example.com", "b@example.com", "later@x.example"]
+        results = asyncio.run(_send_all(SmtpPool(config), recipients))
+    finally:
+        controller.stop()
+    assert [getattr(r, "code", None) for r in results[:2]] == [250, 250]
+    assert isinstance(results[2], SendError)
+    assert results[2].reason == "smtp_transient"
+    assert len(handler.received) == 2  # over TLS: the server speaks nothing else on that port
+    assert len(handler.sessions) == 1
+
+
 def test_replies_are_classified_and_the_connection_survives(
     server: tuple[RecordingHandler, int, Path],
 ) -> None:

@@ -447,3 +447,11 @@ def test_the_start_requires_the_suppression_topic_only_when_suppression_is_on(
     with pytest.raises(SystemExit, match="topic supp does not exist"):
         check_topics(Consumer(names), on)  # type: ignore[arg-type]
     check_topics(Consumer([*names, "supp"]), on)  # type: ignore[arg-type]
+
+
+def test_dates_at_the_end_of_time_do_not_break_the_check() -> None:
+    """A record added near year 9999 (whoever could write to the topic): still suppressing,
+    not an OverflowError on every order to that address."""
+    entry = Suppression("operator", "operator", datetime(9999, 12, 31, tzinfo=UTC))
+    assert entry.active(datetime.now(UTC), timedelta(days=365))
+    assert entry.ends_at(timedelta(days=365)) is None
