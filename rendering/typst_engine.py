@@ -74,10 +74,7 @@ class TypstDocument:
     def render(self, language: str, data: Mapping[str, Any]) -> tuple[bytes, int]:
         """The PDF and its page count. Typst's message names the template's mistake (samples in
         ``templates check`` and ``preview``); the service reports only the reason."""
-        try:
-            inputs = {"data": json.dumps(data, ensure_ascii=False)}
-        except (TypeError, ValueError) as exc:
-            raise RenderError("template_error", f"context is not data ({type(exc).__name__})") from exc
+        inputs = self.inputs(data)
         try:
             pdf = self.compiler.compile(
                 input=self.sources[language], format="pdf", sys_inputs=inputs, pdf_tags=self.tagged
@@ -88,6 +85,14 @@ class TypstDocument:
             raise RenderError("render_error", "Typst returned no PDF")
         with pikepdf.open(io.BytesIO(pdf)) as document:  # ~0.2 ms; Typst's page tree is compressed
             return pdf, len(document.pages)
+
+    @staticmethod
+    def inputs(data: Mapping[str, Any]) -> dict[str, str]:
+        """What the document gets as ``sys.inputs``: the data as JSON."""
+        try:
+            return {"data": json.dumps(data, ensure_ascii=False)}
+        except (TypeError, ValueError) as exc:
+            raise RenderError("template_error", f"context is not data ({type(exc).__name__})") from exc
 
 
 class TypstWorkspace:
