@@ -39,6 +39,7 @@ class RenderedMail:
     encrypt_ms: float
     template_set: str
     language: str
+    engine: str = "weasyprint"  # what laid out the documents: the set's engine
 
     # The first attachment is the main document (the receipt).
     @property

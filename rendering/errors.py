@@ -4,7 +4,7 @@
 
     RenderError            .reason is machine-readable:
       "template_error"     a template (receipt, mail or password) failed to load or render
-      "render_error"       WeasyPrint failed to turn the HTML into a PDF
+      "render_error"       WeasyPrint (or Typst) failed to lay out the document
       "weak_password"      the PDF password for this order breaks the password policy
       "encryption_failed"  qpdf failed, or the encrypted PDF did not pass its check
 

@@ -21,6 +21,7 @@ __all__ = [
     "FALLBACK_FAMILIES",
     "FONT_FAMILY",
     "displayable",
+    "family_files",
     "harfbuzz_subset_available",
     "missing_families",
     "weasyprint_uses_harfbuzz_subset",
@@ -124,6 +125,17 @@ def _fc_match(family: str) -> tuple[str, Path, int] | None:
     if result.returncode != 0 or not Path(file).is_file():
         return None
     return found, Path(file), int(index or 0)
+
+
+def family_files(family: str) -> list[Path]:
+    """The files of ``family``'s regular and bold faces as fontconfig finds them; none when it would
+    substitute another family (the Typst engine is given these files, never the system's fonts)."""
+    files: list[Path] = []
+    for pattern in (family, f"{family}:bold"):
+        match = _fc_match(pattern)
+        if match is not None and match[0] == family and match[1] not in files:
+            files.append(match[1])
+    return files
 
 
 def missing_families() -> list[str]:

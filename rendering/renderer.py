@@ -34,6 +34,7 @@ from rendering.fetcher import install_log_redaction
 from rendering.fonts import displayable
 from rendering.password import PasswordPolicy
 from rendering.template_sets import TemplateSet, load_sets
+from rendering.typst_engine import as_data
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -95,18 +96,33 @@ class Renderer:
     def _warm_up(self) -> None:
         displayable("")  # reads the font's character map once
         self._pdf(_WARM_UP_HTML, self._sets[self.default_set], ())
+        from schemas.samples import sample_order
+
+        # Each Typst set's compiler, warm: its document parsed, the Latin faces loaded (~50 ms).
+        # A Latin order: a CJK one would load ~40 MB of faces into every worker, Typst's or not.
+        order = sample_order(0)
+        order["locale"] = "en-GB"
+        for chosen in self._sets.values():
+            if chosen.engine == "typst":
+                self._document(order, chosen, chosen.attachments[0], chosen.default_language)
 
     def render_html(self, order: OrderCompleted, *, template_set: str | None = None) -> str:
-        """The main document's (the receipt's) HTML."""
+        """The main document's (the receipt's) HTML (a WeasyPrint set's)."""
         chosen = self._sets[template_set or self.set_for(order)]
+        if chosen.engine != "weasyprint":
+            raise ValueError(f"set {chosen.name!r} is laid out by {chosen.engine}, not from HTML")
         language = chosen.language_for(order["locale"])
         return self._html(order, chosen, chosen.attachments[0], language)
 
     def render_pdf(self, order: OrderCompleted, *, template_set: str | None = None) -> bytes:
         """The main document (the receipt) as an unencrypted PDF."""
         chosen = self._sets[template_set or self.set_for(order)]
-        html = self.render_html(order, template_set=chosen.name)
-        return self._pdf(html, chosen, chosen.attachments[0].stylesheets).data
+        language = chosen.language_for(order["locale"])
+        return self._document(order, chosen, chosen.attachments[0], language).data
+
+    def engine(self, set_name: str) -> str:
+        """What lays out the set's documents: ``weasyprint`` or ``typst``."""
+        return self._sets[set_name].engine
 
     def render_mail(
         self,
@@ -125,7 +141,7 @@ class Renderer:
         attachments: list[RenderedAttachment] = []
         render_ms = encrypt_ms = 0.0
         for spec in chosen.attachments:
-            pdf = self._pdf(self._html(order, chosen, spec, language), chosen, spec.stylesheets)
+            pdf = self._document(order, chosen, spec, language)
             render_ms += pdf.render_ms
             data, encrypted = pdf.data, password is not None and spec.encrypted
             if encrypted:
@@ -147,6 +163,7 @@ class Renderer:
             encrypt_ms=encrypt_ms,
             template_set=chosen.name,
             language=language,
+            engine=chosen.engine,
         )
 
     def validate(self, share: tuple[int, int] = (0, 1), *, every_language: bool = False) -> list[str]:
@@ -188,7 +205,11 @@ class Renderer:
         texts = chosen.texts[language]
         names = []
         for spec in chosen.attachments:
-            self._html(order, chosen, spec, language)
+            if spec.typst is not None:  # its data; laid out in the default language only: each
+                # script's faces would stay in the worker's memory (a CJK face ~20 MB)
+                spec.typst.inputs(as_data(self._context(order, chosen, spec, language)))
+            else:
+                self._html(order, chosen, spec, language)
             names.append(self._filename(order, spec, language, texts))
         placeholders = tuple(RenderedAttachment(name, b"", 0, spec.encrypted) for name in names)
         self._mail_texts(order, chosen, texts, placeholders, encrypted=True)
@@ -219,14 +240,38 @@ class Renderer:
         except Exception as exc:
             raise RenderError("template_error", f"mail template failed ({type(exc).__name__})") from exc
 
+    def _document(
+        self, order: OrderCompleted, chosen: TemplateSet, spec: AttachmentTemplate, language: str
+    ) -> _Pdf:
+        """One attachment as an unencrypted PDF, by the set's engine."""
+        if spec.typst is None:
+            return self._pdf(self._html(order, chosen, spec, language), chosen, spec.stylesheets)
+        started = time.perf_counter()
+        data, pages = spec.typst.render(language, as_data(self._context(order, chosen, spec, language)))
+        return _Pdf(data, pages, (time.perf_counter() - started) * 1000)
+
+    def _context(
+        self, order: OrderCompleted, chosen: TemplateSet, spec: AttachmentTemplate, language: str
+    ) -> dict[str, Any]:
+        """What the document sees: the whole order when it is encrypted, else no personal data."""
+        build = document_context if spec.encrypted else public_context
+        try:
+            return build(
+                order,
+                language,
+                chosen.texts[language],
+                shop=self._shop(order, chosen),
+                logo=self._logo(order, chosen),
+            )
+        except Exception as exc:
+            raise RenderError("template_error", f"document context failed ({type(exc).__name__})") from exc
+
     def _html(
         self, order: OrderCompleted, chosen: TemplateSet, spec: AttachmentTemplate, language: str
     ) -> str:
-        texts = chosen.texts[language]
-        shop, logo = self._shop(order, chosen), self._logo(order, chosen)
-        build = document_context if spec.encrypted else public_context
+        context = self._context(order, chosen, spec, language)
         try:
-            return spec.template[language].render(build(order, language, texts, shop=shop, logo=logo))
+            return spec.template[language].render(context)
         except Exception as exc:
             raise RenderError("template_error", f"document template failed ({type(exc).__name__})") from exc
 

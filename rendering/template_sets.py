@@ -21,6 +21,7 @@ set overrides what it needs and inherits the rest. A template may also be given 
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from rendering.errors import RenderError
 from rendering.fetcher import AssetFetcher
 from rendering.locales import choose_language
 from rendering.messages import CODES, DEFAULT_PASSWORD_EXPLANATION, GENERIC_PASSWORD_EXPLANATION, LABELS
+from rendering.typst_engine import TypstDocument, TypstWorkspace
 
 if TYPE_CHECKING:
     import gettext
@@ -44,7 +46,10 @@ if TYPE_CHECKING:
     from jinja2.runtime import Context
     from weasyprint.text.fonts import FontConfiguration
 
-__all__ = ["AttachmentTemplate", "MailTemplates", "TemplateSet", "Texts", "load_sets"]
+__all__ = ["ENGINES", "AttachmentTemplate", "MailTemplates", "TemplateSet", "Texts", "load_sets"]
+
+# What lays out a set's documents (``engine`` in set.toml): HTML and CSS, or Typst (typst_engine.py).
+ENGINES = ("weasyprint", "typst")
 
 
 @dataclass(frozen=True)
@@ -73,15 +78,17 @@ class MailTemplates:
 
 @dataclass(frozen=True)
 class AttachmentTemplate:
-    template: Mapping[str, Template]  # language -> template
+    template: Mapping[str, Template]  # language -> HTML template (none in a Typst set)
     filename: Template
     encrypted: bool
     stylesheets: tuple[CSS, ...]
+    typst: TypstDocument | None = None  # a Typst set's document
 
 
 @dataclass(frozen=True)
 class TemplateSet:
     name: str
+    engine: str  # one of ENGINES
     default_language: str
     shop_name: str
     has_logo: bool
@@ -105,13 +112,19 @@ def load_sets(template_dir: Path, fonts: FontConfiguration) -> dict[str, Templat
     folders = sorted(p for p in (template_dir / "sets").glob("*") if (p / "set.toml").is_file())
     if not folders:
         raise RenderError("template_error", f"no template sets in {template_dir / 'sets'}")
-    return {folder.name: _load_set(folder, shared, fonts) for folder in folders}
+    workspace = functools.cache(lambda: TypstWorkspace(template_dir))  # made for the first Typst set
+    return {folder.name: _load_set(folder, shared, fonts, workspace) for folder in folders}
 
 
-def _load_set(folder: Path, shared: Path, fonts: FontConfiguration) -> TemplateSet:
+def _load_set(
+    folder: Path, shared: Path, fonts: FontConfiguration, workspace: Callable[[], TypstWorkspace]
+) -> TemplateSet:
     where = f"template set {folder.name!r}"
     try:
         config = tomllib.loads((folder / "set.toml").read_text(encoding="utf-8"))
+        engine = str(config.get("engine", ENGINES[0]))
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r} is none of {', '.join(ENGINES)}")
         environment = _environment([folder, shared])
         translations = load_translations([folder, shared])
         languages = sorted(translations)
@@ -127,24 +140,41 @@ def _load_set(folder: Path, shared: Path, fonts: FontConfiguration) -> TemplateS
         texts = {language: _texts(language, translations[language]) for language in languages}
         fetcher = AssetFetcher([folder, shared])
         names = environment.overlay(autoescape=False)  # file names are not HTML
-        attachments = tuple(
-            AttachmentTemplate(
-                template={
-                    language: environment.select_template(
-                        [f"{language}/{spec['template']}", spec["template"]]
-                    )
-                    for language in languages
-                },
-                filename=names.from_string(spec["filename"]),
-                encrypted=bool(spec.get("encrypted", True)),
-                stylesheets=tuple(
-                    CSS(filename=_find(name, folder, shared), font_config=fonts, url_fetcher=fetcher)
-                    for name in spec.get("stylesheets", ["base.css", "style.css"])
-                ),
+        if engine == "typst":
+            compiler = workspace().compiler(folder, shared)  # one per set: warm across orders
+            attachments = tuple(
+                AttachmentTemplate(
+                    template={},
+                    filename=names.from_string(spec["filename"]),
+                    encrypted=bool(spec.get("encrypted", True)),
+                    stylesheets=(),
+                    typst=workspace().document(
+                        folder, spec["template"], languages, compiler, tagged=bool(spec.get("tagged", False))
+                    ),
+                )
+                for spec in config["attachments"]
             )
-            for spec in config["attachments"]
-        )
+        else:
+            attachments = tuple(
+                AttachmentTemplate(
+                    template={
+                        language: environment.select_template(
+                            [f"{language}/{spec['template']}", spec["template"]]
+                        )
+                        for language in languages
+                    },
+                    filename=names.from_string(spec["filename"]),
+                    encrypted=bool(spec.get("encrypted", True)),
+                    stylesheets=tuple(
+                        CSS(filename=_find(name, folder, shared), font_config=fonts, url_fetcher=fetcher)
+                        for name in spec.get("stylesheets", ["base.css", "style.css"])
+                    ),
+                )
+                for spec in config["attachments"]
+            )
         default_language = str(config.get("default_language", "en"))
+    except RenderError as error:
+        raise RenderError(error.reason, f"{where}: {error}") from error
     except (OSError, KeyError, TypeError, ValueError, TemplateError, tomllib.TOMLDecodeError) as exc:
         raise RenderError("template_error", f"{where}: {type(exc).__name__}: {exc}") from exc
     if default_language not in mail:
@@ -155,6 +185,7 @@ def _load_set(folder: Path, shared: Path, fonts: FontConfiguration) -> TemplateS
         raise RenderError("template_error", f"{where}: no attachments")
     return TemplateSet(
         name=folder.name,
+        engine=engine,
         default_language=default_language,
         shop_name=str(config.get("shop_name", folder.name)),
         has_logo=(folder / "assets/logo.svg").is_file() or (shared / "assets/logo.svg").is_file(),

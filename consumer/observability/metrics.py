@@ -28,7 +28,10 @@ SUPPRESSION_ENTRIES = Gauge("ordermail_suppression_entries", "Keys on the suppre
 SUPPRESSION_RECORDS = Counter(
     "ordermail_suppression_records_read", "Records read from the suppression topic, tombstones too"
 )
-RENDER_SECONDS = Histogram("ordermail_render_seconds", "HTML to PDF, per document", buckets=_SECONDS)
+# By engine (the set's: weasyprint or typst), not by set: two series however many brands.
+RENDER_SECONDS = Histogram(
+    "ordermail_render_seconds", "Layout to PDF, per event's documents", ["engine"], buckets=_SECONDS
+)
 ENCRYPT_SECONDS = Histogram("ordermail_encrypt_seconds", "PDF encryption, per document", buckets=_SECONDS)
 SEND_SECONDS = Histogram("ordermail_smtp_send_seconds", "One SMTP transaction (accepted)", buckets=_SECONDS)
 IN_FLIGHT = Gauge("ordermail_in_flight_events", "Events being processed (or deferred, waiting)", ["topic"])

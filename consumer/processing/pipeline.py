@@ -373,6 +373,7 @@ class Pipeline:
                     span.set_attributes(
                         {
                             "ordermail.template_set": mail.template_set,
+                            "ordermail.render.engine": mail.engine,
                             "ordermail.attachments": len(mail.attachments),
                             "ordermail.pages": mail.pages,
                             "ordermail.attachment.bytes": _total_bytes(mail),
@@ -381,7 +382,7 @@ class Pipeline:
                     span_from_duration("encrypt", mail.encrypt_ms)  # it ran in the worker process
         except (RenderError, FetchError) as error:
             raise _Stop(error.reason) from None
-        RENDER_SECONDS.observe(mail.render_ms / 1000)
+        RENDER_SECONDS.labels(engine=mail.engine).observe(mail.render_ms / 1000)
         ENCRYPT_SECONDS.observe(mail.encrypt_ms / 1000)
         return mail
 

@@ -156,7 +156,7 @@ EXPORTED: dict[str, list[str]] = {
         "sample",
     ],
     "consumer.tools.preview.server": ["LOCALES", "PreviewServer", "SAMPLES"],
-    "consumer.tools.preview.state": ["Choice", "PreviewState", "fingerprint"],
+    "consumer.tools.preview.state": ["Choice", "PreviewState", "fingerprint", "twin_set"],
     "consumer.tools.producing": ["publish_orders", "publish_raw"],
     "consumer.tools.redrive": ["RedriveReport", "redrive", "redrive_group", "transactional_config"],
     "consumer.tools.scan": [

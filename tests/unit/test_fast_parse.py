@@ -36,9 +36,11 @@ def renderer() -> Renderer:
 
 
 def documents(renderer: Renderer, order: OrderCompleted) -> list[str]:
-    """The HTML of every attachment of every set in every language, for this order."""
+    """The HTML of every attachment of every HTML set in every language, for this order."""
     found = []
     for chosen in renderer._sets.values():
+        if chosen.engine != "weasyprint":  # a Typst set has no HTML
+            continue
         for language in chosen.languages:
             for spec in chosen.attachments:
                 found.append(renderer._html(copy.deepcopy(order), chosen, spec, language))

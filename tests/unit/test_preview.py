@@ -206,3 +206,23 @@ def test_a_template_edit_changes_the_version_and_a_broken_template_is_shown_not_
     status, _, body = _get(f"{base}/?locale=en")
     assert status == 200
     assert "MARKER" in body.decode()
+
+
+def test_the_page_shows_the_default_set_and_its_typst_twin_side_by_side(server: tuple[str, Path]) -> None:
+    base, _templates = server
+    status, _, body = _get(f"{base}/?sample=0&locale=de")
+    page = body.decode()
+    assert status == 200
+    assert "PDF pages: default (weasyprint)" in page
+    assert "PDF pages: default-typst (typst)" in page
+    twin = page.split('id="twin-pages"', 1)[1]
+    image = twin.split('<img class="page" src="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert "set=default-typst" in image
+    status, content_type, png = _get(base + image)
+    assert (status, content_type) == (200, "image/png")
+    assert png.startswith(PNG)
+    # And from the twin's side: the HTML set is its twin.
+    page = _get(f"{base}/?sample=0&locale=de&set=default-typst")[2].decode()
+    assert "PDF pages: default-typst (typst)" in page
+    assert "PDF pages: default (weasyprint)" in page
+    assert 'id="twin-pages"' not in _get(f"{base}/?sample=0&set=nordic")[2].decode()  # nordic has no twin

@@ -165,7 +165,7 @@ def test_a_broken_template_stops_the_start_not_a_live_event(templates: Path) -> 
 
 def test_templates_check_names_what_is_broken(templates: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["templates", "check", "--template-dir", str(templates)]) == 0
-    assert "templates: ok (48 renderings; catalogs complete; no missing glyphs)" in capsys.readouterr().out
+    assert "templates: ok (72 renderings; catalogs complete; no missing glyphs)" in capsys.readouterr().out
     (templates / "sets/default/receipt.html").write_text("{{ lines | no_such_filter }}")
     assert main(["templates", "check", "--template-dir", str(templates)]) == 1
     assert "templates: broken" in capsys.readouterr().err
@@ -188,8 +188,8 @@ def test_the_workers_split_the_template_check_without_gaps_or_overlap() -> None:
     everything = renderer.validate()
     halves = renderer.validate((0, 2)) + renderer.validate((1, 2))
     assert sorted(halves) == sorted(everything)
-    assert len(everything) == 48  # 2 sets x 12 languages x 2 samples
-    assert sum(line.endswith("p.") for line in everything) == 4  # as PDFs: each set's default language
+    assert len(everything) == 72  # 3 sets x 12 languages x 2 samples
+    assert sum(line.endswith("p.") for line in everything) == 6  # as PDFs: each set's default language
 
 
 def test_the_service_main_process_never_loads_weasyprint() -> None:

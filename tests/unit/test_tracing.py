@@ -151,6 +151,8 @@ def test_an_event_yields_one_connected_trace_with_the_expected_structure() -> No
     assert spans["send outcomes"].kind is SpanKind.PRODUCER
     assert spans["smtp send"].attributes is not None
     assert spans["smtp send"].attributes["ordermail.smtp.reply_code"] == 250
+    assert spans["render"].attributes is not None
+    assert spans["render"].attributes["ordermail.render.engine"] == "weasyprint"  # the fake's set
 
     assert dict(consume.attributes or {}) == {
         "messaging.system": "kafka",

@@ -120,6 +120,7 @@ def _page(
     result: Preview | Exception,
     nonce: str,
 ) -> str:
+    twin = state.twin(chosen, result) if isinstance(result, Preview) else None
     set_names = renderer.set_names if renderer is not None else ()
     languages = sorted({tag for name in set_names for tag in renderer.languages(name)} if renderer else ())
     samples = [(name, f"{name}: {SAMPLES.get(name, name)}") for name in state.sources]
@@ -130,7 +131,16 @@ def _page(
         if value not in dict(options):
             options.append((value, value))
     selected = {"sample": chosen.source, "locale": chosen.locale, "set": chosen.template_set}
+    twin_name, twin_result = twin or ("", None)
+    engines = {name: renderer.engine(name) for name in set_names} if renderer is not None else {}
     return _PAGE.render(
+        engines=engines,
+        twin=twin_result if isinstance(twin_result, Preview) else None,
+        twin_name=twin_name,
+        twin_error=describe(twin_result) if isinstance(twin_result, Exception) else None,
+        twin_link=lambda name: (
+            "/file?" + urlencode({**selected, "set": twin_name, "name": name, "v": version})
+        ),
         selected=selected,
         version=version,
         nonce=nonce,

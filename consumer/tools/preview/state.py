@@ -16,11 +16,12 @@ from consumer.tools.preview.render import Preview, render_preview
 from rendering import Renderer
 from schemas import OrderCompleted
 
-__all__ = ["Choice", "PreviewState", "fingerprint"]
+__all__ = ["Choice", "PreviewState", "fingerprint", "twin_set"]
 
 _LOCALE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 _SET = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _MAX_CACHED = 24
+_TYPST_SUFFIX = "-typst"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,12 @@ class Choice:
     source: str  # a key of the sources: a sample name, or "event"
     locale: str  # "" = the event's own
     template_set: str  # "" = chosen by the event's brand
+
+
+def twin_set(name: str, names: tuple[str, ...]) -> str | None:
+    """The same set laid out by the other engine, by name: ``default`` and ``default-typst``."""
+    twin = name.removesuffix(_TYPST_SUFFIX) if name.endswith(_TYPST_SUFFIX) else name + _TYPST_SUFFIX
+    return twin if twin in names and twin != name else None
 
 
 def fingerprint(*paths: Path) -> str:
@@ -82,7 +89,19 @@ class PreviewState:
             raise ValueError("bad set name")
         return chosen
 
-    def render(self, chosen: Choice) -> tuple[str, Renderer | None, Preview | Exception]:
+    def twin(self, chosen: Choice, shown: Preview) -> tuple[str, Preview | Exception] | None:
+        """The same order and locale with the shown set's twin (see :func:`twin_set`), to show side
+        by side; not written to the output folder, which keeps the chosen rendering."""
+        with self._lock:
+            renderer = self._renderer if isinstance(self._renderer, Renderer) else None
+        name = twin_set(shown.template_set, renderer.set_names) if renderer is not None else None
+        if name is None:
+            return None
+        return name, self.render(Choice(chosen.source, chosen.locale, name), write=False)[2]
+
+    def render(
+        self, chosen: Choice, *, write: bool = True
+    ) -> tuple[str, Renderer | None, Preview | Exception]:
         """(template version, the renderer if it could be built, the preview or why it failed)."""
         with self._lock:
             version = self.version()  # before reading any template: a later edit changes it again
@@ -97,10 +116,10 @@ class PreviewState:
             if chosen not in self._cache:
                 if len(self._cache) >= _MAX_CACHED:
                     self._cache.clear()
-                self._cache[chosen] = self._render(renderer, chosen)
+                self._cache[chosen] = self._render(renderer, chosen, write=write)
             return version, renderer, self._cache[chosen]
 
-    def _render(self, renderer: Renderer | None, chosen: Choice) -> Preview | Exception:
+    def _render(self, renderer: Renderer | None, chosen: Choice, *, write: bool) -> Preview | Exception:
         if renderer is None:
             assert isinstance(self._renderer, Exception)  # noqa: S101 — set just before
             return self._renderer
@@ -111,7 +130,8 @@ class PreviewState:
                 template_set=chosen.template_set or None,
                 locale=chosen.locale or None,
             )
-            preview.write(self.out)
+            if write:
+                preview.write(self.out)
         except Exception as exc:  # noqa: BLE001 — shown on the page, the server keeps going
             return exc
         return preview
