@@ -44,11 +44,11 @@ class FeedbackService:
     smtp_port: int | None = None  # bound ports, once started (the settings may say 0: any)
     http_port: int | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _loop: asyncio.AbstractEventLoop | None = None  # set by run(): signals arrive on another frame
 
     def stop(self, *_: object) -> None:
-        loop = getattr(self, "_loop", None)
-        if loop is not None:
-            loop.call_soon_threadsafe(self._stopping.set)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
 
     async def run(self, started: asyncio.Event | None = None) -> int:
         settings = self.settings
