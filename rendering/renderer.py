@@ -207,7 +207,7 @@ class Renderer:
         for spec in chosen.attachments:
             if spec.typst is not None:  # its data; laid out in the default language only: each
                 # script's faces would stay in the worker's memory (a CJK face ~20 MB)
-                spec.typst.inputs(as_data(self._context(order, chosen, spec, language)))
+                spec.typst.data_file(as_data(self._context(order, chosen, spec, language)))
             else:
                 self._html(order, chosen, spec, language)
             names.append(self._filename(order, spec, language, texts))

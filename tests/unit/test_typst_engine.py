@@ -202,7 +202,7 @@ def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-READ = '#let d = json(bytes(sys.inputs.at("data")))\n#read("{}")\n'
+READ = '#let d = json("/order.json")\n#read("{}")\n'
 
 
 @pytest.mark.parametrize("path", ["notes.txt", "assets/notes.txt", "/shared/base.css", "/notes.txt"])
@@ -339,6 +339,25 @@ def test_a_character_no_font_has_is_found_in_typst_output(renderer: Renderer) ->
     assert set().union(*undrawn.values()) == {NO_FONT}
 
 
+@pytest.mark.parametrize("entry", ["order.json", "main", "shared"])
+def test_a_set_cannot_shadow_what_each_compilation_adds(templates: Path, entry: str) -> None:
+    _set_with(templates, "probe", "Hello", {entry: "{}"})
+    with pytest.raises(RenderError, match=f"entry named '{entry}'"):
+        Renderer(templates)
+
+
+def test_each_document_reads_its_own_order(renderer: Renderer) -> None:
+    """The order file is replaced for every compilation: a warm compiler never prints the last one."""
+    orders = [sample_order(seed) for seed in (1, 2, 1)]
+    for order in orders:
+        order["locale"] = "en-GB"
+    texts = [_text(renderer.render_pdf(order, template_set=TWIN)) for order in orders]
+    assert orders[0]["order_id"] != orders[1]["order_id"]
+    for order, text in zip(orders, texts, strict=True):
+        assert order["order_id"] in text
+    assert orders[1]["order_id"] not in texts[2]
+
+
 def test_set_toml_names_a_known_engine_and_typst_documents(templates: Path) -> None:
     folder = _set_with(templates, "probe", "Hello")
     toml = (folder / "set.toml").read_text()
@@ -415,7 +434,7 @@ def test_a_set_may_ask_for_a_tagged_pdf(templates: Path) -> None:
 
 
 def test_a_typst_error_names_the_mistake_but_no_order_value(templates: Path) -> None:
-    _set_with(templates, "probe", '#let d = json(bytes(sys.inputs.at("data")))\n#panic(d.billing.name)\n')
+    _set_with(templates, "probe", '#let d = json("/order.json")\n#panic(d.billing.name)\n')
     with pytest.raises(RenderError) as failed:
         Renderer(templates)  # the warm-up lays out sample order 0
     customer = sample_order(0)["customer"]
