@@ -6,10 +6,12 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.measure import cpu_seconds, progress
 from consumer.processing.render_pool import RenderConfig, RenderPool
+from rendering import TEMPLATE_DIR
 from schemas import OrderCompleted
 from schemas.samples import sample_order
 
@@ -28,13 +30,16 @@ class RenderSample:
     cpu_s: float
 
 
-def bench_render(template_set: str, count: int, first_seed: int = 0, *, workers: int = 1) -> RenderSample:
+def bench_render(
+    template_set: str, count: int, first_seed: int = 0, *, workers: int = 1, template_dir: Path = TEMPLATE_DIR
+) -> RenderSample:
     """Render workers as the service runs them (forked from the fork server, templates checked,
     warm), each fed one order at a time, all of them at once: the time of each call (render,
     encrypt and the hand over) and the workers' CPU time. Measured in the workers, not in this
     process, whose own state (its frames' depth, see ``consumer/processing/render_pool.py``)
     would change the figure."""
-    pool = RenderPool(RenderConfig(template_set=template_set), workers=workers, check_templates=True)
+    config = RenderConfig(template_dir=template_dir, template_set=template_set)
+    pool = RenderPool(config, workers=workers, check_templates=True)
     pids = pool.worker_pids()
     label = f"{template_set} render" + ("" if workers == 1 else f" {workers}w")
 

@@ -11,7 +11,9 @@ engine: ``default``, ``default-<engine>`` or the first set of that engine):
 2. end to end: events published first, then the service started as its own process → rate
    from its start to the last acknowledged outcome; efficiency = that ÷ ceiling;
 3. latency: events paced at half that rate → event published → SMTP accepted;
-while the render workers' resident memory is sampled throughout. Every set gets the same orders.
+while the render workers' resident memory is sampled throughout. Every set gets the same orders,
+and runs as a deployment of its own: a template folder holding that set alone (see
+``deployed_alone``), so a Typst set's workers never load WeasyPrint.
 Writes bench/results/latest.json. Needs the local stack (`make bench` starts it; another
 checkout's running stack: ``ORDERMAIL_STACK_DIR=/path/to/.local``).
 """
@@ -23,8 +25,11 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -59,23 +64,41 @@ def default_sets(sets: Path = SETS) -> list[str]:
     return list(chosen.values())
 
 
+@contextmanager
+def deployed_alone(template_set: str) -> Iterator[Path]:
+    """A template folder holding ``template_set`` and ``shared/`` only (links): the set measured
+    as a deployment of its own, as a high-volume brand would run it. Its workers then load what
+    that set's engine needs and nothing else (a Typst set's, no WeasyPrint), and the start-up
+    check covers that set alone."""
+    with tempfile.TemporaryDirectory(prefix="ordermail-bench-templates-") as folder:
+        root = Path(folder)
+        (root / "sets").mkdir()
+        (root / "shared").symlink_to(TEMPLATE_DIR / "shared")
+        (root / "sets" / template_set).symlink_to(SETS / template_set)
+        yield root
+
+
 def bench_set(stack: Stack, template_set: str, args: argparse.Namespace) -> dict[str, Any]:
     # Half of the render phase before the service runs, half after: this shared machine's speed
     # drifts by several per cent within minutes, and a ceiling measured only before would
     # compare the end-to-end rate with the machine as it was a minute earlier.
     half, rest = args.render_documents // 2, args.render_documents - args.render_documents // 2
-    alone = [bench_render(template_set, half)]
-    side_by_side = [bench_render(template_set, half, workers=args.workers)]
-    figures = bench_service(
-        stack,
-        template_set,
-        events=args.events,
-        workers=args.workers,
-        latency_seconds=args.latency_seconds,
-        label=f"{template_set} e2e",
-    )
-    side_by_side.append(bench_render(template_set, rest, first_seed=half, workers=args.workers))
-    alone.append(bench_render(template_set, rest, first_seed=half))
+    with deployed_alone(template_set) as templates:
+        alone = [bench_render(template_set, half, template_dir=templates)]
+        side_by_side = [bench_render(template_set, half, workers=args.workers, template_dir=templates)]
+        figures = bench_service(
+            stack,
+            template_set,
+            events=args.events,
+            workers=args.workers,
+            latency_seconds=args.latency_seconds,
+            label=f"{template_set} e2e",
+            template_dir=templates,
+        )
+        side_by_side.append(
+            bench_render(template_set, rest, first_seed=half, workers=args.workers, template_dir=templates)
+        )
+        alone.append(bench_render(template_set, rest, first_seed=half, template_dir=templates))
     figures = {"engine": engine_of(template_set), **render_figures(alone, side_by_side), **figures}
     ceiling = args.workers / (figures["cpu_ms_per_document"] / 1000)
     before, after = figures["cpu_ms_per_document_before_after"]

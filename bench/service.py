@@ -56,7 +56,14 @@ class Stack:
 
 
 def bench_service(
-    stack: Stack, template_set: str, *, events: int, workers: int, latency_seconds: float, label: str
+    stack: Stack,
+    template_set: str,
+    *,
+    events: int,
+    workers: int,
+    latency_seconds: float,
+    label: str,
+    template_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Publishes first, then starts the service and its own SMTP sink; measures, stops both."""
     env = stack.env
@@ -99,6 +106,7 @@ def bench_service(
             "ORDERMAIL_GROUP_ID": f"bench-{run}",
             "ORDERMAIL_RENDER_WORKERS": str(workers),
             "ORDERMAIL_TEMPLATE_SET": template_set,
+            **({"ORDERMAIL_TEMPLATE_DIR": str(template_dir)} if template_dir else {}),
         }
         broker = stack.broker_pid
         broker_cpu = cpu_seconds(broker)

@@ -1,9 +1,10 @@
 """Order -> documents (HTML -> PDF -> encrypted PDF) plus the e-mail's subject and bodies.
 
 One :class:`Renderer` per process (or worker): building it loads and compiles every template
-set (see ``template_sets.py``), WeasyPrint's ``FontConfiguration`` and the pre-parsed
-stylesheets, and lays out a tiny document so fontconfig and Pango are loaded before the first
-order. It is not meant to be shared between threads.
+set (see ``template_sets.py``) and lays out a tiny document per engine, so that fonts and
+libraries are loaded before the first order. WeasyPrint (its ``FontConfiguration``, the pre-parsed
+stylesheets) is imported only when a set uses it: a folder of Typst sets runs without it. A
+renderer is not meant to be shared between threads.
 
 Templates are trusted files; event values only ever reach them as data, in a
 :class:`~jinja2.sandbox.SandboxedEnvironment` with ``StrictUndefined``. HTML templates
@@ -11,26 +12,23 @@ autoescape; the plain-text ones (``*.txt``) do not. Resources are fetched only t
 :class:`~rendering.fetcher.AssetFetcher` (the set's and ``shared/`` files, and ``data:``).
 
 Only WeasyPrint's public API is used here. Its private API (the rendering shortcuts) is used by
-:mod:`rendering.weasyprint_overrides` alone, installed on import on the checked WeasyPrint release
-only; on any other release WeasyPrint runs stock, after one warning naming its version.
+:mod:`rendering.weasyprint_overrides` alone, installed with the first WeasyPrint set on the checked
+WeasyPrint release only; on any other release WeasyPrint runs stock, after one warning naming its
+version.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from weasyprint import CSS
-from weasyprint.text.fonts import FontConfiguration
-
-from rendering import weasyprint_overrides
 from rendering.context import document_context, filename_context, mail_context, public_context
 from rendering.documents import DEFAULT_SET, TEMPLATE_DIR, RenderedAttachment, RenderedMail, safe_filename
 from rendering.encrypt import encrypt_pdf
 from rendering.errors import RenderError
-from rendering.fetcher import install_log_redaction
 from rendering.fonts import displayable
 from rendering.password import PasswordPolicy
 from rendering.template_sets import TemplateSet, load_sets
@@ -38,6 +36,9 @@ from rendering.typst_engine import as_data
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from weasyprint import CSS
+    from weasyprint.text.fonts import FontConfiguration
 
     from rendering.template_sets import AttachmentTemplate, Texts
     from schemas.model import OrderCompleted
@@ -47,7 +48,16 @@ __all__ = ["DEFAULT_SET", "TEMPLATE_DIR", "RenderedAttachment", "RenderedMail", 
 _WARM_UP_HTML = "<p>Warm-up 0123456789 <b>€ $ £ ¥ áéíóúñ</b></p>"
 _SLUG = re.compile(r"[^a-z0-9]+")
 
-weasyprint_overrides.install()  # on the checked WeasyPrint release only; else one warning
+
+@functools.cache
+def _set_up_weasyprint() -> None:
+    """WeasyPrint, imported and set up once per process when the first set needs it: its
+    shortcuts (on the checked release only; else one warning) and its loggers' redaction."""
+    from rendering import weasyprint_overrides
+    from rendering.fetcher import install_log_redaction
+
+    weasyprint_overrides.install()
+    install_log_redaction()
 
 
 class _Pdf(NamedTuple):
@@ -69,13 +79,12 @@ class Renderer:
         self.template_dir = Path(template_dir).resolve()
         self.password_policy = password_policy or PasswordPolicy()
         self.password_hint = password_hint.strip() if password_hint and password_hint.strip() else None
-        install_log_redaction()
-        self._fonts = FontConfiguration()
         # Images by URL (only the sets' own files and data: URLs can be fetched): the logo is
         # read and parsed once per process instead of once per document. Bounded by the files of
         # the sets, and workers are replaced after ORDERMAIL_WORKER_MAX_DOCUMENTS anyway.
         self._image_cache: dict[str, Any] = {}
-        self._sets = load_sets(self.template_dir, self._fonts)
+        self._font_config: FontConfiguration | None = None  # WeasyPrint's, made for its first set
+        self._sets = load_sets(self.template_dir, self._weasyprint_fonts)
         if default_set not in self._sets:
             raise RenderError("template_error", f"no template set named {default_set!r}")
         self.default_set = default_set
@@ -95,7 +104,10 @@ class Renderer:
 
     def _warm_up(self) -> None:
         displayable("")  # reads the font's character map once
-        self._pdf(_WARM_UP_HTML, self._sets[self.default_set], ())
+        for chosen in self._sets.values():
+            if chosen.engine == "weasyprint":  # fontconfig and Pango, loaded once
+                self._pdf(_WARM_UP_HTML, chosen, ())
+                break
         from schemas.samples import sample_order
 
         # Each Typst set's compiler, warm: its document parsed, the Latin faces loaded (~50 ms).
@@ -295,11 +307,23 @@ class Renderer:
             return self.password_hint
         return default if self.password_policy.is_default else generic
 
+    def _weasyprint_fonts(self) -> FontConfiguration:
+        """The ``FontConfiguration`` every WeasyPrint set of this renderer shares."""
+        if self._font_config is None:
+            _set_up_weasyprint()
+            from weasyprint.text.fonts import FontConfiguration
+
+            self._font_config = FontConfiguration()
+        return self._font_config
+
     def _pdf(self, html: str, chosen: TemplateSet, stylesheets: tuple[CSS, ...]) -> _Pdf:
+        from rendering import weasyprint_overrides  # imported with the first WeasyPrint set
+
+        fonts = self._weasyprint_fonts()
         started = time.perf_counter()
         try:
             document = weasyprint_overrides.document(html, chosen.base_url, chosen.fetcher).render(
-                font_config=self._fonts, stylesheets=list(stylesheets), cache=self._image_cache
+                font_config=fonts, stylesheets=list(stylesheets), cache=self._image_cache
             )
             data = document.write_pdf()
         except Exception as exc:

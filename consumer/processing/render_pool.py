@@ -208,7 +208,7 @@ def _rss_mb() -> float:
 
 class _Worker:
     def __init__(self, config: RenderConfig, share: tuple[int, int] | None = None) -> None:
-        context = worker_context()
+        context = worker_context(config.template_dir)
         self.connection, child = context.Pipe()
         self.process = context.Process(
             target=_worker_main, args=(child, config, share), name="render-worker", daemon=True

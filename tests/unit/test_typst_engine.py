@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 import typst
 
 from consumer.app.settings import Settings
+from consumer.processing.fork_server import preloaded_modules
 from consumer.processing.render_pool import RenderConfig
 from rendering import TEMPLATE_DIR, PasswordPolicy, Renderer, RenderError
 from rendering.context import document_context
@@ -30,6 +32,7 @@ from schemas.samples import SCRIPT_SAMPLES, sample_order, script_sample
 from tests.unit.test_hostile_input import FIELDS, Trap, _payloads, _set, trap  # noqa: F401 - the fixture
 
 TWIN = "default-typst"
+ROOT = Path(__file__).resolve().parents[2]
 # The face Typst draws each script with (as embedded: subset prefix and style stripped).
 TYPST_FACE = {
     "latin-vietnamese": "DejaVuSans",
@@ -442,3 +445,32 @@ def test_a_typst_error_names_the_mistake_but_no_order_value(templates: Path) -> 
     assert "panicked" in str(failed.value)
     assert customer["last_name"] not in str(failed.value)
     assert customer["first_name"] not in str(failed.value)
+
+
+def _typst_only(tmp_path: Path) -> Path:
+    folder = tmp_path / "typst-only"
+    (folder / "sets").mkdir(parents=True)
+    (folder / "shared").symlink_to(TEMPLATE_DIR / "shared")
+    (folder / "sets" / TWIN).symlink_to(TEMPLATE_DIR / "sets" / TWIN)
+    return folder
+
+
+def test_a_folder_of_typst_sets_renders_without_weasyprint(tmp_path: Path) -> None:
+    """A Typst deployment's workers never import WeasyPrint (~35 MB each), nor does its fork server."""
+    probe = (
+        "import sys; from pathlib import Path; from rendering import Renderer;"
+        "from schemas.samples import sample_order;"
+        f"renderer = Renderer(Path({str(_typst_only(tmp_path))!r}), default_set={TWIN!r});"
+        "mail = renderer.render_mail(sample_order(3));"
+        "assert mail.engine == 'typst' and mail.attachments[0].encrypted;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'weasyprint', 'pydyf', 'tinycss2'}))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert run.stdout.strip() == "[]"
+
+
+def test_the_fork_server_preloads_weasyprint_only_for_its_sets(tmp_path: Path) -> None:
+    typst_only = preloaded_modules(_typst_only(tmp_path))
+    assert "rendering.weasyprint_overrides" in preloaded_modules(TEMPLATE_DIR)
+    assert "rendering.weasyprint_overrides" not in typst_only
+    assert "rendering.renderer" in typst_only
