@@ -3,11 +3,12 @@
 ::
 
     templates/
-      shared/              layouts/, partials/, base.css, assets/fonts/, locale/ (the catalogs)
+      shared/              layouts/, partials/, base.css, assets/fonts/, locale/ (the catalogs),
+                           subject.txt, body.txt, body.html (the e-mail, its texts marked for translation)
       sets/<name>/
         set.toml           default language, shop name, the attachments (template, file name, encrypted)
         receipt.html ...   attachment templates, style.css, assets/
-        subject.txt, body.txt, body.html   the e-mail, its texts marked for translation
+        subject.txt ...    (optional) the set's own e-mail templates, instead of shared/'s
         locale/            (optional) the set's own catalogs, looked up before shared/'s
         <language>/        (optional) a template written for one language only
 
