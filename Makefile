@@ -26,7 +26,7 @@ catalogs: $(CATALOGS)
 extract: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --project ordermail \
 	  --copyright-holder ordermail -o rendering/templates/shared/locale/messages.pot .
-	$(BIN)/pybabel update --no-location --width 100 -i rendering/templates/shared/locale/messages.pot \
+	$(BIN)/pybabel update --width 100 -i rendering/templates/shared/locale/messages.pot \
 	  -d rendering/templates/shared/locale
 
 system-deps:
