@@ -14,8 +14,9 @@ Templates come in sets (``templates/sets/<name>/``, see ``template_sets.py``); a
 Every failure is a :class:`RenderError` with a machine-readable ``reason``. Imports ``schemas``
 for types and sample orders only; never ``consumer`` or ``delivery``.
 
-``Renderer`` is imported on first use: it loads WeasyPrint (~0.6 s, ~60 MB), which only the
-render workers and the CLI's rendering commands need, never the service's main process.
+``Renderer`` is imported on first use: it loads the engines (WeasyPrint ~0.6 s and ~60 MB, only
+when a set uses it; Typst), which only the render workers and the CLI's rendering commands need,
+never the service's main process.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -8,24 +8,13 @@ and memory small.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = [
-    "DEFAULT_SET",
-    "ENGINES",
-    "TEMPLATE_DIR",
-    "RenderedAttachment",
-    "RenderedMail",
-    "safe_filename",
-    "set_engines",
-    "set_folders",
-]
+__all__ = ["DEFAULT_SET", "TEMPLATE_DIR", "RenderedAttachment", "RenderedMail", "safe_filename"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 DEFAULT_SET = "default"
-ENGINES = ("weasyprint", "typst")  # what a set's ``engine`` may name; the first is the default
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -70,22 +59,3 @@ def safe_filename(name: str) -> str:
     """Letters, digits, ``.``, ``-`` and ``_`` only, ending in ``.pdf``."""
     stem = _UNSAFE_FILENAME.sub("_", name.removesuffix(".pdf")).strip("._")[:80] or "document"
     return f"{stem}.pdf"
-
-
-def set_folders(template_dir: Path) -> list[Path]:
-    """The template sets' folders: ``sets/<name>/`` holding a ``set.toml``."""
-    return sorted(p for p in (template_dir / "sets").glob("*") if (p / "set.toml").is_file())
-
-
-def set_engines(template_dir: Path) -> set[str]:
-    """The engines the sets in ``template_dir`` name (without loading them: the fork server
-    preloads WeasyPrint only when one does). A set.toml that cannot be read counts as none:
-    loading the set says what is wrong with it."""
-    found = set()
-    for folder in set_folders(template_dir):
-        try:
-            config = tomllib.loads((folder / "set.toml").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            continue
-        found.add(str(config.get("engine", ENGINES[0])))
-    return found

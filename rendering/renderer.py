@@ -12,14 +12,13 @@ autoescape; the plain-text ones (``*.txt``) do not. Resources are fetched only t
 :class:`~rendering.fetcher.AssetFetcher` (the set's and ``shared/`` files, and ``data:``).
 
 Only WeasyPrint's public API is used here. Its private API (the rendering shortcuts) is used by
-:mod:`rendering.weasyprint_overrides` alone, installed with the first WeasyPrint set on the checked
-WeasyPrint release only; on any other release WeasyPrint runs stock, after one warning naming its
-version.
+:mod:`rendering.weasyprint_overrides` alone, installed (``weasyprint_setup``) with the first
+WeasyPrint set, on the checked WeasyPrint release only; on any other release WeasyPrint runs stock,
+after one warning naming its version.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from pathlib import Path
@@ -47,17 +46,6 @@ __all__ = ["DEFAULT_SET", "TEMPLATE_DIR", "RenderedAttachment", "RenderedMail", 
 
 _WARM_UP_HTML = "<p>Warm-up 0123456789 <b>€ $ £ ¥ áéíóúñ</b></p>"
 _SLUG = re.compile(r"[^a-z0-9]+")
-
-
-@functools.cache
-def _set_up_weasyprint() -> None:
-    """WeasyPrint, imported and set up once per process when the first set needs it: its
-    shortcuts (on the checked release only; else one warning) and its loggers' redaction."""
-    from rendering import weasyprint_overrides
-    from rendering.fetcher import install_log_redaction
-
-    weasyprint_overrides.install()
-    install_log_redaction()
 
 
 class _Pdf(NamedTuple):
@@ -116,7 +104,10 @@ class Renderer:
         order["locale"] = "en-GB"
         for chosen in self._sets.values():
             if chosen.engine == "typst":
-                self._document(order, chosen, chosen.attachments[0], chosen.default_language)
+                try:
+                    self._document(order, chosen, chosen.attachments[0], chosen.default_language)
+                except RenderError as error:
+                    raise RenderError(error.reason, f"set {chosen.name!r}, warm-up: {error}") from error
 
     def render_html(self, order: OrderCompleted, *, template_set: str | None = None) -> str:
         """The main document's (the receipt's) HTML (a WeasyPrint set's)."""
@@ -310,8 +301,9 @@ class Renderer:
     def _weasyprint_fonts(self) -> FontConfiguration:
         """The ``FontConfiguration`` every WeasyPrint set of this renderer shares."""
         if self._font_config is None:
-            _set_up_weasyprint()
             from weasyprint.text.fonts import FontConfiguration
+
+            import rendering.weasyprint_setup  # noqa: F401 - sets WeasyPrint up once per process
 
             self._font_config = FontConfiguration()
         return self._font_config

@@ -33,7 +33,6 @@ from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, p
 from jinja2.sandbox import SandboxedEnvironment
 
 from rendering.catalogs import load_translations
-from rendering.documents import ENGINES, set_folders
 from rendering.errors import RenderError
 from rendering.locales import choose_language
 from rendering.messages import CODES, DEFAULT_PASSWORD_EXPLANATION, GENERIC_PASSWORD_EXPLANATION, LABELS
@@ -51,8 +50,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ENGINES", "AttachmentTemplate", "MailTemplates", "TemplateSet", "Texts", "load_sets"]
 
-
 # What lays out a set's documents (``engine`` in set.toml): HTML and CSS, or Typst (typst_engine.py).
+ENGINES = ("weasyprint", "typst")
+
+
 @dataclass(frozen=True)
 class Texts:
     """One language's texts: the labels and codes by key, and the catalog for templates' own."""
@@ -112,7 +113,7 @@ def load_sets(template_dir: Path, fonts: Callable[[], FontConfiguration]) -> dic
     """Every set of ``template_dir``. ``fonts`` is called for the first WeasyPrint set only: a
     folder of Typst sets never imports WeasyPrint (~35 MB and ~0.5 s of CPU less per process)."""
     shared = template_dir / "shared"
-    folders = set_folders(template_dir)
+    folders = sorted(p for p in (template_dir / "sets").glob("*") if (p / "set.toml").is_file())
     if not folders:
         raise RenderError("template_error", f"no template sets in {template_dir / 'sets'}")
     workspace = functools.cache(lambda: TypstWorkspace(template_dir))  # made for the first Typst set

@@ -47,6 +47,7 @@ from rendering.fonts import FALLBACK_FAMILIES, family_files
 __all__ = ["TypstDocument", "TypstWorkspace", "as_data"]
 
 DATA_FILE = "order.json"  # at the root of every compilation, in memory: the order as data
+_SYS_INPUTS = re.compile(r"\bsys\.inputs\b")
 _FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
 _QUOTED = re.compile(r'"[^"]*"|`[^`]*`')
 _NAME = re.compile(r"[\w./-]{1,60}")
@@ -124,7 +125,7 @@ class TypstWorkspace:
         for source in [*folder.rglob("*.typ"), *shared.rglob("*.typ")]:
             check_source(source)
         for reserved in ("shared", DATA_FILE, "main"):  # the root's, and what each compilation adds
-            if (folder / reserved).exists():
+            if os.path.lexists(folder / reserved):
                 raise RenderError("template_error", f"a Typst set cannot have an entry named {reserved!r}")
         links = {entry.name: entry.resolve() for entry in folder.iterdir()}
         root = self._links(f"root-{folder.name}", {**links, "shared": shared.resolve()})
@@ -188,8 +189,13 @@ def _redacted(message: str) -> str:
 
 
 def check_source(path: Path) -> None:
-    """Refuses a package import or a computed import path (see the module docstring)."""
+    """Refuses a package import or a computed import path (see the module docstring), and a
+    document written for the engine's first release, which read the order from ``sys.inputs``."""
     text = path.read_text(encoding="utf-8")
+    if old := _SYS_INPUTS.search(text):
+        line = text.count("\n", 0, old.start()) + 1
+        advice = 'sys.inputs is empty; read the order with json("/order.json")'
+        raise RenderError("template_error", f"{path.name}, line {line}: {advice}")
     for match in _LOADS.finditer(text):
         target = match.group("target")
         if target == '"@':

@@ -5,8 +5,9 @@ The rest of ``rendering`` uses only WeasyPrint's public API (``HTML``, ``CSS``,
 internals, which any release may change, so they are checked against one release,
 :data:`CHECKED_VERSION` (the one ``pyproject.toml`` pins), and :func:`install` puts them in place
 only on it. On any other version it changes nothing and logs one warning naming the version:
-WeasyPrint then runs stock and draws the same documents, only slower. ``renderer.py`` calls
-:func:`install` once, on import, and builds its documents with :func:`document`.
+WeasyPrint then runs stock and draws the same documents, only slower. ``weasyprint_setup.py``
+calls :func:`install` once per process, and ``renderer.py`` builds its documents with
+:func:`document`.
 
 - **Computed styles** (~4.5 % of a receipt's render): ``ComputedStyle.__missing__`` answers at
   once the lookups of properties no rule sets (the parent's value, or the initial one).

@@ -3,9 +3,9 @@ importing anything else, so that its import of the renderer overlaps all of the 
 
 Workers fork from a server process that imported the renderer (its libraries, fonts' code) once:
 each worker, first or replacement, then starts without importing it again (~0.45 s of CPU each
-with WeasyPrint). WeasyPrint is preloaded only when a template set uses it: a folder of Typst
-sets keeps it out of every worker (~35 MB each). The server itself is a fresh process, like a
-spawned one: it never shares the parent's librdkafka threads.
+with WeasyPrint). WeasyPrint is preloaded (and set up) only when a template set uses it: a folder
+of Typst sets keeps it out of every worker (~35 MB each). The server itself is a fresh process,
+like a spawned one: it never shares the parent's librdkafka threads.
 """
 
 from __future__ import annotations
@@ -13,19 +13,35 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import tomllib
 from pathlib import Path
 
-__all__ = ["preloaded_modules", "start_fork_server", "worker_context"]
+__all__ = ["SHIPPED_TEMPLATES", "preloaded_modules", "start_fork_server", "worker_context"]
+
+# rendering.TEMPLATE_DIR, named without importing the rendering package (it loads pikepdf and
+# more: the server must start before any of that).
+SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / "rendering" / "templates"
 
 
 def preloaded_modules(template_dir: Path | None = None) -> list[str]:
     """What the fork server imports for the sets in ``template_dir`` (``ORDERMAIL_TEMPLATE_DIR``,
     else the shipped templates: the service starts the server before it reads its settings)."""
-    from rendering.documents import TEMPLATE_DIR, set_engines
-
-    folder = template_dir or Path(os.environ.get("ORDERMAIL_TEMPLATE_DIR") or TEMPLATE_DIR)
+    folder = template_dir or Path(os.environ.get("ORDERMAIL_TEMPLATE_DIR") or SHIPPED_TEMPLATES)
     modules = ["consumer.processing.render_pool", "rendering.renderer"]
-    return [*modules, "rendering.weasyprint_overrides"] if "weasyprint" in set_engines(folder) else modules
+    return [*modules, "rendering.weasyprint_setup"] if "weasyprint" in _engines(folder) else modules
+
+
+def _engines(template_dir: Path) -> set[str]:
+    """The engines the sets' ``set.toml`` files name (WeasyPrint where none is named). One that
+    cannot be read counts as none: loading the set, in the workers, says what is wrong with it."""
+    found = set()
+    for config_file in (template_dir / "sets").glob("*/set.toml"):
+        try:
+            config = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+            continue
+        found.add(str(config.get("engine", "weasyprint")))
+    return found
 
 
 def worker_context(template_dir: Path | None = None) -> multiprocessing.context.ForkServerContext:

@@ -102,7 +102,12 @@ EXPORTED: dict[str, list[str]] = {
         "render_pool",
         "retry",
     ],
-    "consumer.processing.fork_server": ["preloaded_modules", "start_fork_server", "worker_context"],
+    "consumer.processing.fork_server": [
+        "SHIPPED_TEMPLATES",
+        "preloaded_modules",
+        "start_fork_server",
+        "worker_context",
+    ],
     "consumer.processing.mail": ["receipt_message"],
     "consumer.processing.outcomes": ["OUTCOME_SCHEMA", "dead_letter_headers", "outcome_for"],
     "consumer.processing.pipeline": ["Done", "Pipeline", "PipelineConfig"],

@@ -22,7 +22,7 @@ import pytest
 import typst
 
 from consumer.app.settings import Settings
-from consumer.processing.fork_server import preloaded_modules
+from consumer.processing.fork_server import SHIPPED_TEMPLATES, preloaded_modules
 from consumer.processing.render_pool import RenderConfig
 from rendering import TEMPLATE_DIR, PasswordPolicy, Renderer, RenderError
 from rendering.context import document_context
@@ -349,6 +349,13 @@ def test_a_set_cannot_shadow_what_each_compilation_adds(templates: Path, entry: 
         Renderer(templates)
 
 
+def test_a_document_that_reads_sys_inputs_is_told_where_the_order_is(templates: Path) -> None:
+    _set_with(templates, "probe", '#let d = json(bytes(sys.inputs.at("data")))\n#d.order_id\n')
+    advice = r'receipt.typ, line 1: sys.inputs is empty; read the order with json\("/order.json"\)'
+    with pytest.raises(RenderError, match=advice):
+        Renderer(templates)
+
+
 def test_each_document_reads_its_own_order(renderer: Renderer) -> None:
     """The order file is replaced for every compilation: a warm compiler never prints the last one."""
     orders = [sample_order(seed) for seed in (1, 2, 1)]
@@ -471,6 +478,29 @@ def test_a_folder_of_typst_sets_renders_without_weasyprint(tmp_path: Path) -> No
 
 def test_the_fork_server_preloads_weasyprint_only_for_its_sets(tmp_path: Path) -> None:
     typst_only = preloaded_modules(_typst_only(tmp_path))
-    assert "rendering.weasyprint_overrides" in preloaded_modules(TEMPLATE_DIR)
-    assert "rendering.weasyprint_overrides" not in typst_only
+    assert SHIPPED_TEMPLATES == TEMPLATE_DIR
+    assert "rendering.weasyprint_setup" in preloaded_modules(TEMPLATE_DIR)
+    assert "rendering.weasyprint_setup" not in typst_only
     assert "rendering.renderer" in typst_only
+
+
+def test_the_fork_server_starts_before_the_rendering_package_loads() -> None:
+    probe = (
+        "import sys; from consumer.processing.fork_server import preloaded_modules; preloaded_modules();"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rendering', 'pikepdf', 'typst')))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert run.stdout.strip() == "[]"
+
+
+def test_a_weasyprint_set_is_set_up_before_it_renders() -> None:
+    """The renderer's first WeasyPrint set installs the shortcuts and the loggers' redaction."""
+    probe = (
+        "import logging; from rendering import Renderer; from rendering import weasyprint_overrides;"
+        "from schemas.samples import sample_order;"
+        "Renderer().render_pdf(sample_order(1), template_set='default');"
+        "print(weasyprint_overrides.installed(),"
+        " sorted(type(f).__name__ for f in logging.getLogger('weasyprint').filters))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert run.stdout.strip() == "True ['_RedactURLs']"

@@ -10,7 +10,7 @@ import pytest
 import weasyprint
 from weasyprint import HTML
 
-import rendering.renderer  # noqa: F401 # installs the overrides on import, as in production
+import rendering.weasyprint_setup  # noqa: F401 # installs the overrides on import, as the fork server does
 from rendering import weasyprint_overrides
 from tests.support import stock_weasyprint
 
