@@ -11,7 +11,8 @@ engine: ``default``, ``default-<engine>`` or the first set of that engine):
 2. end to end: events published first, then the service started as its own process → rate
    from its start to the last acknowledged outcome; efficiency = that ÷ ceiling; beside it, the
    share of the run's CPU the SMTP sink and the broker took (stand-ins for a relay and a cluster
-   that run elsewhere in production) and the efficiency against the cores they left;
+   that run elsewhere in production) and the efficiency against the cores they left, and the
+   render workers' share of the cores during that same run (free of the machine's drift);
 3. latency: events paced at half that rate → event published → SMTP accepted;
 while the render workers' resident memory is sampled throughout. Every set gets the same orders,
 and runs as a deployment of its own: a template folder holding that set alone (see
@@ -122,13 +123,18 @@ def bench_set(stack: Stack, template_set: str, args: argparse.Namespace) -> dict
         * args.events
         / 1000
     )
-    stand_ins_share = stand_ins_s / ((os.cpu_count() or 1) * run_s)
+    core_s = (os.cpu_count() or 1) * run_s
+    stand_ins_share = stand_ins_s / core_s
+    # Drift-free: the render workers' share of the cores during the end-to-end run itself (the
+    # ceiling comes from other minutes, and this machine's speed moves by up to a third).
+    render_share = figures["cpu_ms_per_order"]["render_workers"] * args.events / 1000 / core_s
     return {
         **figures,
         "ceiling_orders_per_s": round(ceiling, 2),
         "efficiency": round(efficiency, 3),
         "stand_ins_cpu_share": round(stand_ins_share, 3),
         "efficiency_without_stand_ins": round(efficiency / (1 - stand_ins_share), 3),
+        "render_cpu_share": round(render_share, 3),
         "service_main_cpu_ms_per_order": figures["cpu_ms_per_order"]["service_main"],
         # The service ran on a machine that was not quite the one the ceiling measured.
         "render_drift": round(abs(after - before) / min(before, after), 3),
@@ -201,7 +207,8 @@ def summary(name: str, f: dict[str, Any]) -> str:
         f"{name} ({f['engine']}): render p50 {f['render_ms_p50']} ms · "
         f"ceiling {f['ceiling_orders_per_s']}/s · "
         f"end to end {f['e2e_orders_per_s']}/s = {f['efficiency']:.0%} of ceiling "
-        f"({f['efficiency_without_stand_ins']:.0%} of the cores the sink and broker left) · "
+        f"({f['efficiency_without_stand_ins']:.0%} of the cores the sink and broker left; "
+        f"render workers used {f['render_cpu_share']:.0%} of the cores meanwhile) · "
         f"latency p99 {f.get('latency_ms_p99', '-')} ms at half load · "
         f"worker RSS max {f['worker_rss_mb_max']} MB ({f['worker_private_mb_max']} MB private) · "
         f"main process {f['service_main_cpu_ms_per_order']} ms CPU an order"
