@@ -52,7 +52,10 @@ def catalog_problems(template_dir: Path) -> list[str]:
     texts = extracted_texts(template_dir)
     pot = template_dir / "shared" / "locale" / f"{DOMAIN}.pot"
     listed = {str(message.id) for message in _read(pot) if message.id} if pot.is_file() else set()
-    if listed != texts:
+    # Texts no template uses any more are stale only where the catalogs are this folder's own: a
+    # deployment's folder that links shared/ from elsewhere (a brand's sets alone, say) uses a part.
+    own_catalogs = pot.resolve().is_relative_to(template_dir.resolve())
+    if texts - listed or (own_catalogs and listed - texts):
         problems.append(
             f"{pot}: out of date ({len(texts - listed)} new, {len(listed - texts)} gone): run `make extract`"
         )

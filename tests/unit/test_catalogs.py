@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from typing import TYPE_CHECKING
 
@@ -99,6 +100,20 @@ def test_a_new_text_needs_extracting_and_translating(templates: Path) -> None:
     assert any("messages.pot: out of date (1 new, 0 gone)" in line for line in problems)
     untranslated = {line.split(":")[0] for line in problems if "missing: 'Keep this receipt'" in line}
     assert untranslated == set(SHIPPED) - {"en"}
+
+
+def test_a_folder_of_some_sets_linking_shared_from_elsewhere_uses_part_of_its_catalogs(
+    templates: Path, tmp_path: Path
+) -> None:
+    deployment = tmp_path / "deployment"
+    (deployment / "sets").mkdir(parents=True)
+    (deployment / "shared").symlink_to(templates / "shared")
+    (deployment / "sets/default-typst").symlink_to(templates / "sets/default-typst")
+    assert catalog_problems(deployment) == []
+    for other in ("default", "nordic"):  # the owner of the catalogs with the same sets: stale
+        shutil.rmtree(templates / "sets" / other)
+    stale = re.compile(r"out of date \(0 new, [1-9]\d* gone\)")
+    assert any(stale.search(line) for line in catalog_problems(templates))
 
 
 def test_a_catalog_newer_than_its_compiled_form_stops_the_start(templates: Path) -> None:
