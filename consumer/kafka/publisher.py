@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from consumer.processing.records import Headers, Inbound
     from schemas import Codec, DeliveryOutcome
 
-__all__ = ["AcknowledgementWatch", "OutcomePublisher", "PublishError"]
+__all__ = ["AcknowledgedProducer", "AcknowledgementWatch", "OutcomePublisher", "PublishError"]
 
 
 # Refusals that are about the record itself (its size, its partition), not the broker's state:
@@ -87,57 +87,18 @@ class AcknowledgementWatch:
             return self._waiting, self._clock() - self._since
 
 
-class OutcomePublisher:
-    """Owns the idempotent producer and the thread that serves its delivery callbacks."""
+class AcknowledgedProducer:
+    """A producer and the thread that serves its delivery callbacks: each record produced is
+    awaited until the broker acknowledged it (its offset) or refused it (:class:`PublishError`)."""
 
-    def __init__(
-        self, producer: Producer, codec: Codec, *, outcome_topic: str, dlq_topic: str, retry_topic: str
-    ) -> None:
-        self._retry_topic = retry_topic
+    def __init__(self, producer: Producer, thread_name: str) -> None:
         self._producer = producer
-        self._codec = codec
-        self._outcome_topic = outcome_topic
-        self._dlq_topic = dlq_topic
         self._running = True
         self.acknowledgements = AcknowledgementWatch()
-        self._poller = threading.Thread(target=self._serve_callbacks, name="producer-callbacks", daemon=True)
+        self._poller = threading.Thread(target=self._serve_callbacks, name=thread_name, daemon=True)
         self._poller.start()
 
-    async def publish_outcome(self, outcome: DeliveryOutcome, partition: int) -> int:
-        value = self._codec.encode(outcome, OUTCOME_SCHEMA, subject=f"{self._outcome_topic}-value")
-        with tracer().start_as_current_span(
-            f"send {self._outcome_topic}",
-            kind=SpanKind.PRODUCER,
-            attributes=producer_span_attributes(self._outcome_topic, partition),
-            record_exception=False,
-        ):
-            # The outcome carries the trace on, so analytics can join it.
-            headers = inject_into([])
-            return await self._produce(
-                self._outcome_topic, outcome["order_id"].encode(), value, partition, headers
-            )
-
-    async def publish_dead_letter(
-        self, inbound: Inbound, headers: Headers, *, omit_record: bool = False
-    ) -> int:
-        """The record as it came (``omit_record``: its key and value left out, for a record the
-        dead-letter topic refused; the headers then say where the original is)."""
-        if omit_record:
-            return await self._produce(self._dlq_topic, None, None, None, headers)
-        return await self._produce(self._dlq_topic, inbound.key, inbound.value, None, headers)
-
-    async def publish_retry(self, inbound: Inbound, headers: Headers) -> int:
-        return await self._produce(
-            self._retry_topic, inbound.key, inbound.value, inbound.origin.partition, headers
-        )
-
-    async def publish(
-        self, topic: str, key: bytes, value: bytes, partition: int | None, headers: Headers
-    ) -> int:
-        """Any other record (feedback, suppressions), acknowledged like an outcome."""
-        return await self._produce(topic, key, value, partition, headers)
-
-    async def _produce(
+    async def produce(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None, headers: Headers
     ) -> int:
         loop = asyncio.get_running_loop()
@@ -180,6 +141,58 @@ class OutcomePublisher:
     def _serve_callbacks(self) -> None:
         while self._running:
             self._producer.poll(0.1)
+
+
+class OutcomePublisher:
+    """Publishes outcomes, dead letters and deferred records through one :class:`AcknowledgedProducer`."""
+
+    def __init__(
+        self, producer: Producer, codec: Codec, *, outcome_topic: str, dlq_topic: str, retry_topic: str
+    ) -> None:
+        self._retry_topic = retry_topic
+        self._codec = codec
+        self._outcome_topic = outcome_topic
+        self._dlq_topic = dlq_topic
+        self._sender = AcknowledgedProducer(producer, "producer-callbacks")
+        self.acknowledgements = self._sender.acknowledgements
+
+    async def publish_outcome(self, outcome: DeliveryOutcome, partition: int) -> int:
+        value = self._codec.encode(outcome, OUTCOME_SCHEMA, subject=f"{self._outcome_topic}-value")
+        with tracer().start_as_current_span(
+            f"send {self._outcome_topic}",
+            kind=SpanKind.PRODUCER,
+            attributes=producer_span_attributes(self._outcome_topic, partition),
+            record_exception=False,
+        ):
+            # The outcome carries the trace on, so analytics can join it.
+            headers = inject_into([])
+            return await self._sender.produce(
+                self._outcome_topic, outcome["order_id"].encode(), value, partition, headers
+            )
+
+    async def publish_dead_letter(
+        self, inbound: Inbound, headers: Headers, *, omit_record: bool = False
+    ) -> int:
+        """The record as it came (``omit_record``: its key and value left out, for a record the
+        dead-letter topic refused; the headers then say where the original is)."""
+        if omit_record:
+            return await self._sender.produce(self._dlq_topic, None, None, None, headers)
+        return await self._sender.produce(self._dlq_topic, inbound.key, inbound.value, None, headers)
+
+    async def publish_retry(self, inbound: Inbound, headers: Headers) -> int:
+        return await self._sender.produce(
+            self._retry_topic, inbound.key, inbound.value, inbound.origin.partition, headers
+        )
+
+    async def publish(
+        self, topic: str, key: bytes, value: bytes, partition: int | None, headers: Headers
+    ) -> int:
+        """Any other record (feedback), acknowledged like an outcome."""
+        return await self._sender.produce(topic, key, value, partition, headers)
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Flushes and stops; returns the number of records still unacknowledged."""
+        return self._sender.close(timeout_s)
 
 
 def _settle(future: asyncio.Future[int], result: int | Exception) -> None:

@@ -14,7 +14,6 @@ the service runs suppresses as soon as that thread has read it (milliseconds, no
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from consumer.kafka.clients import close_with_timeout, consumer_config, error_name, producer_config
+from consumer.kafka.publisher import AcknowledgedProducer, PublishError
 from consumer.observability.metrics import SUPPRESSION_ENTRIES, SUPPRESSION_RECORDS
 from delivery.suppression import REASONS, SOURCES, Suppression, SuppressionKeys, SuppressionTable
 from schemas import SUPPRESSION_SCHEMA, DecodeError
@@ -245,13 +245,10 @@ class SuppressionWriter:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.topic = topic
-        self._producer = producer
+        self._sender = AcknowledgedProducer(producer, "suppression-writer")
         self._codec = codec
         self._keys = keys
         self._clock = clock
-        self._running = True
-        self._poller = threading.Thread(target=self._serve_callbacks, name="suppression-writer", daemon=True)
-        self._poller.start()
 
     @classmethod
     def from_settings(cls, settings: Settings, codec: Codec, **overrides: Any) -> SuppressionWriter:
@@ -293,39 +290,10 @@ class SuppressionWriter:
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Flushes and stops; returns the records still unacknowledged."""
-        remaining = int(self._producer.flush(timeout_s))
-        self._running = False
-        self._poller.join(timeout=2)
-        return remaining
+        return self._sender.close(timeout_s)
 
     async def _produce(self, key: str, value: bytes | None) -> None:
-        loop = asyncio.get_running_loop()
-        acknowledged: asyncio.Future[None] = loop.create_future()
-        topic = self.topic
-
-        def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            failure = SuppressionError(f"{topic}: {error.name()}") if error is not None else None
-            loop.call_soon_threadsafe(_settle, acknowledged, failure)
-
-        while True:
-            try:
-                self._producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery)
-                break
-            except BufferError:  # local queue full: acknowledgements drain it
-                await asyncio.sleep(0.05)
-            except KafkaException as exc:
-                raise SuppressionError(f"{topic}: {error_name(exc)}") from None
-        await acknowledged
-
-    def _serve_callbacks(self) -> None:
-        while self._running:
-            self._producer.poll(0.1)
-
-
-def _settle(future: asyncio.Future[None], failure: Exception | None) -> None:
-    if future.done():
-        return
-    if failure is not None:
-        future.set_exception(failure)
-    else:
-        future.set_result(None)
+        try:
+            await self._sender.produce(self.topic, key.encode(), value, None, [])
+        except PublishError as error:
+            raise SuppressionError(str(error)) from None

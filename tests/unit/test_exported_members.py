@@ -63,7 +63,12 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.kafka.ledger": ["Ledger", "settle"],
     "consumer.kafka.offsets": ["OffsetTracker", "TopicPartitionKey", "format_metadata", "parse_metadata"],
     "consumer.kafka.partitioning": ["murmur2", "partition_for"],
-    "consumer.kafka.publisher": ["AcknowledgementWatch", "OutcomePublisher", "PublishError"],
+    "consumer.kafka.publisher": [
+        "AcknowledgedProducer",
+        "AcknowledgementWatch",
+        "OutcomePublisher",
+        "PublishError",
+    ],
     "consumer.kafka.service": ["Service"],
     "consumer.kafka.suppressions": [
         "LOAD_TIMEOUT_S",

@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -265,7 +266,9 @@ class FakeProducer:
     waiting: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def produce(self, topic: str, *, key: bytes, value: bytes | None, on_delivery: Any) -> None:
+    def produce(
+        self, topic: str, *, key: bytes, value: bytes | None, on_delivery: Any, headers: Any = ()
+    ) -> None:
         with self.lock:
             self.records.append((topic, key, value))
             self.waiting.append(on_delivery)
@@ -273,8 +276,8 @@ class FakeProducer:
     def poll(self, timeout: float) -> int:
         with self.lock:
             waiting, self.waiting = self.waiting, []
-        for callback in waiting:
-            callback(self.error, None)
+        for offset, callback in enumerate(waiting):
+            callback(self.error, SimpleNamespace(offset=lambda offset=offset: offset))
         time.sleep(min(timeout, 0.01))
         return len(waiting)
 
