@@ -25,12 +25,20 @@ if TYPE_CHECKING:
     from consumer.feedback.handling import FeedbackHandler
     from delivery.return_path import ReturnPath
 
-__all__ = ["MAX_LINES", "MAX_RECIPIENTS", "MAX_SESSIONS", "ReportReceiver", "start_smtp_receiver"]
+__all__ = [
+    "MAX_LINES",
+    "MAX_RECEIVING",
+    "MAX_RECIPIENTS",
+    "MAX_SESSIONS",
+    "ReportReceiver",
+    "start_smtp_receiver",
+]
 
 log = logging.getLogger("ordermail.feedback")
 MAX_RECIPIENTS = 10  # one report names one e-mail's return path
 MAX_SESSIONS = 16  # x the size limit (and aiosmtpd's per-line overhead): memory at worst
 MAX_LINES = 50_000  # a DSN with the whole e-mail returned (base64 PDF) has a few thousand
+MAX_RECEIVING = 4  # messages read at once (DATA), whatever the number of sessions
 
 
 class ReportReceiver:
@@ -43,6 +51,9 @@ class ReportReceiver:
         # Reading a report costs memory and CPU out of proportion to its size (the ``email``
         # package keeps every line): two at a time, whatever the number of sessions.
         self._reading = asyncio.Semaphore(2)
+        # Receiving one does too: aiosmtpd keeps an object per line read (~35 MiB for 1 MiB of
+        # short lines), before any check of ours can run. Four messages at a time, not sessions.
+        self.receiving = asyncio.Semaphore(MAX_RECEIVING)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -111,6 +122,12 @@ class _Bounded(SMTP):
             _Bounded.open_sessions -= 1
             super().connection_lost(error)
 
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command hook
+        """DATA, once one of the ``MAX_RECEIVING`` places is free: memory is bounded by the
+        messages being read, not by the sessions open."""
+        async with self.event_handler.receiving:
+            await super().smtp_DATA(arg)
+
 
 async def start_smtp_receiver(
     handler: FeedbackHandler,
@@ -122,8 +139,9 @@ async def start_smtp_receiver(
     complaints_local_part: str,
 ) -> asyncio.Server:
     receiver = ReportReceiver(handler, return_path, complaints_local_part)
-    # aiosmtpd logs every command at INFO: a stray sender's address among them.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # aiosmtpd logs every command at INFO, and a sender's unrecognised command words at WARNING:
+    # text we did not write. Its errors only (our handle_exception logs without values).
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
     def session() -> Any:
         return _Bounded(

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from consumer.app.settings import Settings
-from consumer.feedback.smtp_receiver import MAX_SESSIONS
+from consumer.feedback.smtp_receiver import MAX_RECEIVING, MAX_SESSIONS
 from consumer.kafka.suppressions import entry_of
 from consumer.tools.producing import publish_orders
 from consumer.tools.topic_reader import read_outcomes, read_records
@@ -265,6 +265,38 @@ def test_sessions_are_bounded(feedback: Feedback) -> None:
     # Closed sessions are given back.
     with socket.create_connection(("127.0.0.1", feedback.smtp_port), timeout=10) as again:
         assert again.recv(512).startswith(b"220")
+
+
+def test_messages_are_read_a_few_at_a_time_whatever_the_sessions(feedback: Feedback) -> None:
+    """Past MAX_RECEIVING messages being read, DATA waits for a place (aiosmtpd keeps every line
+    read: memory is bounded by the messages, not by the sessions)."""
+
+    def at_data(connection: socket.socket) -> socket.socket:
+        replies = connection.makefile("rb")
+        assert replies.readline().startswith(b"220")
+        for command in (b"HELO probe", b"MAIL FROM:<a@b.example>", b"RCPT TO:<fbl@bounces.shop.example>"):
+            connection.sendall(command + b"\r\n")
+            assert replies.readline()[:1] == b"2"
+        connection.sendall(b"DATA\r\n")
+        return connection
+
+    held = [
+        at_data(socket.create_connection(("127.0.0.1", feedback.smtp_port), timeout=10))
+        for _ in range(MAX_RECEIVING + 1)
+    ]
+    try:
+        for connection in held[:MAX_RECEIVING]:
+            assert connection.recv(512).startswith(b"354")
+        waiting = held[MAX_RECEIVING]
+        waiting.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            waiting.recv(512)  # no place yet
+        held[0].sendall(b"Subject: x\r\n\r\nnot a report\r\n.\r\n")  # a place is given back
+        waiting.settimeout(10)
+        assert waiting.recv(512).startswith(b"354")
+    finally:
+        for connection in held:
+            connection.close()
 
 
 def test_signed_esp_webhooks_become_feedback_and_forged_ones_are_refused(

@@ -30,6 +30,7 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.feedback.settings": ["FeedbackSettings"],
     "consumer.feedback.smtp_receiver": [
         "MAX_LINES",
+        "MAX_RECEIVING",
         "MAX_RECIPIENTS",
         "MAX_SESSIONS",
         "ReportReceiver",
