@@ -8,6 +8,7 @@ it should come again, 404 for an ESP that is not configured.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -43,12 +44,17 @@ class WebhookReceiver:
         await self.runner.cleanup()
 
 
-def _route(handler: FeedbackHandler, source: str, parse: Parse) -> Callable[[web.Request], object]:
+def _route(
+    handler: FeedbackHandler, source: str, parse: Parse, parsing: asyncio.Semaphore
+) -> Callable[[web.Request], object]:
     async def receive(request: web.Request) -> web.Response:
         arrived_at = time.monotonic()
         body = await request.read()
         try:
-            result = parse(body, request.headers)
+            # Off the event loop (SES's JSON is parsed before its signature can be checked: up to
+            # the body limit, from anyone), and two at a time, as the SMTP receiver reads reports.
+            async with parsing:
+                result = await asyncio.to_thread(parse, body, request.headers)
         except WebhookError as refused:
             metrics.FEEDBACK_DROPPED.labels(source, refused.reason).inc()
             status = 400 if refused.reason == "unparseable" else 403
@@ -104,8 +110,9 @@ def webhook_parsers(settings: FeedbackSettings) -> dict[str, tuple[str, Parse]]:
 
 async def start_webhook_receiver(handler: FeedbackHandler, settings: FeedbackSettings) -> WebhookReceiver:
     app = web.Application(client_max_size=settings.feedback_max_webhook_bytes)
+    parsing = asyncio.Semaphore(2)
     for path, (source, parse) in webhook_parsers(settings).items():
-        app.router.add_post(path, _route(handler, source, parse))  # type: ignore[arg-type]
+        app.router.add_post(path, _route(handler, source, parse, parsing))  # type: ignore[arg-type]
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.feedback_http_host, settings.feedback_http_port)
