@@ -151,6 +151,9 @@ class Transactions:
         except (Disconnected, ReplyTimeout):
             if all(code in ok for (code, _), ok in zip(replies, expected, strict=False)):
                 raise
+            # A refusal is in hand, but a reply is missing: it may still come and would be read as
+            # the next command's. The session is out of step: given up, the refusal reported.
+            self.close()
         for (code, text), ok in zip(replies, expected, strict=False):
             if code not in ok:
                 if len(replies) == len(expected) and replies[-1][0] == 354:

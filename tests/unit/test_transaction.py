@@ -30,6 +30,7 @@ class Script:
     connections: int = 0
     alone: list[bool] = field(default_factory=list)  # nothing else had arrived when answering
     lines: list[str] = field(default_factory=list)
+    late_s: float = 0.0  # DATA's reply comes this much after the others
 
 
 HANG_UP = "(hang up)"
@@ -59,6 +60,10 @@ async def _serve(script: Script, reader: asyncio.StreamReader, writer: asyncio.S
                 break
             if script.pipelining and verb in ("MAIL", "RCPT"):
                 continue  # a client waiting for this reply now would wait forever
+            if verb == "DATA" and script.late_s:
+                writer.write("".join(r + "\r\n" for r in held[:-1]).encode())
+                await asyncio.sleep(script.late_s)
+                held = held[-1:]
             writer.write("".join(r + "\r\n" for r in held).encode())
             script.groups.append(group)
             held, group = [], []
@@ -76,11 +81,11 @@ async def _serve(script: Script, reader: asyncio.StreamReader, writer: asyncio.S
 
 
 @asynccontextmanager
-async def scripted(script: Script) -> AsyncIterator[SmtpPool]:
+async def scripted(script: Script, timeout_s: float = 5) -> AsyncIterator[SmtpPool]:
     port = free_port()
     server = await asyncio.start_server(lambda r, w: _serve(script, r, w), "127.0.0.1", port)
     async with server:
-        pool = SmtpPool(SmtpConfig(port=port, tls=TlsMode.NONE, timeout_s=5, connections=1))
+        pool = SmtpPool(SmtpConfig(port=port, tls=TlsMode.NONE, timeout_s=timeout_s, connections=1))
         try:
             yield pool
         finally:
@@ -154,6 +159,23 @@ def test_replies_are_classified_alike_with_and_without_pipelining(
             return first
 
     assert asyncio.run(scenario()) == reason
+
+
+def test_a_refusal_with_a_reply_still_missing_gives_the_session_up() -> None:
+    """RCPT refused, DATA's reply late (and odd: 250): read as the answer to RSET, it would leave
+    every later reply one step behind. The session is replaced instead, and the next message goes
+    out on a new one."""
+    script = Script(rcpt="550 5.1.1 no such user", data="250 late and odd", late_s=0.45)
+
+    async def scenario() -> list[int | str]:
+        async with scripted(script, timeout_s=0.3) as pool:
+            first = await _send(pool)
+            script.rcpt, script.data, script.late_s = "250 OK", "354 go ahead", 0.0
+            return [first, await _send(pool)]
+
+    assert asyncio.run(scenario()) == ["smtp_permanent", 250]
+    assert "RSET" not in script.lines
+    assert script.connections == 2
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
