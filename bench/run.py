@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing.forkserver
 import os
 import platform
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +40,7 @@ import confluent_kafka
 
 from bench.render import bench_render, render_figures
 from bench.service import Stack, bench_service
+from consumer.processing.fork_server import set_engine, stop_fork_server
 from rendering import TEMPLATE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +53,7 @@ SETS = TEMPLATE_DIR / "sets"
 
 def engine_of(template_set: str, sets: Path = SETS) -> str:
     """The engine a set's ``set.toml`` names (WeasyPrint when it names none)."""
-    config = tomllib.loads((sets / template_set / "set.toml").read_text())
-    return str(config.get("engine", "weasyprint"))
+    return set_engine(sets / template_set) or "unreadable set.toml"
 
 
 def default_sets(sets: Path = SETS) -> list[str]:
@@ -105,10 +103,8 @@ def bench_set(stack: Stack, template_set: str, args: argparse.Namespace) -> dict
         alone.append(bench_render(template_set, rest, first_seed=half, template_dir=templates))
     # This process's render workers fork from one server, which imported what the first set
     # measured needed: the next set's workers get a server of their own (a Typst set's, without
-    # WeasyPrint). CPython has no public way to stop it; tests of its own use this one.
-    stop = getattr(getattr(multiprocessing.forkserver, "_forkserver", None), "_stop", None)
-    if stop is not None:
-        stop()
+    # WeasyPrint).
+    stop_fork_server()
     figures = {"engine": engine_of(template_set), **render_figures(alone, side_by_side), **figures}
     ceiling = args.workers / (figures["cpu_ms_per_document"] / 1000)
     before, after = figures["cpu_ms_per_document_before_after"]

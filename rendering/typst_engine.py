@@ -185,7 +185,8 @@ def _redacted(message: str) -> str:
         text = quoted[0]
         return text if _NAME.fullmatch(text[1:-1]) else f"{text[0]}…{text[-1]}"
 
-    return _QUOTED.sub(keep_names, message.splitlines()[0].split(": ", 1)[0][:200])
+    first_line = (message.splitlines() or [""])[0]
+    return _QUOTED.sub(keep_names, first_line.split(": ", 1)[0][:200])
 
 
 def check_source(path: Path) -> None:

@@ -111,7 +111,9 @@ EXPORTED: dict[str, list[str]] = {
     "consumer.processing.fork_server": [
         "SHIPPED_TEMPLATES",
         "preloaded_modules",
+        "set_engine",
         "start_fork_server",
+        "stop_fork_server",
         "worker_context",
     ],
     "consumer.processing.mail": ["receipt_message"],

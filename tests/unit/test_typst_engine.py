@@ -146,7 +146,6 @@ def test_markup_in_event_values_prints_as_typed(renderer: Renderer, value: str) 
     text = _squeezed(_text(renderer.render_pdf(order, template_set=TWIN)))
     # A name or address line keeps no line break (as in the HTML sets); the rest is as typed.
     assert text.count(_squeezed(value)) >= 2, value
-    assert "49" not in _squeezed(value) or "{{7*7}}" in text
 
 
 def test_the_html_sets_hostile_values_are_inert_in_typst(renderer: Renderer, trap: Trap) -> None:  # noqa: F811
