@@ -28,7 +28,7 @@ from consumer.observability import metrics
 from consumer.observability.telemetry import context_from, inject_into, tracer
 from consumer.processing.ports import PublishError
 from delivery.feedback.model import Kind, Report, Source
-from delivery.suppression import InvalidAddress
+from delivery.suppression import InvalidAddress, normalise
 from schemas import FEEDBACK_SCHEMA
 
 if TYPE_CHECKING:
@@ -79,7 +79,11 @@ class SoftBounces:
             self._reports[feedback_id] = None
             while len(self._reports) > self._max:
                 self._reports.popitem(last=False)
-        key = hmac.new(self._key, address.strip().lower().encode(), hashlib.sha256).digest()
+        try:  # the suppression list's form: case and IDN spellings of one address count together
+            folded = normalise(address)
+        except InvalidAddress:
+            folded = address.strip().lower()
+        key = hmac.new(self._key, folded.encode(), hashlib.sha256).digest()
         times = self._seen.pop(key, None) or deque(maxlen=self._limit)
         while times and now - times[0] > self._window_s:
             times.popleft()
@@ -159,7 +163,7 @@ class FeedbackHandler:
             # closer to suppression (soft bounces), or a customer could prime someone else's.
             metrics.SUPPRESSION_REFUSED.labels(report.source.value).inc()
             return
-        reason = _suppression_reason(report, self.soft_bounces, feedback_id)
+        reason = _suppression_reason(report, report.recipient, self.soft_bounces, feedback_id)
         if reason is None or self.suppressor is None:
             return
         try:
@@ -172,14 +176,15 @@ class FeedbackHandler:
         metrics.SUPPRESSIONS_ADDED.labels(reason).inc()
 
 
-def _suppression_reason(report: Report, soft_bounces: SoftBounces, feedback_id: str) -> str | None:
+def _suppression_reason(
+    report: Report, recipient: str, soft_bounces: SoftBounces, feedback_id: str
+) -> str | None:
+    """For a report ``_suppress`` has checked: a complaint or a bounce, naming its recipient."""
     if report.kind is Kind.COMPLAINED:
         return "complaint"
-    if report.kind is not Kind.BOUNCED or report.recipient is None:
-        return None
     if report.bounce_type == "hard":
         return "hard_bounce"
-    counted = soft_bounces.count(report.recipient, time.monotonic(), feedback_id)
+    counted = soft_bounces.count(recipient, time.monotonic(), feedback_id)
     return "soft_bounces" if counted else None
 
 

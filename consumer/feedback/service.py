@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, Producer
@@ -72,22 +72,22 @@ class FeedbackService:
             dlq_topic=settings.dlq_topic,
             retry_topic=settings.retry_topic,
         )
-        handler = FeedbackHandler(
-            index,
-            publisher,
-            codec,
-            settings.feedback_topic,
-            self.suppressor,
-            SoftBounces(settings.soft_bounce_limit, settings.soft_bounce_window_days * _DAY_S),
-        )
         suppressor = self.suppressor
         writer = None
         if suppressor is None and settings.suppression_keys() is not None:
             writer = SuppressionWriter.from_settings(settings, codec, **{"client.id": "ordermail-feedback"})
             suppressor = writer
+            _check_topic(publisher_producer, settings.suppression_topic)
         elif suppressor is None:
             log.warning("ORDERMAIL_SUPPRESSION_SECRET unset: hard bounces and complaints suppress nothing")
-        handler = replace(handler, suppressor=suppressor)
+        handler = FeedbackHandler(
+            index,
+            publisher,
+            codec,
+            settings.feedback_topic,
+            suppressor,
+            SoftBounces(settings.soft_bounce_limit, settings.soft_bounce_window_days * _DAY_S),
+        )
         _check_topic(publisher_producer, settings.feedback_topic)
         index.start()
         health = HealthServer(settings.feedback_health_port, lambda: _not_ready(index))

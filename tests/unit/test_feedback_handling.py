@@ -138,6 +138,7 @@ def test_a_date_the_report_makes_up_is_not_believed() -> None:
     _handle(handler, _bounce(occurred_at=datetime(9999, 12, 31, tzinfo=UTC)))
     _handle(handler, _bounce(kind=Kind.DELAYED, occurred_at=datetime(1970, 1, 1, tzinfo=UTC)))
     codec = Codec.from_directory()
+    assert len(handler.publisher.records) == 2  # type: ignore[attr-defined]
     for _, _, value, _ in handler.publisher.records:  # type: ignore[attr-defined]
         occurred = codec.decode(value, FEEDBACK_SCHEMA)["occurred_at"]
         assert abs((occurred - datetime.now(UTC)).total_seconds()) < 60
@@ -236,3 +237,11 @@ def test_soft_bounces_are_counted_per_address_within_the_window() -> None:
     assert not counter.count("a@x.example", now=20)  # the first one is out of the window
     assert counter.count("A@x.example ", now=21)  # the same address, as an MTA may write it
     assert not SoftBounces(limit=0, window_s=10).count("a@x.example", now=0)  # 0: never
+
+
+def test_soft_bounces_count_the_spellings_of_one_address_together() -> None:
+    """Case and IDN spellings are one address, as in the suppression list."""
+    bounces = SoftBounces(limit=3, window_s=3600)
+    assert not bounces.count("Kim@Bücher.example", 0.0, "f-1")
+    assert not bounces.count("kim@xn--bcher-kva.example", 1.0, "f-2")
+    assert bounces.count("kim@bücher.example", 2.0, "f-3")
