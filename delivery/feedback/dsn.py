@@ -9,6 +9,7 @@ carry the receipt, PDF included) is never looked at beyond its Message-ID.
 
 from __future__ import annotations
 
+import binascii
 import re
 from email.message import Message
 
@@ -96,18 +97,35 @@ def _blocks(status: Message) -> list[Message]:
 
 def _global_blocks(data: bytes) -> list[Message]:
     """A ``message/global-delivery-status`` part (RFC 6533: fields in UTF-8) as its blocks, cut
-    from the raw message (the ``email`` package replaces its UTF-8 with U+FFFD). One linear
-    pass: the first such part, from its blank line to the next boundary."""
-    at = data.lower().find(b"message/global-delivery-status")
-    body = data.find(b"\n\r\n", at) if at >= 0 else -1
+    from the raw message (the ``email`` package replaces its UTF-8 with U+FFFD): the part whose
+    ``Content-Type`` header names the type (not a mention of it in some text), from its blank
+    line to the next boundary, decoded when its transfer encoding says so. Linear passes."""
+    found = _GLOBAL_STATUS.search(data)
+    if found is None:
+        return []
+    body = data.find(b"\n\r\n", found.end())
     if body < 0:
-        body = data.find(b"\n\n", at) if at >= 0 else -1
+        body = data.find(b"\n\n", found.end())
     if body < 0:
         return []
+    headers = data[data.rfind(b"\n--", 0, found.start()) + 1 : body]
     end = data.find(b"\n--", body + 1)
-    text = data[body + 1 : end if end >= 0 else len(data)].decode("utf-8", "replace")
+    raw = data[body + 1 : end if end >= 0 else len(data)]
+    encoding = _TRANSFER_ENCODING.search(headers)
+    try:
+        if encoding is not None and encoding.group(1).lower() == b"base64":
+            raw = binascii.a2b_base64(raw)
+        elif encoding is not None and encoding.group(1).lower() == b"quoted-printable":
+            raw = binascii.a2b_qp(raw)
+    except binascii.Error:
+        return []
+    text = raw.decode("utf-8", "replace")
     chunks = [chunk for chunk in re.split(r"\r?\n[ \t]*\r?\n", text) if chunk.strip()]
     return [_fields_of(chunk) for chunk in chunks[: 1 + MAX_RECIPIENT_BLOCKS]]
+
+
+_GLOBAL_STATUS = re.compile(rb"(?im)^content-type:[ \t]*message/global-delivery-status\b")
+_TRANSFER_ENCODING = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*([\w-]+)")
 
 
 def _fields_of(chunk: str) -> Message:

@@ -3,7 +3,9 @@ auto-replies (RFC 3834), and whatever else arrives at the return-path domain."""
 
 from __future__ import annotations
 
+import base64
 import email
+import quopri
 from datetime import UTC, datetime
 
 import pytest
@@ -214,6 +216,39 @@ def _one_block_dsn(block: str, *, report_type: str = "delivery-status") -> bytes
         f"{block}Action: failed\r\nStatus: 5.1.1\r\n"
         "--B--\r\n"
     ).encode()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["the type named in the text first", "base64", "quoted-printable"],
+)
+def test_a_global_dsn_is_read_from_its_own_part_however_it_is_encoded(shape: str) -> None:
+    """RFC 6533 allows the part in base64 or quoted-printable over 7-bit transport; a text part
+    may mention the type before the part itself."""
+    ordered = "jürgen@bücher.example"
+    block = f"Reporting-MTA: dns; relay.example\r\n\r\nFinal-Recipient: utf-8; {ordered}\r\n"
+    block += "Action: failed\r\nStatus: 5.1.1\r\n"
+    encoded, encoding = block.encode(), ""
+    if shape == "base64":
+        encoded, encoding = base64.encodebytes(block.encode()), "Content-Transfer-Encoding: base64\r\n"
+    elif shape == "quoted-printable":
+        encoded = quopri.encodestring(block.encode())
+        encoding = "Content-Transfer-Encoding: quoted-printable\r\n"
+    text = "see the message/global-delivery-status part" if shape.startswith("the type") else "not delivered"
+    message = (
+        (
+            "From: MAILER-DAEMON@relay.example\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=global-delivery-status; boundary="B"\r\n\r\n'
+            f"--B\r\nContent-Type: text/plain\r\n\r\n{text}\r\n"
+            f"--B\r\nContent-Type: message/global-delivery-status\r\n{encoding}\r\n"
+        ).encode()
+        + encoded
+        + b"\r\n--B--\r\n"
+    )
+    verp = RETURN_PATH.address(EVENT, 1, ordered) or ""
+    [report] = read_inbound(message, [verp], RETURN_PATH).reports
+    assert report.recipient_confirmed
+    assert report.status_code == "5.1.1"
 
 
 @pytest.mark.parametrize(
