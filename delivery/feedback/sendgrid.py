@@ -45,17 +45,18 @@ from delivery.feedback.model import (
     Report,
     Source,
     bounce_type_of,
-    enhanced_code,
-    event_id_from_message_id,
 )
 from delivery.feedback.webhook import (
     WebhookConfigError,
     WebhookError,
     WebhookResult,
     check_age,
+    diagnostic_code,
     load_json,
     occurred_at_unix,
+    our_message_id,
     recipient_parts,
+    signature_bytes,
 )
 
 __all__ = [
@@ -77,8 +78,6 @@ DEFAULT_MAX_AGE = timedelta(hours=24)
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _MAX_SIGNATURE_TEXT = 256  # base64 of a DER P-256 signature: at most 96 characters
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_MAX_MESSAGE_ID = 998
-_CODE_TEXT = 1000  # the enhanced code is looked for at the start of a response or reason only
 _PLAIN = {"delivered": Kind.DELIVERED, "spamreport": Kind.COMPLAINED}
 _SUPPRESSED_DROPS = frozenset({"bounced address", "spam reporting address"})
 
@@ -135,7 +134,7 @@ class SendGridVerifier:
         timestamp = timestamp.strip()
         if not _TIMESTAMP.fullmatch(timestamp):
             raise WebhookError("bad_signature", "SendGrid timestamp is not Unix seconds")
-        der = _signature_bytes(signature)
+        der = signature_bytes(signature, limit=_MAX_SIGNATURE_TEXT, who="SendGrid")
         try:
             self._key.verify(der, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature as exc:
@@ -144,16 +143,6 @@ class SendGridVerifier:
         if signed_at is None:
             raise WebhookError("stale", "signed timestamp outside the accepted window")
         check_age(signed_at, self._clock(), self._max_age)
-
-
-def _signature_bytes(value: str) -> bytes:
-    value = value.strip()
-    if len(value) > _MAX_SIGNATURE_TEXT:
-        raise WebhookError("bad_signature", "SendGrid signature is not base64")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise WebhookError("bad_signature", "SendGrid signature is not base64") from exc
 
 
 def parse_sendgrid(
@@ -203,9 +192,9 @@ def _mapping(event: dict[str, Any]) -> tuple[Kind, BounceType | None, str | None
     if name in _PLAIN:
         return _PLAIN[name], None, None
     if name == "deferred":
-        return Kind.DELAYED, None, _code(event.get("response"))
+        return Kind.DELAYED, None, diagnostic_code(event.get("response"))
     if name == "bounce":
-        status = _code(event.get("status")) or _code(event.get("reason"))
+        status = diagnostic_code(event.get("status")) or diagnostic_code(event.get("reason"))
         hard_unless_transient = bounce_type_of(status) if status else "hard"
         return Kind.BOUNCED, "soft" if event.get("type") == "blocked" else hard_unless_transient, status
     reason = event.get("reason")
@@ -214,17 +203,10 @@ def _mapping(event: dict[str, Any]) -> tuple[Kind, BounceType | None, str | None
     return None
 
 
-def _code(value: object) -> str | None:
-    return enhanced_code(value[:_CODE_TEXT]) if isinstance(value, str) else None
-
-
 def _correlate(event: dict[str, Any]) -> tuple[str | None, str | None]:
     """(our Message-ID, the event id) from ``smtp-id``, else (None, the custom argument's id)."""
-    smtp_id = event.get("smtp-id")
-    if isinstance(smtp_id, str) and len(smtp_id) <= _MAX_MESSAGE_ID and smtp_id.isascii():
-        event_id = event_id_from_message_id(smtp_id)
-        if event_id:
-            return smtp_id.strip(), event_id
+    if ours := our_message_id(event.get("smtp-id")):
+        return ours
     custom = event.get(CUSTOM_ARG_EVENT_ID)
     if isinstance(custom, str) and _UUID.fullmatch(custom.strip()):
         return None, custom.strip().lower()

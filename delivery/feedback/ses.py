@@ -42,8 +42,6 @@ the ``Message-ID`` entries of ``mail.headers``): ours names the event
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -62,8 +60,6 @@ from delivery.feedback.model import (
     Kind,
     Report,
     Source,
-    enhanced_code,
-    event_id_from_message_id,
 )
 from delivery.feedback.webhook import (
     SubscriptionNotice,
@@ -71,9 +67,12 @@ from delivery.feedback.webhook import (
     WebhookError,
     WebhookResult,
     check_age,
+    diagnostic_code,
     load_json,
     occurred_at_iso,
+    our_message_id,
     recipient_parts,
+    signature_bytes,
 )
 
 __all__ = ["DEFAULT_MAX_AGE", "DEFAULT_MIN_SIGNATURE_VERSION", "SnsVerifier", "parse_ses"]
@@ -106,7 +105,6 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2":
 _SNS_HOST = re.compile(r"sns\.[a-z0-9-]{1,40}\.amazonaws\.com(?:\.cn)?")
 _TOPIC_ARN = re.compile(r"arn:aws[a-z-]{0,20}:sns:[a-z0-9-]{1,40}:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?")
 _MAX_SIGNATURE_TEXT = 2048  # base64 of a 8192-bit RSA signature is 1368 characters
-_MAX_MESSAGE_ID = 998
 _MIN_RSA_BITS = 2048
 
 
@@ -205,7 +203,7 @@ class SnsVerifier:
         keys = self._valid_keys(now)
         if not keys:
             raise WebhookError("untrusted_certificate", "no configured certificate is valid now")
-        signature = _signature_bytes(message.get("Signature"))
+        signature = signature_bytes(message.get("Signature"), limit=_MAX_SIGNATURE_TEXT, who="SNS")
         signed = _string_to_sign(message)
         algorithm = _HASHES[version]
         for key in keys:
@@ -240,17 +238,6 @@ def _is_sns_certificate_url(value: object) -> bool:
         and _SNS_HOST.fullmatch(url.hostname or "") is not None
         and url.path.endswith(".pem")
     )
-
-
-def _signature_bytes(value: object) -> bytes:
-    if value is None:
-        raise WebhookError("missing_signature", "SNS Signature missing")
-    if not isinstance(value, str) or len(value) > _MAX_SIGNATURE_TEXT:
-        raise WebhookError("bad_signature", "SNS Signature is not base64")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise WebhookError("bad_signature", "SNS Signature is not base64") from exc
 
 
 def _string_to_sign(message: dict[str, Any]) -> bytes:
@@ -322,7 +309,6 @@ _SECTIONS = {
     "DeliveryDelay": _Section(Kind.DELAYED, "deliveryDelay", "delayedRecipients"),
 }
 _BOUNCE_TYPES: dict[str, BounceType] = {"Permanent": "hard", "Transient": "soft", "Undetermined": "soft"}
-_CODE_TEXT = 1000  # the enhanced code is looked for at the start of a diagnostic only
 
 
 def _ses_event(message: str) -> WebhookResult:
@@ -385,8 +371,7 @@ def _bounce_type(value: object) -> BounceType:
 
 def _status(entry: dict[str, Any]) -> str | None:
     for name in ("status", "diagnosticCode"):
-        value = entry.get(name)
-        if isinstance(value, str) and (code := enhanced_code(value[:_CODE_TEXT])):
+        if code := diagnostic_code(entry.get(name)):
             return code
     return None
 
@@ -395,12 +380,8 @@ def _correlate(mail: dict[str, Any]) -> tuple[str | None, str | None]:
     """(our Message-ID, its event id) from the original message's headers; (None, None) when
     the e-mail is not one of ours (or SES did not keep its headers)."""
     for candidate in _message_ids(mail):
-        if (
-            len(candidate) <= _MAX_MESSAGE_ID
-            and candidate.isascii()  # RFC 5322: a Message-ID is ASCII (and ours always is)
-            and (event_id := event_id_from_message_id(candidate))
-        ):
-            return candidate.strip(), event_id
+        if ours := our_message_id(candidate):
+            return ours
     return None, None
 
 

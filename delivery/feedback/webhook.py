@@ -14,13 +14,15 @@ Nothing from a request is ever put into an exception: its text is a fixed string
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from delivery.feedback.model import Report
+from delivery.feedback.model import Report, enhanced_code, event_id_from_message_id
 
 __all__ = [
     "MAX_FUTURE",
@@ -30,10 +32,13 @@ __all__ = [
     "WebhookReason",
     "WebhookResult",
     "check_age",
+    "diagnostic_code",
     "load_json",
     "occurred_at_iso",
     "occurred_at_unix",
+    "our_message_id",
     "recipient_parts",
+    "signature_bytes",
 ]
 
 WebhookReason = Literal[
@@ -164,3 +169,33 @@ def recipient_parts(value: object) -> tuple[str | None, str | None]:
     if not (at and local and domain) or len(domain) > 255 or "<" in address or ">" in address:
         return None, None
     return address, domain.lower()
+
+
+_MAX_MESSAGE_ID = 998  # RFC 5322's line limit
+_CODE_TEXT = 1000  # an enhanced status code is looked for at the start of a diagnostic only
+
+
+def signature_bytes(value: object, *, limit: int, who: str) -> bytes:
+    """A base64 signature of at most ``limit`` characters, decoded; :class:`WebhookError` otherwise."""
+    if value is None:
+        raise WebhookError("missing_signature", f"{who} signature missing")
+    if not isinstance(value, str) or len(value.strip()) > limit:
+        raise WebhookError("bad_signature", f"{who} signature is not base64")
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise WebhookError("bad_signature", f"{who} signature is not base64") from exc
+
+
+def our_message_id(value: object) -> tuple[str, str] | None:
+    """(the Message-ID, its event id) when ``value`` is one of ours (ASCII, as RFC 5322 wants)."""
+    if isinstance(value, str) and len(value) <= _MAX_MESSAGE_ID and value.isascii():
+        event_id = event_id_from_message_id(value)
+        if event_id:
+            return value.strip(), event_id
+    return None
+
+
+def diagnostic_code(value: object) -> str | None:
+    """The enhanced status code at the start of a diagnostic text, if it is text."""
+    return enhanced_code(value[:_CODE_TEXT]) if isinstance(value, str) else None

@@ -252,10 +252,13 @@ EXPORTED: dict[str, list[str]] = {
         "WebhookReason",
         "WebhookResult",
         "check_age",
+        "diagnostic_code",
         "load_json",
         "occurred_at_iso",
         "occurred_at_unix",
+        "our_message_id",
         "recipient_parts",
+        "signature_bytes",
     ],
     "delivery.suppression": [
         "InvalidAddress",
