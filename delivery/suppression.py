@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
     "Suppression",
     "SuppressionKeys",
     "SuppressionTable",
+    "is_record_key",
     "normalise",
 ]
 
@@ -73,6 +75,16 @@ def normalise(address: str) -> str:
         raise InvalidAddress("not an e-mail address") from None
     local = unicodedata.normalize("NFC", parsed.local_part).lower()
     return f"{local}@{parsed.ascii_domain.lower()}"
+
+
+_RECORD_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def is_record_key(key: str) -> bool:
+    """Whether ``key`` is one :meth:`SuppressionKeys.key_for` writes: a record keyed otherwise was
+    not written by ordermail and names no address it could hash (the service and the tool alike
+    leave it out)."""
+    return _RECORD_KEY.fullmatch(key) is not None
 
 
 class SuppressionKeys:

@@ -26,7 +26,14 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from consumer.kafka.clients import close_with_timeout, consumer_config, error_name, producer_config
 from consumer.kafka.publisher import AcknowledgedProducer, PublishError
 from consumer.observability.metrics import SUPPRESSION_ENTRIES, SUPPRESSION_RECORDS
-from delivery.suppression import REASONS, SOURCES, Suppression, SuppressionKeys, SuppressionTable
+from delivery.suppression import (
+    REASONS,
+    SOURCES,
+    Suppression,
+    SuppressionKeys,
+    SuppressionTable,
+    is_record_key,
+)
 from schemas import SUPPRESSION_SCHEMA, DecodeError
 
 if TYPE_CHECKING:
@@ -50,7 +57,6 @@ __all__ = [
 
 log = logging.getLogger("ordermail.suppressions")
 LOAD_TIMEOUT_S = 120.0  # a list not loaded by then stops the start: e-mailing without it is worse
-_KEY_LENGTH = 64  # hex digits of an HMAC-SHA-256
 
 
 class SuppressionError(Exception):
@@ -213,7 +219,7 @@ class SuppressionFollower:
         SUPPRESSION_RECORDS.inc()
         raw_key, value = message.key(), message.value()
         key = raw_key.decode("ascii", "replace") if raw_key else ""
-        if len(key) != _KEY_LENGTH:  # not written by ordermail: it names no address we could hash
+        if not is_record_key(key):
             log.warning("suppression record without a key at %s/%s", message.partition(), message.offset())
             return
         if value is None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.kafka.suppressions import SuppressionError, SuppressionWriter, entry_of
 from consumer.tools.scan import Reader, ToolError
-from delivery.suppression import InvalidAddress, Suppression, SuppressionKeys
+from delivery.suppression import InvalidAddress, Suppression, SuppressionKeys, is_record_key
 from schemas import DecodeError
 
 if TYPE_CHECKING:
@@ -109,6 +109,9 @@ def _read(reader: Reader, codec: Codec, only: str | None) -> tuple[dict[str, Sup
     for message in reader.read(topic, starts, f"reading {topic}"):
         key = (message.key() or b"").decode("ascii", "replace")
         if only is not None and key != only:
+            continue
+        if not is_record_key(key):  # as the service: no address of ours is behind it
+            unreadable += 1
             continue
         value = message.value()
         if value is None:

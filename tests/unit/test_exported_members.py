@@ -269,6 +269,7 @@ EXPORTED: dict[str, list[str]] = {
         "Suppression",
         "SuppressionKeys",
         "SuppressionTable",
+        "is_record_key",
         "normalise",
     ],
     "delivery": [

@@ -25,6 +25,7 @@ from delivery.suppression import (
     Suppression,
     SuppressionKeys,
     SuppressionTable,
+    is_record_key,
     normalise,
 )
 from schemas import Codec
@@ -458,3 +459,12 @@ def test_dates_at_the_end_of_time_do_not_break_the_check() -> None:
     entry = Suppression("operator", "operator", datetime(9999, 12, 31, tzinfo=UTC))
     assert entry.active(datetime.now(UTC), timedelta(days=365))
     assert entry.ends_at(timedelta(days=365)) is None
+
+
+def test_only_keys_ordermail_writes_are_record_keys() -> None:
+    """The service and `ordermail suppression list` leave the same records out."""
+    key = SuppressionKeys(SECRET).key_for("jane@example.com")
+    assert is_record_key(key)
+    assert not is_record_key(key.upper())
+    assert not is_record_key("z" * 64)
+    assert not is_record_key(key[:-1])
