@@ -354,10 +354,9 @@ class Pipeline:
     def _check_suppression(self, order: OrderCompleted) -> None:
         """Before anything is fetched or rendered: a suppressed address costs no work. Nothing of
         the address is logged or traced; the outcome carries its domain, as a SENT one would."""
-        address = order["customer"]["email"]
-        if self._suppressed(address):
+        if self._suppressed(order["customer"]["email"]):
             SUPPRESSED.inc()
-            raise _Stop("suppressed", recipient_domain=address.rpartition("@")[2].lower())
+            raise _Stop("suppressed", recipient_domain=_recipient_domain(order))
 
     async def _render(self, order: OrderCompleted, fetched: Fetched) -> RenderedMail:
         """Renders and encrypts the order's documents and the fetched ones, in a render worker
@@ -515,12 +514,17 @@ def _log_unexpected(exc: Exception, inbound: Inbound) -> None:
     log.error("unexpected %s at %s/%s in %s", type(exc).__name__, inbound.partition, inbound.offset, where)
 
 
+def _recipient_domain(order: OrderCompleted) -> str:
+    """What an outcome says of the address: its domain only."""
+    return order["customer"]["email"].rpartition("@")[2].lower()
+
+
 def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str, resend: int | None) -> dict[str, Any]:
     """A resend (``ordermail resend``) gets a Message-ID of its own: it is a new e-mail."""
     named = order["event_id"] if resend is None else f"{order['event_id']}.resend-{resend}"
     return {
         "message_id": message_id_for(named, domain),
-        "recipient_domain": order["customer"]["email"].rpartition("@")[2].lower(),
+        "recipient_domain": _recipient_domain(order),
         "attachment_sha256": hashlib.sha256(mail.pdf).hexdigest(),  # the main document
         "attachment_bytes": _total_bytes(mail),
         "attachment_count": len(mail.attachments),
