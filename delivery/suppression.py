@@ -155,6 +155,10 @@ class SuppressionTable:
         entry = self.get(key)
         return entry if entry is not None and entry.active(now, self._ttl) else None
 
+    def suppresses(self, keys: SuppressionKeys, address: str, now: datetime) -> bool:
+        """Whether an order's (valid) address is suppressed: the pipeline's question."""
+        return self.suppressing(keys.key_for(address), now) is not None
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

@@ -115,10 +115,7 @@ def _suppression_list(
     table = SuppressionTable(settings.suppression_ttl())
     follower = SuppressionFollower(follower_config(settings), settings.suppression_topic, codec, table)
 
-    def suppressed(address: str) -> bool:
-        return table.suppressing(keys.key_for(address), datetime.now(UTC)) is not None
-
-    return follower, suppressed
+    return follower, lambda address: table.suppresses(keys, address, datetime.now(UTC))
 
 
 def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], Known | None]:

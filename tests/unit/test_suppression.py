@@ -336,7 +336,7 @@ def _suppressing(*addresses: str) -> Any:
     table = SuppressionTable()
     for address in addresses:
         table.apply(keys.key_for(address), Suppression("hard_bounce", "dsn", datetime.now(UTC)))
-    return lambda address: table.suppressing(keys.key_for(address), datetime.now(UTC)) is not None
+    return lambda address: table.suppresses(keys, address, datetime.now(UTC))
 
 
 def _suppressing_pipeline(
