@@ -27,7 +27,7 @@ from consumer.kafka.clients import producer_config
 from consumer.tools.producing import publish_orders
 from consumer.tools.topic_reader import read_outcomes
 from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, Codec
-from tests.support import free_port, wait_for_port
+from tests.support import free_port, read_env_file, wait_for_port
 
 __all__ = ["Stack", "bench_service"]
 
@@ -47,8 +47,7 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        lines = (self.folder / "stack.env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
+        return read_env_file(self.folder / "stack.env")
 
     @property
     def broker_pid(self) -> int:

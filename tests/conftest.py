@@ -25,7 +25,7 @@ import pytest
 import trustme
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.support import RelaySettings, free_port, wait_for_port
+from tests.support import RelaySettings, free_port, read_env_file, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = str(ROOT / "deploy/local/stack")
@@ -44,10 +44,6 @@ def _docker_engine_available() -> bool:
         )
     except subprocess.TimeoutExpired:
         return False
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
 def _local_stack_bootstrap() -> str:

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from delivery.return_path import ReturnPath
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines (the local stack's ``stack.env``, ``relay.env``)."""
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -120,7 +125,7 @@ class RelaySettings:
 
     @classmethod
     def from_env_file(cls, path: Path) -> RelaySettings:
-        values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        values = read_env_file(path)
         return cls(
             host=values["SMTP_HOST"],
             port=int(values["SMTP_PORT"]),

@@ -8,7 +8,8 @@ import pytest
 
 from tests.chaos.cluster import Cluster
 from tests.chaos.harness import REPORTS, Chaos, Report
-from tests.conftest import CLUSTER_ENV, create_topics, read_env_file, service_starter
+from tests.conftest import CLUSTER_ENV, create_topics, service_starter
+from tests.support import read_env_file
 
 if TYPE_CHECKING:
     from tests.conftest import ServiceFactory, Sink, Topics

@@ -21,6 +21,7 @@ import pikepdf
 import pytest
 import typst
 
+from bench.run import deployed_alone
 from consumer.app.settings import Settings
 from consumer.processing.fork_server import SHIPPED_TEMPLATES, preloaded_modules
 from consumer.processing.render_pool import RenderConfig
@@ -453,30 +454,25 @@ def test_a_typst_error_names_the_mistake_but_no_order_value(templates: Path) -> 
     assert customer["first_name"] not in str(failed.value)
 
 
-def _typst_only(tmp_path: Path) -> Path:
-    folder = tmp_path / "typst-only"
-    (folder / "sets").mkdir(parents=True)
-    (folder / "shared").symlink_to(TEMPLATE_DIR / "shared")
-    (folder / "sets" / TWIN).symlink_to(TEMPLATE_DIR / "sets" / TWIN)
-    return folder
-
-
-def test_a_folder_of_typst_sets_renders_without_weasyprint(tmp_path: Path) -> None:
+def test_a_folder_of_typst_sets_renders_without_weasyprint() -> None:
     """A Typst deployment's workers never import WeasyPrint (~35 MB each), nor does its fork server."""
     probe = (
         "import sys; from pathlib import Path; from rendering import Renderer;"
         "from schemas.samples import sample_order;"
-        f"renderer = Renderer(Path({str(_typst_only(tmp_path))!r}), default_set={TWIN!r});"
+        "renderer = Renderer(Path(sys.argv[1]), default_set=sys.argv[2]);"
         "mail = renderer.render_mail(sample_order(3));"
         "assert mail.engine == 'typst' and mail.attachments[0].encrypted;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'weasyprint', 'pydyf', 'tinycss2'}))"
     )
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    with deployed_alone(TWIN) as folder:
+        command = [sys.executable, "-c", probe, str(folder), TWIN]
+        run = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     assert run.stdout.strip() == "[]"
 
 
-def test_the_fork_server_preloads_weasyprint_only_for_its_sets(tmp_path: Path) -> None:
-    typst_only = preloaded_modules(_typst_only(tmp_path))
+def test_the_fork_server_preloads_weasyprint_only_for_its_sets() -> None:
+    with deployed_alone(TWIN) as folder:
+        typst_only = preloaded_modules(folder)
     assert SHIPPED_TEMPLATES == TEMPLATE_DIR
     assert "rendering.weasyprint_setup" in preloaded_modules(TEMPLATE_DIR)
     assert "rendering.weasyprint_setup" not in typst_only
