@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -306,6 +307,9 @@ class Renderer:
             import rendering.weasyprint_setup  # noqa: F401 - sets WeasyPrint up once per process
 
             self._font_config = FontConfiguration()
+            # Its __del__ removes its temporary copies of the @font-face fonts, but the objects
+            # left at a process's exit are not collected: a finaliser runs it at exit too.
+            weakref.finalize(self, FontConfiguration.__del__, self._font_config)
         return self._font_config
 
     def _pdf(self, html: str, chosen: TemplateSet, stylesheets: tuple[CSS, ...]) -> _Pdf:

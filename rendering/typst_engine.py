@@ -100,8 +100,8 @@ class TypstDocument:
 class TypstWorkspace:
     """Where one process's Typst sets find their roots, fonts and (empty) package folder: folders
     of symbolic links under ``<tmp>/ordermail-typst-<uid>/`` (private to the user), named by a
-    digest of what they link to. Processes with the same templates share them, and a worker that
-    is killed leaves nothing behind that the next one would not reuse."""
+    digest of what they link to, so that processes with the same templates and ``<tmp>`` share
+    them. A render worker's ``<tmp>`` is its own, removed by the pool when the worker ends."""
 
     def __init__(self, template_dir: Path) -> None:
         self.path = _private_folder(Path(tempfile.gettempdir()) / f"ordermail-typst-{os.getuid()}")

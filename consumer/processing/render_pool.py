@@ -19,6 +19,8 @@ import ctypes
 import gc
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -102,9 +104,14 @@ class _Timeout(Exception):
     pass
 
 
-def _worker_main(connection: Connection, config: RenderConfig, share: tuple[int, int] | None) -> None:
+def _worker_main(
+    connection: Connection, config: RenderConfig, share: tuple[int, int] | None, scratch: str
+) -> None:
     """Runs in the worker process: warm up (and check its ``share`` of the templates), then
-    render orders until told to stop (None)."""
+    render orders until told to stop (None). Its temporary files (WeasyPrint's copies of the
+    ``@font-face`` fonts, ~1.5 MB) go to ``scratch``, which the pool removes once the worker has
+    ended: a worker that is killed, or exits without collecting its objects, leaves nothing."""
+    tempfile.tempdir = scratch
     _with_frame_room(_serve, connection, config, share)
 
 
@@ -222,8 +229,9 @@ class _Worker:
     def __init__(self, config: RenderConfig, share: tuple[int, int] | None = None) -> None:
         context = worker_context(config.template_dir)
         self.connection, child = context.Pipe()
+        self.scratch = tempfile.mkdtemp(prefix="ordermail-worker-")
         self.process = context.Process(
-            target=_worker_main, args=(child, config, share), name="render-worker", daemon=True
+            target=_worker_main, args=(child, config, share, self.scratch), name="render-worker", daemon=True
         )
         self.process.start()
         child.close()
@@ -281,6 +289,7 @@ class _Worker:
             self.process.kill()
             self.process.join(5)
         self.connection.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class RenderPool:

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,40 @@ def test_workers_are_recycled_after_max_documents() -> None:
         assert 0 < pool.stats.max_rss_mb < 500
     finally:
         pool.close()
+
+
+def test_workers_leave_no_temporary_files_however_they_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WeasyPrint copies the ``@font-face`` fonts (~1.5 MB) to a temporary folder that it removes
+    only when its configuration is collected, which a worker's exit never did: a pod's /tmp
+    (256 MiB) filled after ~170 recycled workers. Now each worker has a folder of its own, which
+    the pool removes once the worker has ended, retired or killed."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pool = RenderPool(RenderConfig(), workers=1, max_documents_per_worker=2)
+    folders_seen: set[Path] = set()
+
+    def worker_folders() -> list[Path]:
+        fonts = list(tmp_path.glob("ordermail-worker-*/weasyprint-*/*"))
+        folders_seen.update(path.parent.parent for path in fonts)
+        return fonts
+
+    async def scenario() -> None:
+        for seed in range(3):  # the first worker retires after two documents
+            await pool.render(sample_order(seed))
+            assert worker_folders()
+        os.kill(pool.worker_pids()[0], signal.SIGKILL)
+        with pytest.raises(RenderError):
+            await pool.render(sample_order(3))
+        await pool.render(sample_order(4))  # on the crashed one's replacement
+        assert worker_folders()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.close()
+    assert len(folders_seen) == 3
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_renderer_errors_pass_through_with_their_reason() -> None:
