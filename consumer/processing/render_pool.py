@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -101,6 +102,10 @@ class PoolStats:
 
 
 class _Timeout(Exception):
+    pass
+
+
+class _PoolClosed(Exception):
     pass
 
 
@@ -309,6 +314,8 @@ class RenderPool:
         self._timeout_s = timeout_s
         self.stats = PoolStats()
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-replace")
+        self._closing = threading.Lock()  # a replacement that ends after close() stops its worker
+        self._closed = False
         # Started in parallel, then awaited: start-up takes one warm-up, not N.
         self._workers = [_Worker(config, (i, workers) if check_templates else None) for i in range(workers)]
         self.template_report: list[str] = []
@@ -396,8 +403,12 @@ class RenderPool:
         async def replace() -> None:
             loop = asyncio.get_running_loop()
             for attempt in range(1, 1000):
+                if self._closed:
+                    return
                 try:
                     fresh = await loop.run_in_executor(self._threads, self._replace, worker, graceful)
+                except _PoolClosed:
+                    return
                 except (RuntimeError, RenderError):
                     log.error("render worker failed to start (attempt %d)", attempt)
                     await asyncio.sleep(min(30, 2**attempt))
@@ -416,10 +427,18 @@ class RenderPool:
             self._workers.remove(worker)
         fresh = _Worker(self._config)
         fresh.wait_ready()
-        self._workers.append(fresh)
-        return fresh
+        with self._closing:
+            if not self._closed:
+                self._workers.append(fresh)
+                return fresh
+        fresh.stop()
+        raise _PoolClosed
 
     def close(self) -> None:
-        for worker in self._workers:
+        """Stops every worker; returns once they have ended, a replacement being started too."""
+        with self._closing:
+            self._closed = True
+            workers = list(self._workers)
+        for worker in workers:
             worker.stop()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown(wait=True, cancel_futures=True)

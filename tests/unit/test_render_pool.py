@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,6 +121,30 @@ def test_workers_leave_no_temporary_files_however_they_end(
         pool.close()
     assert len(folders_seen) == 3
     assert list(tmp_path.iterdir()) == []
+
+
+def test_closing_while_a_worker_is_replaced_stops_the_new_one_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    started: list[str] = []  # the workers' folders, one per worker started
+    make_folder = tempfile.mkdtemp
+
+    def noted_folder(**arguments: Any) -> str:
+        started.append(make_folder(**arguments))
+        return started[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", noted_folder)
+    pool = RenderPool(RenderConfig(), workers=1, max_documents_per_worker=1)
+
+    async def scenario() -> None:
+        await pool.render(sample_order(1))  # the worker retires: a replacement is started
+        await asyncio.sleep(0)  # one turn of the loop: the replacement's task hands it to its thread
+        pool.close()  # while the replacement warms up (~1 s)
+
+    asyncio.run(scenario())
+    assert len(started) == 2
+    assert list(tmp_path.iterdir()) == []  # the replacement ended too, and left nothing
 
 
 def test_renderer_errors_pass_through_with_their_reason() -> None:
