@@ -92,6 +92,7 @@ class SmtpPool:
         async with self._slots:
             connection = self._idle.pop() if self._idle else None
             if connection is not None and not connection.session.is_connected:
+                connection.session.close()  # e.g. one reply out of step: its socket is still open
                 connection = None
             reused = connection is not None
             if connection is None:
@@ -108,6 +109,9 @@ class SmtpPool:
                     connection, reused = await self._connect(), False
                 except SendError as error:
                     await self._recycle_after(error, connection)
+                    raise
+                except BaseException:  # cancelled, or unforeseen: the transaction is in an unknown state
+                    connection.session.close()
                     raise
             connection.sent += 1
             self._release(connection)

@@ -18,7 +18,7 @@ from consumer.kafka.publisher import OutcomePublisher
 from consumer.kafka.suppressions import SuppressionFollower, follower_config
 from consumer.processing.pipeline import Pipeline, PipelineConfig
 from consumer.processing.records import Inbound
-from consumer.processing.render_pool import RenderConfig, RenderPool
+from consumer.processing.render_pool import RenderConfig, RenderPool, remove_stale_worker_folders
 from delivery import SmtpPool
 from delivery.suppression import SuppressionTable
 from rendering import RenderError
@@ -143,6 +143,8 @@ def start_render_pool(config: RenderConfig, settings: Settings) -> RenderPool:
     """The render workers, warm, having rendered every template set in every language between
     them before anything is consumed: a broken template stops the deploy (the pod never gets
     ready) instead of dead-lettering live events."""
+    if removed := remove_stale_worker_folders():
+        log.info("removed render workers' folders left by ended processes", extra={"folders": removed})
     try:
         pool = RenderPool(
             config,

@@ -51,10 +51,17 @@ if TYPE_CHECKING:
     from rendering import Renderer
     from schemas import OrderCompleted
 
-__all__ = ["PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"]
+__all__ = [
+    "PoolStats",
+    "RenderConfig",
+    "RenderPool",
+    "remove_stale_worker_folders",
+    "settle_after_warm_up",
+]
 
 log = logging.getLogger("ordermail.render")
 START_TIMEOUT_S = 60.0
+_SCRATCH_PREFIX = "ordermail-worker-"  # then the service's process id: see remove_stale_worker_folders
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -107,6 +114,35 @@ class _Timeout(Exception):
 
 class _PoolClosed(Exception):
     pass
+
+
+def _restart_delay_s(attempt: int) -> float:
+    """How long a failed worker start waits before the next try: 2, 4, ... then every 30 s."""
+    return min(30.0, 2.0 ** min(attempt, 5))
+
+
+def remove_stale_worker_folders() -> int:
+    """Removes the workers' folders that service processes which are gone left behind (killed,
+    or ended before closing their pool): a pod's /tmp outlives its container's restarts. Called
+    at start-up, before this process has workers: a folder named with this process's id is from
+    an earlier life of the same id (a container's main process is often 1). Returns how many."""
+    removed = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
+        owner = folder.name.removeprefix(_SCRATCH_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and (int(owner) == os.getpid() or not _alive(int(owner))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
 
 
 def _worker_main(
@@ -233,13 +269,24 @@ def _rss_mb() -> float:
 class _Worker:
     def __init__(self, config: RenderConfig, share: tuple[int, int] | None = None) -> None:
         context = worker_context(config.template_dir)
-        self.connection, child = context.Pipe()
-        self.scratch = tempfile.mkdtemp(prefix="ordermail-worker-")
-        self.process = context.Process(
-            target=_worker_main, args=(child, config, share, self.scratch), name="render-worker", daemon=True
-        )
-        self.process.start()
-        child.close()
+        scratch = parent = child = None
+        try:
+            scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_worker_main, args=(child, config, share, scratch), name="render-worker", daemon=True
+            )
+            process.start()
+        except Exception as exc:  # e.g. no file descriptor or disk left, the fork server gone
+            if parent is not None:
+                parent.close()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise RuntimeError(f"render worker could not be started ({type(exc).__name__})") from exc
+        finally:
+            if child is not None:
+                child.close()
+        self.connection, self.process, self.scratch = parent, process, scratch
         self.documents = 0
         self.rss_mb = 0.0
 
@@ -314,8 +361,9 @@ class RenderPool:
         self._timeout_s = timeout_s
         self.stats = PoolStats()
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-replace")
-        self._closing = threading.Lock()  # a replacement that ends after close() stops its worker
+        self._closing = threading.Lock()  # close() and a replacement being started, one at a time
         self._closed = False
+        self._starting: set[_Worker] = set()  # replacements warming up
         # Started in parallel, then awaited: start-up takes one warm-up, not N.
         self._workers = [_Worker(config, (i, workers) if check_templates else None) for i in range(workers)]
         self.template_report: list[str] = []
@@ -402,16 +450,16 @@ class RenderPool:
 
         async def replace() -> None:
             loop = asyncio.get_running_loop()
-            for attempt in range(1, 1000):
-                if self._closed:
-                    return
+            attempt = 0
+            while not self._closed:  # never given up: the pool would be one worker short for good
+                attempt += 1
                 try:
                     fresh = await loop.run_in_executor(self._threads, self._replace, worker, graceful)
-                except _PoolClosed:
-                    return
-                except (RuntimeError, RenderError):
-                    log.error("render worker failed to start (attempt %d)", attempt)
-                    await asyncio.sleep(min(30, 2**attempt))
+                except Exception as error:  # noqa: BLE001 - whatever it was, the place is kept
+                    if self._closed:
+                        return
+                    log.error("render worker failed to start (attempt %d, %s)", attempt, type(error).__name__)
+                    await asyncio.sleep(_restart_delay_s(attempt))
                     continue
                 self.stats.recycled += 1
                 self._idle_queue().put_nowait(fresh)
@@ -425,8 +473,16 @@ class RenderPool:
         if worker in self._workers:
             worker.stop() if graceful else worker.kill()
             self._workers.remove(worker)
-        fresh = _Worker(self._config)
-        fresh.wait_ready()
+        with self._closing:  # a worker is started, or known to close(), never both missed
+            if self._closed:
+                raise _PoolClosed
+            fresh = _Worker(self._config)
+            self._starting.add(fresh)
+        try:
+            fresh.wait_ready()
+        finally:
+            with self._closing:
+                self._starting.discard(fresh)
         with self._closing:
             if not self._closed:
                 self._workers.append(fresh)
@@ -435,10 +491,13 @@ class RenderPool:
         raise _PoolClosed
 
     def close(self) -> None:
-        """Stops every worker; returns once they have ended, a replacement being started too."""
+        """Stops every worker; returns once they have ended, one still warming up included (it
+        is killed: its warm-up would hold the shutdown for up to a minute)."""
         with self._closing:
             self._closed = True
-            workers = list(self._workers)
+            workers, starting = list(self._workers), list(self._starting)
+        for warming in starting:
+            warming.process.kill()  # its starter sees it die, removes what it left and gives up
         for worker in workers:
             worker.stop()
         self._threads.shutdown(wait=True, cancel_futures=True)

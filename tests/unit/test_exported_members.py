@@ -142,7 +142,13 @@ EXPORTED: dict[str, list[str]] = {
         "plausible_id",
         "readable_headers",
     ],
-    "consumer.processing.render_pool": ["PoolStats", "RenderConfig", "RenderPool", "settle_after_warm_up"],
+    "consumer.processing.render_pool": [
+        "PoolStats",
+        "RenderConfig",
+        "RenderPool",
+        "remove_stale_worker_folders",
+        "settle_after_warm_up",
+    ],
     "consumer.processing.retry": ["RetrySchedule", "RetryState"],
     "consumer.tools": [
         "dlq",

@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumer.processing.render_pool import RenderConfig, RenderPool
+from consumer.processing import render_pool
+from consumer.processing.render_pool import RenderConfig, RenderPool, remove_stale_worker_folders
 from rendering import TEMPLATE_DIR, RenderError
 from schemas.samples import sample_order
 
@@ -123,28 +126,100 @@ def test_workers_leave_no_temporary_files_however_they_end(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_closing_while_a_worker_is_replaced_stops_the_new_one_too(
+def test_a_worker_that_fails_to_start_is_tried_again_until_one_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A replacement that failed with anything but our own errors (no file descriptor or disk
+    left: an OSError) ended its retries silently: the pool was one worker short for good, and
+    with none left every event waited forever."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(render_pool, "_restart_delay_s", lambda attempt: 0.01)
+    pool = RenderPool(RenderConfig(), workers=1, max_documents_per_worker=1)
+    failures: list[int] = []
+    make_folder = tempfile.mkdtemp
+
+    def full_disk_twice(**arguments: Any) -> str:
+        if len(failures) < 2:
+            failures.append(1)
+            raise OSError(28, "No space left on device")
+        folder: str = make_folder(**arguments)
+        return folder
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full_disk_twice)
+
+    async def scenario() -> int:
+        await pool.render(sample_order(1))  # the worker retires; its replacement fails twice
+        return (await asyncio.wait_for(pool.render(sample_order(2)), 60)).pages
+
+    try:
+        assert asyncio.run(scenario()) >= 1
+        assert len(failures) == 2
+        assert pool.size == 1
+    finally:
+        pool.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_closing_kills_a_replacement_still_warming_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replacement that finished warming up after close() was never stopped (nor its folder
+    removed); then close() waited for the warm-up instead: up to a minute for a slow one, past a
+    pod's grace period (the pod is then killed, and its folders stay)."""
+    templates = _runaway_templates(tmp_path / "set")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     started: list[str] = []  # the workers' folders, one per worker started
+    replacement_started = threading.Event()
     make_folder = tempfile.mkdtemp
 
     def noted_folder(**arguments: Any) -> str:
-        started.append(make_folder(**arguments))
+        started.append(str(make_folder(**arguments)))
+        if len(started) == 2:
+            replacement_started.set()
         return started[-1]
 
     monkeypatch.setattr(tempfile, "mkdtemp", noted_folder)
-    pool = RenderPool(RenderConfig(), workers=1, max_documents_per_worker=1)
+    pool = RenderPool(RenderConfig(template_dir=templates), workers=1, max_documents_per_worker=1)
+    receipt = templates / "sets/default/receipt.html"
+    never_ends = RUNAWAY.replace('{% if order_id == "ORD-HANG" %}', "{% if true %}")
+    receipt.write_text(never_ends + receipt.read_text())  # for the next worker's warm-up
 
-    async def scenario() -> None:
-        await pool.render(sample_order(1))  # the worker retires: a replacement is started
-        await asyncio.sleep(0)  # one turn of the loop: the replacement's task hands it to its thread
-        pool.close()  # while the replacement warms up (~1 s)
+    async def scenario() -> float:
+        await pool.render(sample_order(1))  # the worker retires: its replacement never warms up
+        assert await asyncio.get_running_loop().run_in_executor(None, replacement_started.wait, 30)
+        closing = time.monotonic()
+        pool.close()
+        return time.monotonic() - closing
 
-    asyncio.run(scenario())
+    assert asyncio.run(scenario()) < render_pool.START_TIMEOUT_S / 2
     assert len(started) == 2
-    assert list(tmp_path.iterdir()) == []  # the replacement ended too, and left nothing
+    assert list(scratch.iterdir()) == []
+
+
+def test_folders_of_ended_service_processes_are_removed_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended_pid = subprocess.Popen(["true"])
+    ended_pid.wait()
+    with subprocess.Popen(["sleep", "60"]) as running:
+        try:
+            folders = {
+                "ended": tmp_path / f"ordermail-worker-{ended_pid.pid}-a1",
+                "earlier life of this process id": tmp_path / f"ordermail-worker-{os.getpid()}-b2",
+                "running": tmp_path / f"ordermail-worker-{running.pid}-c3",
+                "not ours": tmp_path / "ordermail-worker-notes",
+            }
+            for folder in folders.values():
+                (folder / "weasyprint-x").mkdir(parents=True)
+            assert remove_stale_worker_folders() == 2
+            assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+                [folders["running"].name, folders["not ours"].name]
+            )
+        finally:
+            running.kill()
 
 
 def test_renderer_errors_pass_through_with_their_reason() -> None:

@@ -4,6 +4,7 @@ import asyncio
 import email
 import gc
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from consumer.processing.policy import Action, action_for
 from delivery import SendError, SmtpConfig, SmtpPool, TlsMode
+from delivery.transaction import Transactions
 from tests.support import free_port
 
 
@@ -61,13 +63,15 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-def server(ca: trustme.CA, tmp_path: Path) -> Iterator[tuple[RecordingHandler, int, Path]]:
+def server(
+    ca: trustme.CA, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[RecordingHandler, int, Path]]:
     cert = ca.issue_cert("127.0.0.1", "localhost")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    handler = RecordingHandler()
+    handler = request.param() if hasattr(request, "param") else RecordingHandler()
     port = free_port()
     controller = Controller(
         handler,
@@ -176,6 +180,47 @@ def test_replies_are_classified_and_the_connection_survives(
     assert (transient.reason, transient.code) == ("smtp_transient", 451)
     assert sent.code == 250
     assert len(handler.sessions) == 1
+
+
+class HoldingHandler(RecordingHandler):
+    """Takes DATA and never answers it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        self.holding.set()
+        await asyncio.Event().wait()
+        return "250 never"
+
+
+@pytest.mark.parametrize("server", [HoldingHandler], indirect=True)
+def test_a_send_cancelled_mid_transaction_closes_its_connection(
+    server: tuple[HoldingHandler, int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled send (a shutdown, a revoked partition) left its connection neither given back
+    nor closed: an open socket until the relay timed it out."""
+    handler, port, ca_file = server
+    closed: list[Transactions] = []
+    close = Transactions.close
+    monkeypatch.setattr(Transactions, "close", lambda session: (closed.append(session), close(session))[1])
+
+    async def scenario() -> int:
+        pool = SmtpPool(_config(port, ca_file))
+        sending = asyncio.create_task(
+            pool.send(_message("a@example.com"), sender="o@shop.example", recipient="a@example.com")
+        )
+        await asyncio.get_running_loop().run_in_executor(None, handler.holding.wait, 10)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        await pool.close()
+        return pool.idle_connections
+
+    assert asyncio.run(scenario()) == 0
+    assert handler.holding.is_set()
+    assert len(closed) == 1
 
 
 def test_wrong_password_is_an_auth_failure(server: tuple[RecordingHandler, int, Path]) -> None:
