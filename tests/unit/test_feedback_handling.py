@@ -239,6 +239,18 @@ def test_soft_bounces_are_counted_per_address_within_the_window() -> None:
     assert not SoftBounces(limit=0, window_s=10).count("a@x.example", now=0)  # 0: never
 
 
+def test_soft_bounces_forget_what_the_window_has_passed() -> None:
+    """Addresses were dropped only at the cap (100,000, ~100 MB), never for their age."""
+    bounces = SoftBounces(limit=2, window_s=10)
+    for n in range(100):
+        bounces.count(f"once{n}@x.example", now=n / 10, feedback_id=f"f-{n}")
+    assert bounces.addresses == 100
+    assert not bounces.count("late@x.example", now=30, feedback_id="f-late")
+    assert bounces.addresses == 1
+    assert not bounces.count("once0@x.example", now=31, feedback_id="f-0")  # a replay long after: one
+    assert bounces.count("once0@x.example", now=32, feedback_id="f-again")  # two within the window
+
+
 def test_soft_bounces_count_the_spellings_of_one_address_together() -> None:
     """Case and IDN spellings are one address, as in the suppression list."""
     bounces = SoftBounces(limit=3, window_s=3600)
