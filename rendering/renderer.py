@@ -97,18 +97,25 @@ class Renderer:
             if chosen.engine == "weasyprint":  # fontconfig and Pango, loaded once
                 self._pdf(_WARM_UP_HTML, chosen, ())
                 break
-        from schemas.samples import sample_order
-
         # Each Typst set's compiler, warm: its document parsed, the Latin faces loaded (~50 ms).
-        # A Latin order: a CJK one would load ~40 MB of faces into every worker, Typst's or not.
-        order = sample_order(0)
-        order["locale"] = "en-GB"
+        order = self.warm_up_order()
         for chosen in self._sets.values():
             if chosen.engine == "typst":
                 try:
                     self._document(order, chosen, chosen.attachments[0], chosen.default_language)
                 except RenderError as error:
                     raise RenderError(error.reason, f"set {chosen.name!r}, warm-up: {error}") from error
+
+    @staticmethod
+    def warm_up_order() -> OrderCompleted:
+        """An order to warm a renderer up with: Latin text only. Typst reads a face whole when a
+        character first needs it, and keeps it: a CJK order would put ~50 MB of faces, an emoji
+        ~11 MB, into every worker before any order asked for them."""
+        from schemas.samples import sample_order
+
+        order = sample_order(7, lines=2)  # en-GB, no gift message
+        order["locale"] = "en-GB"
+        return order
 
     def render_html(self, order: OrderCompleted, *, template_set: str | None = None) -> str:
         """The main document's (the receipt's) HTML (a WeasyPrint set's)."""

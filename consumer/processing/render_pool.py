@@ -173,7 +173,6 @@ _with_frame_room.__code__ = _with_frame_room.__code__.replace(co_stacksize=1 << 
 
 
 def _serve(connection: Connection, config: RenderConfig, share: tuple[int, int] | None) -> None:
-    from schemas.samples import sample_order
 
     try:
         renderer = config.build()
@@ -184,7 +183,7 @@ def _serve(connection: Connection, config: RenderConfig, share: tuple[int, int] 
     if not report:  # the template check has already laid out and encrypted real documents
         # A first real layout and encryption load the remaining fonts, glyphs and crypto code. The
         # password policy is left out: a misconfigured one is reported per event, not here.
-        encrypt_pdf(renderer.render_mail(sample_order(0), encrypt=False).pdf, "warm-up-password")
+        encrypt_pdf(renderer.render_mail(renderer.warm_up_order(), encrypt=False).pdf, "warm-up-password")
     settle_after_warm_up()
     connection.send(("ready", report, _rss_mb()))
     while (request := connection.recv()) is not None:

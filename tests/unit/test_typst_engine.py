@@ -306,6 +306,16 @@ def test_only_the_projects_fonts_are_used(templates: Path) -> None:
     assert all(family.startswith(("DejaVu", "Noto")) for family in families), families
 
 
+@pytest.mark.parametrize("template_set", ["default-typst", "default"])
+def test_the_warm_up_order_needs_the_latin_faces_only(renderer: Renderer, template_set: str) -> None:
+    """Typst keeps each face it has read whole: workers warmed up with a Japanese order holding
+    an emoji held ~60 MB of faces (CJK, colour emoji) that a shop's orders may never need."""
+    pdf = renderer.render_mail(renderer.warm_up_order(), encrypt=False, template_set=template_set).pdf
+    embedded = _embedded(pdf)
+    assert len(embedded) == 2  # regular and bold
+    assert all(name.startswith(("DejaVuSans", "Receipt-Sans")) for name in embedded), embedded
+
+
 @pytest.mark.parametrize("script", sorted(SCRIPT_SAMPLES))
 def test_every_script_is_drawn_with_a_real_glyph(renderer: Renderer, script: str) -> None:
     pdf = renderer.render_pdf(script_sample(script), template_set=TWIN)
