@@ -72,6 +72,8 @@ ACKNOWLEDGEMENT_STALL_S = 12.0
 # answers within milliseconds): no new event is taken in, as each would be an e-mail whose
 # outcome cannot be recorded.
 KAFKA_STALL_S = 5.0
+# A render worker is replaced in ~1 s; a pool short of one for this long cannot start them.
+WORKERS_MISSING_S = 30.0
 
 
 class Service:
@@ -295,8 +297,15 @@ class Service:
             return "dead-letter breaker open: too many recent events dead-lettered"
         if self._stopping.is_set():
             return "shutting down"
+        return self._missing_part() or (None if self._subscribed else "starting")
+
+    def _missing_part(self) -> str | None:
+        """What the service cannot work without, missing: Kafka, or the render workers."""
         if self._kafka_statistics.brokers_up == 0:
             return "no connection to any Kafka broker"
+        if (short_s := self._parts.render_pool.short_of_workers_s) > WORKERS_MISSING_S:
+            pool = self._parts.render_pool
+            return f"render workers fail to start: {pool.size} ready for {short_s:.0f} s (see the log)"
         waiting, stalled_s = self._parts.publisher.acknowledgements.stalled()
         if stalled_s > ACKNOWLEDGEMENT_STALL_S:
             # librdkafka retries refused writes silently; only the wait shows. Work waits with it.
@@ -304,7 +313,7 @@ class Service:
                 f"Kafka has acknowledged none of {waiting} outcome records for {stalled_s:.0f} s "
                 "(partitions below min.insync.replicas or without a leader); in-flight work waits"
             )
-        return None if self._subscribed else "starting"
+        return None
 
     def _apply_backpressure(self) -> None:
         """Pauses a topic's partitions when its events in flight reach the limit, resumes at half

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -363,6 +364,8 @@ class RenderPool:
         self._closing = threading.Lock()  # close() and a replacement being started, one at a time
         self._closed = False
         self._starting: set[_Worker] = set()  # replacements warming up
+        self._wanted = workers
+        self._short_since: float | None = None  # since when fewer than ``workers`` are ready
         # Started in parallel, then awaited: start-up takes one warm-up, not N.
         self._workers = [_Worker(config, (i, workers) if check_templates else None) for i in range(workers)]
         self.template_report: list[str] = []
@@ -378,6 +381,19 @@ class RenderPool:
     @property
     def size(self) -> int:
         return len(self._workers)
+
+    @property
+    def short_of_workers_s(self) -> float:
+        """How long the pool has had fewer workers than it should (0: it has them all). A worker
+        is replaced in ~1 s; much longer means its replacements fail to start."""
+        since = self._short_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _count_workers(self) -> None:
+        if len(self._workers) >= self._wanted:
+            self._short_since = None
+        elif self._short_since is None:
+            self._short_since = time.monotonic()
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
@@ -470,8 +486,9 @@ class RenderPool:
 
     def _replace(self, worker: _Worker, graceful: bool) -> _Worker:
         if worker in self._workers:
-            worker.stop() if graceful else worker.kill()
             self._workers.remove(worker)
+            self._count_workers()
+            worker.stop() if graceful else worker.kill()
         with self._closing:  # a worker is started, or known to close(), never both missed
             if self._closed:
                 raise _PoolClosed
@@ -485,6 +502,7 @@ class RenderPool:
         with self._closing:
             if not self._closed:
                 self._workers.append(fresh)
+                self._count_workers()
                 return fresh
         fresh.stop()
         raise _PoolClosed

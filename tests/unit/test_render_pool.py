@@ -136,11 +136,15 @@ def test_a_worker_that_fails_to_start_is_tried_again_until_one_starts(
     monkeypatch.setattr(render_pool, "_restart_delay_s", lambda attempt: 0.01)
     pool = RenderPool(RenderConfig(), workers=1, max_documents_per_worker=1)
     failures: list[int] = []
+    failing, go_on = threading.Event(), threading.Event()
     make_folder = tempfile.mkdtemp
 
     def full_disk_twice(**arguments: Any) -> str:
         if len(failures) < 2:
             failures.append(1)
+            if len(failures) == 2:  # held here while the test looks at the pool
+                failing.set()
+                go_on.wait(30)
             raise OSError(28, "No space left on device")
         folder: str = make_folder(**arguments)
         return folder
@@ -149,13 +153,19 @@ def test_a_worker_that_fails_to_start_is_tried_again_until_one_starts(
 
     async def scenario() -> int:
         await pool.render(sample_order(1))  # the worker retires; its replacement fails twice
+        assert await asyncio.get_running_loop().run_in_executor(None, failing.wait, 30)
+        assert pool.size == 0
+        assert pool.short_of_workers_s > 0  # what readiness reports after 30 s
+        go_on.set()
         return (await asyncio.wait_for(pool.render(sample_order(2)), 60)).pages
 
     try:
         assert asyncio.run(scenario()) >= 1
         assert len(failures) == 2
         assert pool.size == 1
+        assert pool.short_of_workers_s == 0
     finally:
+        go_on.set()
         pool.close()
     assert list(tmp_path.iterdir()) == []
 

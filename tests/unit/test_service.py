@@ -188,6 +188,7 @@ class FakePipeline:
 @dataclass
 class _Closable:
     size: int = 2
+    short_of_workers_s: float = 0.0
     idle_connections: int = 0
     closed: list[str] = field(default_factory=list)
 
@@ -365,6 +366,17 @@ def test_shutdown_drains_commits_and_closes_everything(harness: Harness) -> None
     assert h.last_commit() == (False, 2, format_metadata(103))
     assert h.consumer.closed
     assert all(c.closed for c in h.closables)
+
+
+def test_readiness_says_so_while_render_workers_fail_to_start(harness: Harness) -> None:
+    h = harness
+    pool: _Closable = h.closables[0]  # type: ignore[assignment]
+    _assign(h)
+    h.turn_until(lambda: h.service.not_ready() is None)
+    pool.size, pool.short_of_workers_s = 1, 2.0  # one being replaced: still ready
+    assert h.service.not_ready() is None
+    pool.size, pool.short_of_workers_s = 0, 31.0
+    assert h.service.not_ready() == "render workers fail to start: 0 ready for 31 s (see the log)"
 
 
 def test_readiness_says_so_while_the_broker_acknowledges_no_outcome(harness: Harness) -> None:
