@@ -41,8 +41,9 @@ if _LIB is not None:
     _LIB.EVP_CIPHER_CTX_new.argtypes = []
     _LIB.EVP_CIPHER_CTX_free.restype = None
     _LIB.EVP_CIPHER_CTX_free.argtypes = [_void]
-    _LIB.EVP_aes_128_cbc.restype = _void
-    _LIB.EVP_aes_128_cbc.argtypes = []
+    for _cipher in (_LIB.EVP_aes_128_cbc, _LIB.EVP_aes_256_cbc):
+        _cipher.restype = _void
+        _cipher.argtypes = []
     _LIB.EVP_CIPHER_CTX_set_padding.restype = _int
     _LIB.EVP_CIPHER_CTX_set_padding.argtypes = [_void, _int]
     _LIB.EVP_EncryptInit_ex.restype = _int
@@ -56,10 +57,10 @@ def libcrypto_available() -> bool:
 
 
 @contextmanager
-def cbc_encrypter(max_bytes: int) -> Iterator[CbcEncrypt | None]:
-    """A function that encrypts up to ``max_bytes`` at a time with AES-128-CBC, no padding,
-    valid inside the ``with`` block (it reuses one OpenSSL context and one output buffer); None
-    when the system has no usable libcrypto."""
+def cbc_encrypter(max_bytes: int, key_bytes: int = 16) -> Iterator[CbcEncrypt | None]:
+    """A function that encrypts up to ``max_bytes`` at a time with AES-CBC (AES-128, or AES-256
+    with ``key_bytes=32``), no padding, valid inside the ``with`` block (it reuses one OpenSSL
+    context and one output buffer); None when the system has no usable libcrypto."""
     if _LIB is None:
         yield None
         return
@@ -68,7 +69,8 @@ def cbc_encrypter(max_bytes: int) -> Iterator[CbcEncrypt | None]:
     if not context:
         raise MemoryError("EVP_CIPHER_CTX_new")
     try:
-        if lib.EVP_EncryptInit_ex(context, lib.EVP_aes_128_cbc(), None, None, None) != 1:
+        cipher = lib.EVP_aes_256_cbc() if key_bytes == 32 else lib.EVP_aes_128_cbc()
+        if key_bytes not in (16, 32) or lib.EVP_EncryptInit_ex(context, cipher, None, None, None) != 1:
             raise RuntimeError("EVP_EncryptInit_ex")
         lib.EVP_CIPHER_CTX_set_padding(context, 0)
         # OpenSSL may write up to a block more than it is given.
@@ -80,8 +82,8 @@ def cbc_encrypter(max_bytes: int) -> Iterator[CbcEncrypt | None]:
 
         def encrypt(key: bytes, iv: bytes, data: bytes) -> memoryview:
             size = len(data)
-            if len(key) != 16 or len(iv) != 16 or size % 16 or size > max_bytes:
-                raise ValueError("AES-128-CBC wants a 16-byte key and iv and whole blocks")
+            if len(key) != key_bytes or len(iv) != 16 or size % 16 or size > max_bytes:
+                raise ValueError(f"AES-CBC wants a {key_bytes}-byte key, a 16-byte iv and whole blocks")
             if init(context, None, None, key, iv) != 1:
                 raise RuntimeError("OpenSSL refused the key")
             if update(context, output, written_ref, data, size) != 1:

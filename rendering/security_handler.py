@@ -21,7 +21,6 @@ import secrets
 from dataclasses import dataclass
 
 import pikepdf
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from rendering.libcrypto import CbcEncrypt, cbc_encrypter
 
@@ -67,8 +66,7 @@ def new_handler(user_password: str, permissions: int) -> SecurityHandler:
         + b"Tadb"
         + secrets.token_bytes(4)
     )
-    encryptor = Cipher(algorithms.AES(file_key), modes.ECB()).encryptor()  # noqa: S305 - one block, as the spec says
-    perms = encryptor.update(perms_block) + encryptor.finalize()
+    perms = _aes256_cbc_zero_iv(file_key, perms_block)  # one block: ECB, as the spec says
     return SecurityHandler(
         file_key=file_key,
         permissions=permissions,
@@ -99,7 +97,10 @@ def hash_rounds(password: bytes, salt: bytes, user_key: bytes, encrypt: CbcEncry
 
 
 def cryptography_cbc(key: bytes, iv: bytes, data: bytes) -> memoryview:
-    """AES-128-CBC, no padding, through the ``cryptography`` package (the portable path)."""
+    """AES-CBC, no padding, through the ``cryptography`` package: the portable path, imported
+    only where there is no libcrypto (it would add ~6 MB to every render worker)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     return memoryview(encryptor.update(data) + encryptor.finalize())
 
@@ -124,5 +125,6 @@ def permission_bits(allow: pikepdf.Permissions) -> int:
 
 
 def _aes256_cbc_zero_iv(key: bytes, data: bytes) -> bytes:
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor()
-    return encryptor.update(data) + encryptor.finalize()
+    """``/UE`` (two blocks) and ``/Perms`` (one block, where CBC with a zero iv is ECB)."""
+    with cbc_encrypter(len(data), key_bytes=32) as encrypt:
+        return bytes((encrypt or cryptography_cbc)(key, bytes(16), data))

@@ -33,8 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.processing.fork_server import worker_context
 from consumer.processing.ports import Fetched
-from delivery.remote import TYPE as NOT_A_PDF
-from delivery.remote import FetchError
 from rendering import (
     DEFAULT_SET,
     TEMPLATE_DIR,
@@ -197,7 +195,7 @@ def _serve(connection: Connection, config: RenderConfig, share: tuple[int, int] 
         except RenderError as error:
             reply = ("error", error.reason)
         except _NotAPdf:
-            reply = ("not_a_pdf", NOT_A_PDF)
+            reply = ("not_a_pdf", None)
         except Exception:  # noqa: BLE001 — reported as a classified failure, never as a crash
             reply = ("error", "render_error")
         connection.send((*reply, _rss_mb()))
@@ -449,7 +447,11 @@ class RenderPool:
         if status == "error":
             raise RenderError(payload)
         if status == "not_a_pdf":
-            raise FetchError(NOT_A_PDF)
+            # Imported here: the fork server imports this module for the workers, and delivery's
+            # package (aiohttp, dnspython, dkimpy, aiosmtplib) would add ~18 MB to each of them.
+            from delivery.remote import TYPE, FetchError
+
+            raise FetchError(TYPE)
         result: RenderedMail = payload
         return result
 

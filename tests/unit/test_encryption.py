@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from io import BytesIO
 from pathlib import Path
 
@@ -125,8 +126,28 @@ def test_the_libcrypto_path_refuses_what_does_not_fit_its_buffer() -> None:
             (bytes(16), bytes(16), bytes(15)),
             (bytes(32), bytes(16), bytes(16)),
         ):
-            with pytest.raises(ValueError, match="AES-128-CBC"):
+            with pytest.raises(ValueError, match="16-byte key"):
                 encrypt(key, iv, data)
+    with cbc_encrypter(32, key_bytes=32) as encrypt:  # AES-256: /UE and /Perms
+        assert encrypt is not None
+        key = bytes(range(32))
+        assert bytes(encrypt(key, bytes(16), bytes(32))) == bytes(cryptography_cbc(key, bytes(16), bytes(32)))
+        with pytest.raises(ValueError, match="32-byte key"):
+            encrypt(bytes(16), bytes(16), bytes(16))
+
+
+def test_render_workers_load_neither_the_http_and_dkim_stack_nor_cryptography() -> None:
+    """What the fork server imports is in every worker's memory: delivery's package (aiohttp,
+    dnspython, dkimpy, aiosmtplib) added ~18 MB to each, ``cryptography`` ~6 MB."""
+    probe = (
+        "import importlib, sys; from consumer.processing.fork_server import preloaded_modules;"
+        "[importlib.import_module(name) for name in preloaded_modules()];"
+        "from rendering.security_handler import new_handler; new_handler('password', -4);"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))"
+    )
+    unwanted = ["aiohttp", "aiosmtplib", "cryptography", "dkim", "dns"]
+    loaded = subprocess.run([sys.executable, "-c", probe, *unwanted], capture_output=True, text=True)
+    assert (loaded.returncode, loaded.stdout.strip()) == (0, "[]"), loaded.stderr
 
 
 def test_a_failing_key_derivation_fails_closed(plain: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
