@@ -108,7 +108,11 @@ class SmtpPool:
                     # The relay closed an idle connection: one more try on a fresh one.
                     connection, reused = await self._connect(), False
                 except SendError as error:
-                    await self._recycle_after(error, connection)
+                    try:
+                        await self._recycle_after(error, connection)
+                    except BaseException:  # cancelled during the RSET: the session is in doubt
+                        connection.session.close()
+                        raise
                     raise
                 except BaseException:  # cancelled, or unforeseen: the transaction is in an unknown state
                     connection.session.close()
@@ -161,11 +165,17 @@ class SmtpPool:
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()  # a half-open session (TLS or AUTH refused) must not leak its socket
             raise _connect_error(exc) from None
+        except BaseException:  # cancelled while connecting
+            client.close()
+            raise
         try:
             await _greet(client)
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()
             raise _greeting_error(exc) from None
+        except BaseException:
+            client.close()
+            raise
         try:
             return _Connection(Transactions(client, timeout_s=config.timeout_s, pipelining=config.pipelining))
         except Disconnected:

@@ -156,5 +156,7 @@ def start_render_pool(config: RenderConfig, settings: Settings) -> RenderPool:
         )
     except RenderError as error:
         raise SystemExit(f"templates are broken: {error}") from None
+    except RuntimeError as error:  # e.g. no file descriptor or disk left
+        raise SystemExit(str(error)) from None
     log.info("templates valid", extra={"renderings": len(pool.template_report)})
     return pool

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import gc
 import logging
 import os
@@ -60,7 +61,8 @@ __all__ = [
 
 log = logging.getLogger("ordermail.render")
 START_TIMEOUT_S = 60.0
-_SCRATCH_PREFIX = "ordermail-worker-"  # then the service's process id: see remove_stale_worker_folders
+_SCRATCH_PREFIX = "ordermail-worker-"
+_LOCK = ".held"  # in each worker's folder, locked by its pool while the folder is in use
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -121,26 +123,38 @@ def _restart_delay_s(attempt: int) -> float:
 
 
 def remove_stale_worker_folders() -> int:
-    """Removes the workers' folders that service processes which are gone left behind (killed,
-    or ended before closing their pool): a pod's /tmp outlives its container's restarts. Called
-    at start-up, before this process has workers: a folder named with this process's id is from
-    an earlier life of the same id (a container's main process is often 1). Returns how many."""
+    """Removes the workers' folders that no running pool holds any more (their service was
+    killed, or ended before closing its pool): a pod's /tmp outlives its container's restarts.
+    A pool holds a lock on each of its workers' folders (``flock``, which works across processes,
+    users' and containers' process ids alike); a folder without one is stale. Returns how many
+    were removed."""
     removed = 0
-    for folder in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
-        owner = folder.name.removeprefix(_SCRATCH_PREFIX).split("-", 1)[0]
-        if owner.isdigit() and (int(owner) == os.getpid() or not _alive(int(owner))):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*"):
+        if _held(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += not folder.exists()
     return removed
 
 
-def _alive(pid: int) -> bool:
+def _held(folder: Path) -> bool:
+    """Whether a running pool holds ``folder`` (or may be just making it: no lock file yet)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: alive
+        fd = os.open(folder / _LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        try:
+            return time.time() - folder.stat().st_mtime < START_TIMEOUT_S
+        except OSError:
+            return True  # gone meanwhile, or not ours to look into
+    except OSError:
         return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also lets go of the lock just taken
+    return False
     return True
 
 
@@ -151,7 +165,7 @@ def _worker_main(
     render orders until told to stop (None). Its temporary files (WeasyPrint's copies of the
     ``@font-face`` fonts, ~1.5 MB) go to ``scratch``, which the pool removes once the worker has
     ended: a worker that is killed, or exits without collecting its objects, leaves nothing."""
-    tempfile.tempdir = scratch
+    tempfile.tempdir = os.environ["TMPDIR"] = scratch  # Python's, and any library's in C or Rust
     _with_frame_room(_serve, connection, config, share)
 
 
@@ -268,8 +282,11 @@ class _Worker:
     def __init__(self, config: RenderConfig, share: tuple[int, int] | None = None) -> None:
         context = worker_context(config.template_dir)
         scratch = parent = child = None
+        self._hold = -1
         try:
-            scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
+            scratch = tempfile.mkdtemp(prefix=_SCRATCH_PREFIX)
+            self._hold = os.open(Path(scratch) / _LOCK, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._hold, fcntl.LOCK_EX)  # see remove_stale_worker_folders
             parent, child = context.Pipe()
             process = context.Process(
                 target=_worker_main, args=(child, config, share, scratch), name="render-worker", daemon=True
@@ -280,7 +297,8 @@ class _Worker:
                 parent.close()
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-            raise RuntimeError(f"render worker could not be started ({type(exc).__name__})") from exc
+            self._let_go()
+            raise RuntimeError(f"render worker could not be started: {exc!r}") from exc
         finally:
             if child is not None:
                 child.close()
@@ -340,6 +358,12 @@ class _Worker:
             self.process.join(5)
         self.connection.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        if self._hold >= 0:
+            os.close(self._hold)
+            self._hold = -1
 
 
 class RenderPool:
@@ -364,17 +388,18 @@ class RenderPool:
         self._starting: set[_Worker] = set()  # replacements warming up
         self._wanted = workers
         self._short_since: float | None = None  # since when fewer than ``workers`` are ready
-        # Started in parallel, then awaited: start-up takes one warm-up, not N.
-        self._workers = [_Worker(config, (i, workers) if check_templates else None) for i in range(workers)]
-        self.template_report: list[str] = []
-        try:
-            for worker in self._workers:
-                self.template_report += worker.wait_ready()
-        except (RenderError, RuntimeError):
-            self.close()
-            raise
         self._idle: asyncio.Queue[_Worker] | None = None
         self._replacing: set[asyncio.Task[None]] = set()
+        self._workers: list[_Worker] = []
+        self.template_report: list[str] = []
+        try:  # started in parallel, then awaited: start-up takes one warm-up, not N
+            for i in range(workers):
+                self._workers.append(_Worker(config, (i, workers) if check_templates else None))
+            for worker in self._workers:
+                self.template_report += worker.wait_ready()
+        except BaseException:  # those started are ended, whatever stopped the start
+            self.close()
+            raise
 
     @property
     def size(self) -> int:
@@ -475,7 +500,8 @@ class RenderPool:
                 except Exception as error:  # noqa: BLE001 - whatever it was, the place is kept
                     if self._closed:
                         return
-                    log.error("render worker failed to start (attempt %d, %s)", attempt, type(error).__name__)
+                    # The cause (an errno, a template check's finding) holds no order's data.
+                    log.error("render worker failed to start (attempt %d): %s", attempt, error)
                     await asyncio.sleep(_restart_delay_s(attempt))
                     continue
                 self.stats.recycled += 1
@@ -487,9 +513,14 @@ class RenderPool:
         task.add_done_callback(self._replacing.discard)
 
     def _replace(self, worker: _Worker, graceful: bool) -> _Worker:
-        if worker in self._workers:
-            self._workers.remove(worker)
-            self._count_workers()
+        with self._closing:  # once closed, close() ends the workers, this one included
+            if self._closed:
+                raise _PoolClosed
+            retiring = worker in self._workers
+            if retiring:
+                self._workers.remove(worker)
+                self._count_workers()
+        if retiring:
             worker.stop() if graceful else worker.kill()
         with self._closing:  # a worker is started, or known to close(), never both missed
             if self._closed:
@@ -516,7 +547,8 @@ class RenderPool:
             self._closed = True
             workers, starting = list(self._workers), list(self._starting)
         for warming in starting:
-            warming.process.kill()  # its starter sees it die, removes what it left and gives up
+            if warming.process.is_alive():
+                warming.process.kill()  # its starter sees it die, removes what it left and gives up
         for worker in workers:
             worker.stop()
         self._threads.shutdown(wait=True, cancel_futures=True)

@@ -208,28 +208,29 @@ def test_closing_kills_a_replacement_still_warming_up(
     assert list(scratch.iterdir()) == []
 
 
-def test_folders_of_ended_service_processes_are_removed_at_start(
+def test_folders_no_running_pool_holds_are_removed_at_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A pool locks each of its workers' folders (flock: the same across processes, users and
+    containers, where process ids are not); a killed service's folders are left unlocked."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    ended_pid = subprocess.Popen(["true"])
-    ended_pid.wait()
-    with subprocess.Popen(["sleep", "60"]) as running:
-        try:
-            folders = {
-                "ended": tmp_path / f"ordermail-worker-{ended_pid.pid}-a1",
-                "earlier life of this process id": tmp_path / f"ordermail-worker-{os.getpid()}-b2",
-                "running": tmp_path / f"ordermail-worker-{running.pid}-c3",
-                "not ours": tmp_path / "ordermail-worker-notes",
-            }
-            for folder in folders.values():
-                (folder / "weasyprint-x").mkdir(parents=True)
-            assert remove_stale_worker_folders() == 2
-            assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-                [folders["running"].name, folders["not ours"].name]
-            )
-        finally:
-            running.kill()
+    pool = RenderPool(RenderConfig(), workers=1)
+    try:
+        (live,) = tmp_path.glob("ordermail-worker-*")
+        killed = tmp_path / "ordermail-worker-killed"
+        (killed / "weasyprint-x").mkdir(parents=True)
+        (killed / ".held").touch()  # its lock went with its process
+        unlocked_long_ago = tmp_path / "ordermail-worker-old"
+        unlocked_long_ago.mkdir()
+        os.utime(unlocked_long_ago, (0, 0))
+        being_made = tmp_path / "ordermail-worker-new"  # its lock file comes a moment later
+        being_made.mkdir()
+        assert remove_stale_worker_folders() == 2
+        assert sorted(tmp_path.iterdir()) == sorted([live, being_made])
+        assert asyncio.run(pool.render(sample_order(1))).pages >= 1  # its worker never noticed
+    finally:
+        pool.close()
+    assert sorted(tmp_path.iterdir()) == [being_made]
 
 
 def test_renderer_errors_pass_through_with_their_reason() -> None:

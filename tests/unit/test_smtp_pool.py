@@ -202,9 +202,24 @@ def test_a_send_cancelled_mid_transaction_closes_its_connection(
     """A cancelled send (a shutdown, a revoked partition) left its connection neither given back
     nor closed: an open socket until the relay timed it out."""
     handler, port, ca_file = server
-    closed: list[Transactions] = []
+    closed: list[asyncio.Future[None]] = []  # per session closed: done once its socket is
     close = Transactions.close
-    monkeypatch.setattr(Transactions, "close", lambda session: (closed.append(session), close(session))[1])
+
+    def close_noted(session: Transactions) -> None:
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        replies = session._replies
+        lose = replies.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            lose(exc)
+            if not gone.done():
+                gone.set_result(None)
+
+        replies.connection_lost = connection_lost  # type: ignore[method-assign]
+        closed.append(gone)
+        close(session)
+
+    monkeypatch.setattr(Transactions, "close", close_noted)
 
     async def scenario() -> int:
         pool = SmtpPool(_config(port, ca_file))
@@ -216,6 +231,7 @@ def test_a_send_cancelled_mid_transaction_closes_its_connection(
         with pytest.raises(asyncio.CancelledError):
             await sending
         await pool.close()
+        await asyncio.wait_for(asyncio.gather(*closed), 10)  # TLS closes over a few turns of the loop
         return pool.idle_connections
 
     assert asyncio.run(scenario()) == 0
