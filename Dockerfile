@@ -76,6 +76,9 @@ RUN apt-get update \
       --shell /usr/sbin/nologin ordermail
 
 COPY --from=builder /opt/ordermail /opt/ordermail
+# The Typst engine's CJK faces, cut from the collection installed above (rendering/cjk_faces.py:
+# ~6.5 MB a face where Typst would read ~20 MB; built here, the root filesystem being read-only).
+RUN /opt/ordermail/bin/python -m rendering.cjk_faces
 
 ENV PATH=/opt/ordermail/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

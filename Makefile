@@ -9,9 +9,14 @@ STACK := deploy/local/stack
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(LOCK_ARGS)
 
-.PHONY: setup catalogs extract lock system-deps stack-up-registry demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
+.PHONY: setup cjk-faces catalogs extract lock system-deps stack-up-registry demo test unit integration chaos bench k8s-validate lint format stack-up stack-down clean
 
-setup: system-deps $(STAMP) catalogs
+setup: system-deps $(STAMP) catalogs cjk-faces
+
+# The Typst engine's cut of the Noto CJK faces (rendering/cjk_faces.py): ~1 min the first time,
+# then only when the installed collection or the character list changes.
+cjk-faces: $(STAMP)
+	@$(BIN)/python -m rendering.cjk_faces > /dev/null
 
 # Translations: rendering/templates/**/locale/<language>/LC_MESSAGES/messages.po, compiled by Babel
 # to .mo (not committed) whenever a .po is newer; `ordermail templates check` checks the catalogs.

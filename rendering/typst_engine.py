@@ -18,9 +18,9 @@ What a document can reach:
   an ``import`` or ``include`` must name a literal file path. A package (``"@preview/..."``) or a
   computed path is a template error, so Typst never goes to the network. The package folders the
   compiler is given are empty ones of our own.
-- **Fonts**: the project's only (``shared/assets/fonts`` and the installed Noto families of
-  ``fonts.FALLBACK_FAMILIES``); Typst's embedded fonts and the system's are left out, so the output
-  does not depend on the host.
+- **Fonts**: the project's only (``shared/assets/fonts``, the cut CJK faces of ``cjk_faces`` and
+  the installed Noto families of ``fonts.FALLBACK_FAMILIES``); Typst's embedded fonts and the
+  system's are left out, so the output does not depend on the host.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from typing import Any
 import pikepdf
 import typst
 
+from rendering import cjk_faces
 from rendering.errors import RenderError
 from rendering.fonts import FALLBACK_FAMILIES, family_files
 
@@ -143,7 +144,8 @@ class TypstWorkspace:
         if self._fonts is None:
             # Typst reads fonts from folders: one of links to exactly the files it may use.
             shipped = sorted(p for p in self._shipped_fonts.glob("*") if p.suffix.lower() in _FONT_SUFFIXES)
-            files = [*shipped, *(path for family in FALLBACK_FAMILIES for path in family_files(family))]
+            fallbacks = (path for family in FALLBACK_FAMILIES for path in family_files(family))
+            files = [*shipped, *cjk_faces.faces(), *fallbacks]
             links = {f"{i:02d}-{path.name}": path.resolve() for i, path in enumerate(dict.fromkeys(files))}
             folder = self._links("fonts", links)
             self._fonts = typst.Fonts(

@@ -7,6 +7,7 @@ import pytest
 from consumer.app.settings import Settings, kafka_passthrough
 from consumer.app.startup import check_environment
 from delivery import TlsMode
+from rendering import cjk_faces
 
 
 def test_contract_names_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,6 +49,18 @@ def test_plaintext_smtp_is_warned_about(
     with caplog.at_level(logging.WARNING):
         check_environment(Settings())
     assert "SMTP_TLS=none" in caplog.text
+
+
+def test_typst_sets_without_the_cut_cjk_faces_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        check_environment(Settings())  # the shipped sets include a Typst one; make setup built the faces
+    assert "CJK faces" not in caplog.text
+    monkeypatch.setattr(cjk_faces, "faces", list)
+    with caplog.at_level(logging.WARNING):
+        check_environment(Settings())
+    assert "the cut CJK faces are not built" in caplog.text
 
 
 def test_pipelining_is_on_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ from bench.run import deployed_alone
 from consumer.app.settings import Settings
 from consumer.processing.fork_server import SHIPPED_TEMPLATES, preloaded_modules
 from consumer.processing.render_pool import RenderConfig
-from rendering import TEMPLATE_DIR, PasswordPolicy, Renderer, RenderError
+from rendering import TEMPLATE_DIR, PasswordPolicy, Renderer, RenderError, cjk_faces
 from rendering.context import document_context
 from rendering.glyphs import NO_FONT, undrawn_characters
 from schemas.model import OrderCompleted
@@ -43,10 +43,11 @@ TYPST_FACE = {
     "hebrew": "NotoSansHebrew",
     "devanagari": "NotoSansDevanagari",
     "thai": "NotoSansThai",
-    "chinese-simplified": "NotoSansCJKjp",  # one face of the collection: see the test of regional forms
-    "chinese-traditional": "NotoSansCJKjp",
-    "japanese": "NotoSansCJKjp",
-    "korean": "NotoSansCJKjp",
+    # One face of the collection, cut (rendering/cjk_faces.py): see the test of regional forms.
+    "chinese-simplified": "ReceiptCJK",
+    "chinese-traditional": "ReceiptCJK",
+    "japanese": "ReceiptCJK",
+    "korean": "ReceiptCJK",
     "emoji": "/Type3",  # colour glyphs, drawn as images
 }
 # What HTML sets' hostile-input tests use, plus every character Typst markup gives a meaning to.
@@ -302,8 +303,8 @@ def test_only_the_projects_fonts_are_used(templates: Path) -> None:
     assert embedded
     assert all(name.startswith(("DejaVu", "Noto", "/Type3")) for name in embedded), embedded  # Type 3: emoji
     families = set(renderer._sets["probe"].attachments[0].typst.workspace.fonts().families())  # type: ignore[union-attr]
-    assert {"DejaVu Sans", "Noto Sans Arabic", "Noto Sans CJK JP"} <= families
-    assert all(family.startswith(("DejaVu", "Noto")) for family in families), families
+    assert {"DejaVu Sans", "Noto Sans Arabic", "Noto Sans CJK JP", cjk_faces.FAMILY} <= families
+    assert all(family.startswith(("DejaVu", "Noto", cjk_faces.FAMILY)) for family in families), families
 
 
 @pytest.mark.parametrize("template_set", ["default-typst", "default"])
@@ -343,6 +344,21 @@ def test_one_cjk_face_draws_the_regional_forms_of_the_documents_language(
     carrier = image("Noto Sans CJK JP", lang, region)
     assert carrier == image(f"Noto Sans CJK {face}", lang, region)
     assert carrier != image("Noto Sans CJK JP", "ja", "JP")  # the forms do differ: the test can fail
+    assert image(cjk_faces.FAMILY, lang, region) == carrier  # the cut kept the regional forms
+
+
+def test_the_cut_cjk_face_draws_everyday_text_and_the_collection_the_rest(renderer: Renderer) -> None:
+    """Typst reads a face whole: the cut face (~6.5 MB) draws the characters of the national
+    standards, the whole collection (~20 MB a weight) only a rarer one."""
+    assert [path.stat().st_size < 8_000_000 for path in cjk_faces.faces()] == [True, True]  # make setup
+    order: Any = script_sample("japanese")
+    everyday = _embedded(renderer.render_pdf(order, template_set=TWIN))
+    assert not any(name.startswith("NotoSansCJK") for name in everyday), everyday
+    order["customer"]["last_name"] = "𠮷野"  # outside JIS X 0208: the collection draws it
+    rare = renderer.render_pdf(order, template_set=TWIN)
+    assert undrawn_characters(rare) == {}
+    assert any(name.startswith("NotoSansCJK") for name in _embedded(rare))
+    assert "𠮷野" in _text(rare)
 
 
 def test_a_character_no_font_has_is_found_in_typst_output(renderer: Renderer) -> None:
