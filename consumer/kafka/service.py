@@ -72,8 +72,8 @@ ACKNOWLEDGEMENT_STALL_S = 12.0
 # answers within milliseconds): no new event is taken in, as each would be an e-mail whose
 # outcome cannot be recorded.
 KAFKA_STALL_S = 5.0
-# A render worker is replaced in ~1 s; a pool short of one for this long cannot start them.
-WORKERS_MISSING_S = 30.0
+# Failed worker starts are retried after 2, 4, 8, 16 s: failing for this long is no accident.
+WORKERS_FAILING_S = 30.0
 
 
 class Service:
@@ -303,9 +303,9 @@ class Service:
         """What the service cannot work without, missing: Kafka, or the render workers."""
         if self._kafka_statistics.brokers_up == 0:
             return "no connection to any Kafka broker"
-        if (short_s := self._parts.render_pool.short_of_workers_s) > WORKERS_MISSING_S:
+        if (failing_s := self._parts.render_pool.failing_to_start_s) > WORKERS_FAILING_S:
             pool = self._parts.render_pool
-            return f"render workers fail to start: {pool.size} ready for {short_s:.0f} s (see the log)"
+            return f"render workers fail to start ({failing_s:.0f} s, {pool.size} ready): see the log"
         waiting, stalled_s = self._parts.publisher.acknowledgements.stalled()
         if stalled_s > ACKNOWLEDGEMENT_STALL_S:
             # librdkafka retries refused writes silently; only the wait shows. Work waits with it.

@@ -386,8 +386,7 @@ class RenderPool:
         self._closing = threading.Lock()  # close() and a replacement being started, one at a time
         self._closed = False
         self._starting: set[_Worker] = set()  # replacements warming up
-        self._wanted = workers
-        self._short_since: float | None = None  # since when fewer than ``workers`` are ready
+        self._failing_since: float | None = None  # the first of the failed starts in a row
         self._idle: asyncio.Queue[_Worker] | None = None
         self._replacing: set[asyncio.Task[None]] = set()
         self._workers: list[_Worker] = []
@@ -406,17 +405,11 @@ class RenderPool:
         return len(self._workers)
 
     @property
-    def short_of_workers_s(self) -> float:
-        """How long the pool has had fewer workers than it should (0: it has them all). A worker
-        is replaced in ~1 s; much longer means its replacements fail to start."""
-        since = self._short_since
+    def failing_to_start_s(self) -> float:
+        """How long worker starts have failed in a row (0: the last one succeeded). A slow
+        warm-up does not count: only a start that failed."""
+        since = self._failing_since
         return 0.0 if since is None else time.monotonic() - since
-
-    def _count_workers(self) -> None:
-        if len(self._workers) >= self._wanted:
-            self._short_since = None
-        elif self._short_since is None:
-            self._short_since = time.monotonic()
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
@@ -500,10 +493,13 @@ class RenderPool:
                 except Exception as error:  # noqa: BLE001 - whatever it was, the place is kept
                     if self._closed:
                         return
+                    if self._failing_since is None:
+                        self._failing_since = time.monotonic()
                     # The cause (an errno, a template check's finding) holds no order's data.
                     log.error("render worker failed to start (attempt %d): %s", attempt, error)
                     await asyncio.sleep(_restart_delay_s(attempt))
                     continue
+                self._failing_since = None
                 self.stats.recycled += 1
                 self._idle_queue().put_nowait(fresh)
                 return
@@ -519,7 +515,6 @@ class RenderPool:
             retiring = worker in self._workers
             if retiring:
                 self._workers.remove(worker)
-                self._count_workers()
         if retiring:
             worker.stop() if graceful else worker.kill()
         with self._closing:  # a worker is started, or known to close(), never both missed
@@ -535,7 +530,6 @@ class RenderPool:
         with self._closing:
             if not self._closed:
                 self._workers.append(fresh)
-                self._count_workers()
                 return fresh
         fresh.stop()
         raise _PoolClosed

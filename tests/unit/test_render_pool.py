@@ -155,7 +155,7 @@ def test_a_worker_that_fails_to_start_is_tried_again_until_one_starts(
         await pool.render(sample_order(1))  # the worker retires; its replacement fails twice
         assert await asyncio.get_running_loop().run_in_executor(None, failing.wait, 30)
         assert pool.size == 0
-        assert pool.short_of_workers_s > 0  # what readiness reports after 30 s
+        assert pool.failing_to_start_s > 0  # what readiness reports after 30 s
         go_on.set()
         return (await asyncio.wait_for(pool.render(sample_order(2)), 60)).pages
 
@@ -163,7 +163,7 @@ def test_a_worker_that_fails_to_start_is_tried_again_until_one_starts(
         assert asyncio.run(scenario()) >= 1
         assert len(failures) == 2
         assert pool.size == 1
-        assert pool.short_of_workers_s == 0
+        assert pool.failing_to_start_s == 0
     finally:
         go_on.set()
         pool.close()

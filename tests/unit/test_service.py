@@ -188,7 +188,7 @@ class FakePipeline:
 @dataclass
 class _Closable:
     size: int = 2
-    short_of_workers_s: float = 0.0
+    failing_to_start_s: float = 0.0
     idle_connections: int = 0
     closed: list[str] = field(default_factory=list)
 
@@ -373,10 +373,10 @@ def test_readiness_says_so_while_render_workers_fail_to_start(harness: Harness) 
     pool: _Closable = h.closables[0]  # type: ignore[assignment]
     _assign(h)
     h.turn_until(lambda: h.service.not_ready() is None)
-    pool.size, pool.short_of_workers_s = 1, 2.0  # one being replaced: still ready
+    pool.size, pool.failing_to_start_s = 1, 2.0  # a start failed, the next may succeed: still ready
     assert h.service.not_ready() is None
-    pool.size, pool.short_of_workers_s = 0, 31.0
-    assert h.service.not_ready() == "render workers fail to start: 0 ready for 31 s (see the log)"
+    pool.size, pool.failing_to_start_s = 0, 31.0
+    assert h.service.not_ready() == "render workers fail to start (31 s, 0 ready): see the log"
 
 
 def test_readiness_says_so_while_the_broker_acknowledges_no_outcome(harness: Harness) -> None:
