@@ -155,7 +155,6 @@ def _held(folder: Path) -> bool:
     finally:
         os.close(fd)  # also lets go of the lock just taken
     return False
-    return True
 
 
 def _worker_main(
@@ -186,7 +185,6 @@ _with_frame_room.__code__ = _with_frame_room.__code__.replace(co_stacksize=1 << 
 
 
 def _serve(connection: Connection, config: RenderConfig, share: tuple[int, int] | None) -> None:
-
     try:
         renderer = config.build()
         report = renderer.validate(share) if share else []
