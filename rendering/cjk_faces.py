@@ -66,12 +66,12 @@ def characters() -> list[int]:
 
 def build(folder: Path = FOLDER) -> list[Path]:
     """Builds the faces that are missing or out of date; returns the paths of both."""
-    from rendering.fonts import _fc_match
+    from rendering.fonts import fc_match
 
     folder.mkdir(parents=True, exist_ok=True)
     built = []
     for style, pattern in _WEIGHTS.items():
-        match = _fc_match(SOURCE_FAMILY + pattern)
+        match = fc_match(SOURCE_FAMILY + pattern)
         if match is None or match[0] != SOURCE_FAMILY:
             raise SystemExit(f"{SOURCE_FAMILY}{pattern} is not installed (Debian: fonts-noto-cjk)")
         _, source, index = match

@@ -22,6 +22,7 @@ __all__ = [
     "FONT_FAMILY",
     "displayable",
     "family_files",
+    "fc_match",
     "harfbuzz_subset_available",
     "missing_families",
     "weasyprint_uses_harfbuzz_subset",
@@ -98,7 +99,7 @@ def _codepoints() -> frozenset[int] | None:
 def _font_files() -> list[tuple[Path, int]]:
     files = [(path, 0) for path in _FALLBACK_FONT_FILES[:1] if path.is_file()]
     for family in FALLBACK_FAMILIES if files else (FONT_FAMILY, *FALLBACK_FAMILIES):
-        match = _fc_match(family)
+        match = fc_match(family)
         # The CJK faces of one collection cover the same characters: one is read.
         if match is not None and match[0] == family and all(match[1] != path for path, _ in files):
             files.append(match[1:])
@@ -108,13 +109,13 @@ def _font_files() -> list[tuple[Path, int]]:
 
 
 @functools.cache
-def _fc_match(family: str) -> tuple[str, Path, int] | None:
+def fc_match(family: str) -> tuple[str, Path, int] | None:
     """fontconfig's choice for ``family``: (its family, file, index in a collection)."""
-    fc_match = shutil.which("fc-match")
-    if not fc_match:
+    program = shutil.which("fc-match")
+    if not program:
         return None
     result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
-        [fc_match, "-f", "%{family[0]}|%{file}|%{index}", family],
+        [program, "-f", "%{family[0]}|%{file}|%{index}", family],
         capture_output=True,
         text=True,
         check=False,
@@ -132,7 +133,7 @@ def family_files(family: str) -> list[Path]:
     substitute another family (the Typst engine is given these files, never the system's fonts)."""
     files: list[Path] = []
     for pattern in (family, f"{family}:bold"):
-        match = _fc_match(pattern)
+        match = fc_match(pattern)
         if match is not None and match[0] == family and match[1] not in files:
             files.append(match[1])
     return files
@@ -140,7 +141,7 @@ def family_files(family: str) -> list[Path]:
 
 def missing_families() -> list[str]:
     """Fallback families fontconfig cannot find: receipts in their scripts would show boxes."""
-    return [family for family in FALLBACK_FAMILIES if (_fc_match(family) or ("",))[0] != family]
+    return [family for family in FALLBACK_FAMILIES if (fc_match(family) or ("",))[0] != family]
 
 
 def displayable(text: str) -> bool:

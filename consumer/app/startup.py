@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from consumer.processing.fork_server import set_engine
+from consumer.processing.fork_server import set_engines
 from delivery import TlsMode
 from rendering import cjk_faces
 from rendering.documents import TEMPLATE_DIR
@@ -39,11 +39,7 @@ def check_environment(settings: Settings) -> None:
         )
     if settings.smtp_tls is TlsMode.NONE:
         log.warning("SMTP_TLS=none: e-mails travel to the relay unencrypted")
-    template_dir = settings.template_dir or TEMPLATE_DIR
-    typst_sets = any(
-        set_engine(found.parent) == "typst" for found in (template_dir / "sets").glob("*/set.toml")
-    )
-    if typst_sets and not cjk_faces.faces():
+    if "typst" in set_engines(settings.template_dir or TEMPLATE_DIR) and not cjk_faces.faces():
         log.warning(
             "the cut CJK faces are not built: a Typst worker reads the whole Noto CJK collection, "
             "~40 MB more memory (run python -m rendering.cjk_faces, as make setup and the image do)"

@@ -21,6 +21,7 @@ __all__ = [
     "SHIPPED_TEMPLATES",
     "preloaded_modules",
     "set_engine",
+    "set_engines",
     "start_fork_server",
     "stop_fork_server",
     "worker_context",
@@ -37,7 +38,7 @@ def preloaded_modules(template_dir: Path | None = None) -> tuple[str, ...]:
     else the shipped templates: the service starts the server before it reads its settings)."""
     folder = template_dir or Path(os.environ.get("ORDERMAIL_TEMPLATE_DIR") or SHIPPED_TEMPLATES)
     modules = ("consumer.processing.render_pool", "rendering.renderer")
-    return (*modules, "rendering.weasyprint_setup") if "weasyprint" in _engines(folder) else modules
+    return (*modules, "rendering.weasyprint_setup") if "weasyprint" in set_engines(folder) else modules
 
 
 def set_engine(set_folder: Path) -> str | None:
@@ -50,7 +51,8 @@ def set_engine(set_folder: Path) -> str | None:
     return str(config.get("engine", "weasyprint"))
 
 
-def _engines(template_dir: Path) -> set[str | None]:
+def set_engines(template_dir: Path) -> set[str | None]:
+    """The engines the sets in ``template_dir`` name (None for a set.toml that cannot be read)."""
     return {set_engine(config.parent) for config in (template_dir / "sets").glob("*/set.toml")}
 
 

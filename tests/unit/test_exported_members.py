@@ -112,6 +112,7 @@ EXPORTED: dict[str, list[str]] = {
         "SHIPPED_TEMPLATES",
         "preloaded_modules",
         "set_engine",
+        "set_engines",
         "start_fork_server",
         "stop_fork_server",
         "worker_context",
