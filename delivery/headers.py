@@ -50,6 +50,7 @@ HEADER_NAMES = (
     "Content-Type",
 )
 _LINE = 76  # RFC 2047: a line holding an encoded word is at most 76 characters
+_WORD_FRAME = len("=?utf-8?q??=")  # what an encoded word adds around its text, Q or B
 _MAX_LINE = 998  # RFC 5322, without the CRLF
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # C0, DEL, C1 (NEL among them), LS, PS
 _WORDS = re.compile(r"\s*\S+")
@@ -61,6 +62,7 @@ _MSG_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _FILENAME = re.compile(r"[\w.-](?:[\w. -]{0,98}[\w.-])?")
 _MSG_ID = re.compile(r"<[A-Za-z0-9._-]+@[A-Za-z0-9._-]+>")
 _Q_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!*+-/")
+_Q_ENCODED = {b: chr(b) if b in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in range(256)}
 
 
 class ComposeError(Exception):
@@ -149,25 +151,27 @@ def _folded_ascii(name: str, text: str) -> bytes:
 
 def _encoded_words(name: str, text: str) -> bytes:
     """The whole text as UTF-8 encoded words (Q or B, whichever is shorter), one per line: the
-    folding white space between adjacent encoded words is not part of the text."""
-    encode = _q_word if len(_q_bytes(text)) <= len(base64.b64encode(text.encode())) else _b_word
+    folding white space between adjacent encoded words is not part of the text. A word grows a
+    character at a time while its encoded form fits the line (counted, not re-encoded)."""
+    q = len(_q_bytes(text)) <= len(base64.b64encode(text.encode()))
+    encode = _q_word if q else _b_word
     lines: list[str] = []
     prefix = f"{name}: "
-    chunk = ""
+    chunk, size = "", 0  # size: the chunk's Q characters, or its UTF-8 bytes for B
     for char in text:
-        room = _LINE - (len(prefix) if not lines else 1)
-        if chunk and len(encode(chunk + char)) > room:
+        room = _LINE - (len(prefix) if not lines else 1) - _WORD_FRAME
+        grown = size + (len(_q_bytes(char)) if q else len(char.encode()))
+        if chunk and (grown if q else 4 * -(-grown // 3)) > room:
             lines.append(encode(chunk))
-            chunk = ""
-        chunk += char
+            chunk, size = "", 0
+            grown = len(_q_bytes(char)) if q else len(char.encode())
+        chunk, size = chunk + char, grown
     lines.append(encode(chunk))
     return (prefix + "\r\n ".join(lines) + "\r\n").encode("ascii")
 
 
 def _q_bytes(text: str) -> str:
-    return "".join(
-        chr(b) if b in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in text.encode("utf-8")
-    )
+    return text.encode("utf-8").decode("latin-1").translate(_Q_ENCODED)  # byte by byte, in C
 
 
 def _q_word(text: str) -> str:

@@ -202,5 +202,6 @@ def _disposition(filename: str, international: bool) -> bytes:
 
 
 def _base64_lines(data: bytes) -> bytes:
-    encoded = binascii.b2a_base64(data, newline=False)
-    return b"".join(encoded[i : i + _BASE64_LINE] + _CRLF for i in range(0, len(encoded), _BASE64_LINE))
+    encoded = memoryview(binascii.b2a_base64(data, newline=False))  # slices without copies
+    lines = [encoded[i : i + _BASE64_LINE] for i in range(0, len(encoded), _BASE64_LINE)]
+    return _CRLF.join(lines) + _CRLF if lines else b""

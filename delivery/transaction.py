@@ -28,7 +28,6 @@ __all__ = ["Disconnected", "Refused", "ReplyTimeout", "Transactions"]
 
 _MAX_REPLY_BYTES = 64 * 1024  # a relay's reply is a few lines; more is a broken connection
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -217,12 +216,14 @@ def _options(options: Sequence[str], international: bool) -> bytes:
 def _data(message: bytes) -> bytes:
     """The message as DATA sends it: CRLF line endings, leading dots doubled, ended by ``.CRLF``.
 
-    The regular expressions run only where there is something to change: over a composed
-    message (CRLF throughout, base64 lines) they cost ~0.4 ms a message, the counts ~0.03."""
+    The regular expression runs only where there is something to change: over a composed message
+    (CRLF throughout, base64 lines) it costs ~0.4 ms a message, the counts ~0.03. Once every line
+    ends with CRLF, a line that starts with a dot is the start or follows a LF: ``bytes.replace``
+    doubles those dots in one pass of C (a regular expression took 0.4 to 0.8 ms a message)."""
     if not message.count(b"\r") == message.count(b"\n") == message.count(b"\r\n"):  # a bare CR or LF
         message = _LINE_ENDINGS.sub(b"\r\n", message)
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
-    if message.startswith(b".") or b"\n." in message:
-        message = _LEADING_DOT.sub(b"..", message)
-    return message + b".\r\n"
+    if message.startswith(b"."):
+        message = b"." + message
+    return message.replace(b"\n.", b"\n..") + b".\r\n"

@@ -1,4 +1,5 @@
 import email
+import email.header
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -160,6 +161,30 @@ def test_control_characters_never_create_headers(subject: str) -> None:
 
 def test_subject_is_length_limited() -> None:
     assert len(_parse(_compose(subject="x" * 5000))["Subject"]) <= 200
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "ordermail demo shop: Ihre Quittung für die Bestellung ORD-202621000-359A",
+        "【ordermail demo shop】ご注文 ORD-202621003-9531 の領収書" * 3,
+        "Ваш заказ ORD-1: квитанция во вложении, спасибо за покупку " * 2,
+        "ü" + "a" * 199,
+        "😀 = ? _ " * 25,
+        "שלום ORD-1 " * 18,
+    ],
+)
+def test_encoded_subjects_read_back_exactly_in_full_lines_of_76(subject: str) -> None:
+    from delivery.headers import subject_line
+
+    line = subject_line(subject).decode("ascii")
+    lines = line.removesuffix("\r\n").split("\r\n ")
+    assert all(len(text) <= 76 for text in lines)
+    assert str(email.header.make_header(email.header.decode_header(line[len("Subject: ") :]))) == single_line(
+        subject
+    )[:200]
+    # Full lines: a line ends only where its next character (at most 12 encoded) would not fit.
+    assert all(len(text) > 76 - 12 for text in lines[:-1])
 
 
 @pytest.mark.parametrize(

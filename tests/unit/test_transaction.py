@@ -199,6 +199,8 @@ def test_a_server_that_hangs_up_mid_transaction_is_a_disconnect(pipelining: bool
         b"bare LF\nand CR\rand both\r\n.dot after LF\n.dot after CR\r.\r\n",
         b"CR CR LF\r\r\n\n\r\r\n",
         b"\r\n.\r\n",
+        b"..\r\n.\r\n...\r\n.",
+        b"x\r\n.\n.\r.\r\n\r\n.",
     ],
 )
 def test_data_is_written_as_aiosmtplib_writes_it(message: bytes) -> None:
