@@ -23,6 +23,7 @@ import re
 from typing import Literal
 
 __all__ = [
+    "BARE_ADDRESS",
     "HEADER_NAMES",
     "MAX_SUBJECT",
     "ComposeError",
@@ -55,7 +56,7 @@ _MAX_LINE = 998  # RFC 5322, without the CRLF
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # C0, DEL, C1 (NEL among them), LS, PS
 _WORDS = re.compile(r"\s*\S+")
 # An addr-spec as email-validator accepts it (dot-atom local part, no quoting, no display name).
-_ADDRESS = re.compile(r"[^\s\"(),:;<>@\[\\\]]+@[^\s\"(),:;<>@\[\\\]]+")
+BARE_ADDRESS = re.compile(r"[^\s\"(),:;<>@\[\\\]]+@[^\s\"(),:;<>@\[\\\]]+")
 _MSG_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Attachment names as they may reach a Content-Disposition: letters and digits of any script,
 # ".", "-", "_" and inner spaces, at most 100 (no quote, slash, control character or "=?").
@@ -89,7 +90,7 @@ def subject_line(subject: str) -> bytes:
 def recipient_line(address: str) -> bytes:
     """``To: address`` for a bare address; anything else (a display name, a group, spaces,
     control characters, quotes) is refused rather than interpreted."""
-    if _ADDRESS.fullmatch(address) is None or len(address) > 320:
+    if BARE_ADDRESS.fullmatch(address) is None or len(address) > 320:
         raise ComposeError("unsafe_recipient")
     return f"To: {address}\r\n".encode()
 

@@ -24,6 +24,8 @@ from typing import NoReturn, cast
 import aiosmtplib
 from aiosmtplib.email import quote_address
 
+from delivery.headers import BARE_ADDRESS
+
 __all__ = ["Disconnected", "Refused", "ReplyTimeout", "Transactions"]
 
 _MAX_REPLY_BYTES = 64 * 1024  # a relay's reply is a few lines; more is a broken connection
@@ -199,8 +201,10 @@ class Transactions:
 
 
 def _address(address: str, encoding: str) -> bytes:
-    """``<address>``; control characters (a command injection) are refused as aiosmtplib does."""
-    quoted = quote_address(address)
+    """``<address>``; control characters (a command injection) are refused as aiosmtplib does.
+    A bare address (no space, quote, bracket or second ``@``) is what aiosmtplib's parse would
+    return unchanged: only the others are parsed (~25 us each)."""
+    quoted = f"<{address}>" if BARE_ADDRESS.fullmatch(address) else quote_address(address)
     if _CONTROL.search(quoted):
         raise ValueError("address contains a control character")
     return quoted.encode(encoding)

@@ -180,9 +180,10 @@ def test_encoded_subjects_read_back_exactly_in_full_lines_of_76(subject: str) ->
     line = subject_line(subject).decode("ascii")
     lines = line.removesuffix("\r\n").split("\r\n ")
     assert all(len(text) <= 76 for text in lines)
-    assert str(email.header.make_header(email.header.decode_header(line[len("Subject: ") :]))) == single_line(
-        subject
-    )[:200]
+    assert (
+        str(email.header.make_header(email.header.decode_header(line[len("Subject: ") :])))
+        == single_line(subject)[:200]
+    )
     # Full lines: a line ends only where its next character (at most 12 encoded) would not fit.
     assert all(len(text) > 76 - 12 for text in lines[:-1])
 

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from delivery import SendError, SmtpConfig, SmtpPool, TlsMode
 from tests.support import free_port
@@ -209,6 +211,32 @@ def test_data_is_written_as_aiosmtplib_writes_it(message: bytes) -> None:
     from delivery.transaction import _data
 
     assert _data(message) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+
+
+_ADDRESS_PART = st.text(
+    st.sampled_from("az09.+-_=!#$%&'*/?^`{|}~üß日\x00\x7f \"<>()[],;:@\\"), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_ADDRESS_PART, _ADDRESS_PART)
+def test_addresses_are_quoted_as_aiosmtplib_quotes_them(local: str, domain: str) -> None:
+    """Bare addresses skip aiosmtplib's parse: the result must be the same for every address."""
+    from aiosmtplib.email import quote_address
+
+    from delivery.transaction import _address
+
+    address = f"{local}@{domain}"
+    try:
+        expected: bytes | None = quote_address(address).encode()
+        if any(c < 0x20 or c == 0x7F for c in expected or b""):
+            expected = None
+    except ValueError:
+        expected = None
+    try:
+        assert _address(address, "utf-8") == expected
+    except ValueError:
+        assert expected is None
 
 
 def test_replies_split_anywhere_or_run_together_are_read_one_by_one() -> None:
