@@ -332,7 +332,8 @@ class _Worker:
                 await loop.run_in_executor(None, self.connection.send, (order, fetched))
             else:
                 self.connection.send((order, fetched))  # a few KB into an empty socket buffer: never blocks
-            await asyncio.wait_for(readable, timeout_s)
+            async with asyncio.timeout(timeout_s):  # lighter than wait_for: no second future, no callbacks
+                await readable
         except TimeoutError:
             raise _Timeout from None
         finally:
