@@ -73,18 +73,19 @@ def catalog_problems(template_dir: Path) -> list[str]:
     return problems
 
 
-def glyph_problems(renderer: Renderer) -> list[str]:
-    """Script samples rendered (unencrypted) with every set; characters drawn as boxes, by script."""
+def glyph_problems(renderer: Renderer, share: tuple[int, int] = (0, 1)) -> list[str]:
+    """Script samples rendered (unencrypted) with every set; characters drawn as boxes, by script.
+    ``share`` = (i, n): only every n-th rendering from the i-th (n processes split the work)."""
     from schemas.samples import SCRIPT_SAMPLES, script_sample
 
+    index, of = share
     problems = []
-    for script in SCRIPT_SAMPLES:
-        for name in renderer.set_names:
-            mail = renderer.render_mail(script_sample(script), encrypt=False, template_set=name)
-            for attachment in mail.attachments:
-                for font, characters in undrawn_characters(attachment.data).items():
-                    codes = " ".join(f"U+{ord(c):04X}" for c in sorted("".join(characters)))
-                    problems.append(f"{script} ({name}, {attachment.filename}): no glyph in {font}: {codes}")
+    for script, name in [(s, n) for s in SCRIPT_SAMPLES for n in renderer.set_names][index::of]:
+        mail = renderer.render_mail(script_sample(script), encrypt=False, template_set=name)
+        for attachment in mail.attachments:
+            for font, characters in undrawn_characters(attachment.data).items():
+                codes = " ".join(f"U+{ord(c):04X}" for c in sorted("".join(characters)))
+                problems.append(f"{script} ({name}, {attachment.filename}): no glyph in {font}: {codes}")
     return problems
 
 

@@ -192,6 +192,27 @@ def test_the_workers_split_the_template_check_without_gaps_or_overlap() -> None:
     assert sum(line.endswith("p.") for line in everything) == 6  # as PDFs: each set's default language
 
 
+def test_the_glyph_check_is_split_without_gaps_or_overlap() -> None:
+    """``templates check`` runs a share of the script samples in each process."""
+    from types import SimpleNamespace
+
+    from rendering.template_check import glyph_problems
+
+    rendered: list[tuple[str, str]] = []
+
+    def render_mail(order: dict[str, object], *, encrypt: bool, template_set: str) -> SimpleNamespace:
+        rendered.append((str(order["locale"]), template_set))
+        return SimpleNamespace(attachments=())
+
+    renderer: Any = SimpleNamespace(set_names=["a", "b", "c"], render_mail=render_mail)
+    glyph_problems(renderer)
+    everything, rendered[:] = list(rendered), []
+    for index in range(3):
+        glyph_problems(renderer, (index, 3))
+    assert sorted(rendered) == sorted(everything)
+    assert len(set(everything)) == len(everything) > 3
+
+
 def test_the_service_main_process_never_loads_weasyprint() -> None:
     """Only the render workers (and the CLI's rendering commands) need it: ~0.6 s and ~60 MB."""
     probe = (
