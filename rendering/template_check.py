@@ -73,20 +73,23 @@ def catalog_problems(template_dir: Path) -> list[str]:
     return problems
 
 
-def glyph_problems(renderer: Renderer, share: tuple[int, int] = (0, 1)) -> list[str]:
-    """Script samples rendered (unencrypted) with every set; characters drawn as boxes, by script.
-    ``share`` = (i, n): only every n-th rendering from the i-th (n processes split the work)."""
+def glyph_problems(renderer: Renderer, share: tuple[int, int] = (0, 1)) -> list[list[str]]:
+    """Script samples rendered (unencrypted) with every set: for each rendering, its characters
+    drawn as boxes, by font. ``share`` = (i, n): only every n-th rendering from the i-th (n
+    processes split the work)."""
     from schemas.samples import SCRIPT_SAMPLES, script_sample
 
     index, of = share
-    problems = []
+    found = []
     for script, name in [(s, n) for s in SCRIPT_SAMPLES for n in renderer.set_names][index::of]:
         mail = renderer.render_mail(script_sample(script), encrypt=False, template_set=name)
+        problems = []
         for attachment in mail.attachments:
             for font, characters in undrawn_characters(attachment.data).items():
                 codes = " ".join(f"U+{ord(c):04X}" for c in sorted("".join(characters)))
                 problems.append(f"{script} ({name}, {attachment.filename}): no glyph in {font}: {codes}")
-    return problems
+        found.append(problems)
+    return found
 
 
 def _translation_problem(text: str, translation: str, fuzzy: bool) -> str | None:

@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from itertools import zip_longest
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from consumer.tools.operations import COMMANDS, add_commands, run_command
 from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, SUPPRESSION_SCHEMA
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 log = logging.getLogger("ordermail")
+_Item = TypeVar("_Item")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +220,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _templates(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     from consumer.app.settings import Settings
     from consumer.processing.fork_server import worker_context
@@ -230,16 +232,20 @@ def _templates(args: argparse.Namespace) -> int:
         config = replace(config, template_dir=args.template_dir)
     # Every rendering is independent: one process per core, each a share (~2x faster on two).
     shares = max(1, min(os.cpu_count() or 1, 4))
-    with ProcessPoolExecutor(shares, mp_context=worker_context(config.template_dir)) as pool:
-        results = list(pool.map(_check_templates, [config] * shares, [(i, shares) for i in range(shares)]))
-    broken = next((error for _, _, error in results if error), None)
-    if broken is not None:
-        print(f"templates: broken: {broken}", file=sys.stderr)
+    try:
+        with ProcessPoolExecutor(shares, mp_context=worker_context(config.template_dir)) as pool:
+            results = list(
+                pool.map(_check_templates, [config] * shares, [(i, shares) for i in range(shares)])
+            )
+    except BrokenProcessPool:
+        print("templates: broken: a checking process died (out of memory, or a crash)", file=sys.stderr)
         return 1
-    # The shares' lines, back in the order one process would have written them.
-    rounds = zip_longest(*(lines for lines, _, _ in results))
-    report = [line for lines in rounds for line in lines if line is not None]
-    problems = catalog_problems(config.template_dir) + [p for _, found, _ in results for p in found]
+    if broken := [error for _, _, error in results if error]:  # each share's first broken rendering
+        print("\n".join(f"templates: broken: {error}" for error in broken), file=sys.stderr)
+        return 1
+    report = _in_serial_order([lines for lines, _, _ in results])
+    glyphs = _in_serial_order([found for _, found, _ in results])
+    problems = catalog_problems(config.template_dir) + [problem for found in glyphs for problem in found]
     print("\n".join(report))
     if problems:
         print("\n".join(f"templates: {problem}" for problem in problems), file=sys.stderr)
@@ -249,9 +255,11 @@ def _templates(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_templates(config: RenderConfig, share: tuple[int, int]) -> tuple[list[str], list[str], str | None]:
-    """One process's share of ``templates check``: its renderings, its glyph problems, and what
-    broke (the error's text) when a template could not be rendered at all."""
+def _check_templates(
+    config: RenderConfig, share: tuple[int, int]
+) -> tuple[list[str], list[list[str]], str | None]:
+    """One process's share of ``templates check``: its renderings, the glyph problems of each of
+    its script samples, and what broke (the error's text) when a template could not be rendered."""
     from rendering import RenderError
     from rendering.template_check import glyph_problems
 
@@ -260,6 +268,11 @@ def _check_templates(config: RenderConfig, share: tuple[int, int]) -> tuple[list
         return renderer.validate(share, every_language=True), glyph_problems(renderer, share), None
     except RenderError as error:
         return [], [], str(error)
+
+
+def _in_serial_order(shares: list[list[_Item]]) -> list[_Item]:
+    """Share i holds items i, i + n, i + 2n...: back in the order one process would give them."""
+    return [item for row in zip_longest(*shares) for item in row if item is not None]
 
 
 def _schemas(_args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ identifiers and timings only, never personal data.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -86,13 +87,14 @@ def shutdown_tracing() -> None:
         shutdown()
 
 
-# One tracer for the process: it turns into the provider's own once one is installed (a process
-# installs one at most), instead of a new tracer made for every span (~15 us each).
-_TRACER = trace.ProxyTracer("ordermail")
-
-
+@functools.cache
 def tracer() -> trace.Tracer:
-    return _TRACER
+    """One tracer for the process instead of a new one for every span (~15 us each): a proxy
+    that becomes the provider's own tracer once one is installed (a process installs one at
+    most). Asking for the provider first installs one named by ``OTEL_PYTHON_TRACER_PROVIDER``,
+    as ``trace.get_tracer`` would."""
+    trace.get_tracer_provider()
+    return trace.ProxyTracer("ordermail")
 
 
 # W3C trace context: version 00 exactly; a later version may append fields (``ff`` is invalid).

@@ -332,8 +332,9 @@ class _Worker:
                 await loop.run_in_executor(None, self.connection.send, (order, fetched))
             else:
                 self.connection.send((order, fetched))  # a few KB into an empty socket buffer: never blocks
-            async with asyncio.timeout(timeout_s):  # lighter than wait_for: no second future, no callbacks
-                await readable
+            # wait_for, not asyncio.timeout: an answer already readable when the deadline fires
+            # (the loop busy) is still taken, not counted as a timeout that kills the worker.
+            await asyncio.wait_for(readable, timeout_s)
         except TimeoutError:
             raise _Timeout from None
         finally:

@@ -45,3 +45,12 @@ def test_render_refuses_an_invalid_event(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == "ordermail render: the event would be REJECTED: no_lines\n"
     assert not (tmp_path / "x.pdf").exists()
+
+
+def test_the_template_check_s_shares_are_put_back_in_serial_order() -> None:
+    from consumer.app.cli import _in_serial_order
+
+    everything = [f"rendering {n}" for n in range(11)]
+    for shares in (1, 2, 3, 4):
+        assert _in_serial_order([everything[i::shares] for i in range(shares)]) == everything
+    assert _in_serial_order([[["a"], []], [["b"]]]) == [["a"], ["b"], []]

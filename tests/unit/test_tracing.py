@@ -4,6 +4,9 @@ nest as consume → decode/render/encrypt/smtp send/produce, and the outcome car
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -248,3 +251,25 @@ def test_a_deferred_event_is_retried_in_the_same_trace() -> None:
     spans = _by_name()
     assert "process retry" in spans
     assert {format(s.context.trace_id, "032x") for s in spans.values()} == {TRACE_ID}
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_spans_reach_a_provider_installed_after_the_first_span_or_named_in_the_environment(
+    named: bool,
+) -> None:
+    """The process's one tracer follows the provider (a fresh process: this module installed one)."""
+    script = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from consumer.observability.telemetry import step\n"
+        "with step('before') as span: print(span.is_recording())\n"
+        "if trace.get_tracer_provider().__class__.__name__ == 'ProxyTracerProvider':\n"
+        "    trace.set_tracer_provider(TracerProvider())\n"
+        "with step('after') as span: print(span.is_recording())\n"
+    )
+    env = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"} if named else None
+    env = env or {k: v for k, v in os.environ.items() if k != "OTEL_PYTHON_TRACER_PROVIDER"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.split() == (["True", "True"] if named else ["False", "True"])
