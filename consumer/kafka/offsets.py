@@ -35,6 +35,9 @@ def parse_metadata(metadata: str | None) -> int | None:
 @dataclass
 class _Partition:
     pending: set[int] = field(default_factory=set)
+    # Deferred records let go before they were due (revoke, shutdown): not in flight any more,
+    # but never committed past, so whoever owns the partition next runs them.
+    let_go: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the highest offset dispatched
     committed: int | None = None
     # Finished but not yet committed: input offset -> offset of its outcome.
@@ -44,7 +47,8 @@ class _Partition:
     inherited: tuple[int, int] | None = None
 
     def position(self) -> int | None:
-        return min(self.pending) if self.pending else self.next_offset
+        unfinished = self.pending | self.let_go
+        return min(unfinished) if unfinished else self.next_offset
 
     def outcome_position(self, position: int) -> int | None:
         later = [o for offset, o in self.outcome_offsets.items() if offset >= position]
@@ -80,6 +84,13 @@ class OffsetTracker:
             if outcome_offset is not None:
                 partition.outcome_offsets[offset] = outcome_offset
                 partition.next_outcome_offset = max(outcome_offset + 1, partition.next_outcome_offset or 0)
+
+    def let_go(self, tp: TopicPartitionKey, offset: int) -> None:
+        """A deferred record let go before it was due: no longer waited for, never committed past."""
+        partition = self._partitions.get(tp)
+        if partition is not None and offset in partition.pending:
+            partition.pending.discard(offset)
+            partition.let_go.add(offset)
 
     def note_outcome_end(self, tp: TopicPartitionKey, end_offset: int) -> None:
         """The outcome partition's end when we took the partition over: ours come after it."""

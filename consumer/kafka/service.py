@@ -96,6 +96,7 @@ class Service:
         self._tracker = OffsetTracker()
         self._paused: set[str] = set()  # topics whose partitions are paused
         self._assigned: set[TopicPartitionKey] = set()
+        self._letting_go: set[TopicPartitionKey] = set()  # retry partitions whose waiting records were let go
         self._breaker = DeadLetterBreaker(
             max_share=settings.dlq_breaker_share,
             window=settings.dlq_breaker_window,
@@ -244,7 +245,10 @@ class Service:
 
     def _done(self, inbound: Inbound, done: Done | None) -> None:
         tp = (inbound.topic, inbound.partition)
-        if done is None:  # handled before (redelivery), or a deferred record let go on revoke
+        if done is None and tp in self._letting_go:  # a deferred record let go before it was due
+            self._tracker.let_go(tp, inbound.offset)
+            return
+        if done is None:  # handled before (redelivery)
             log.info(
                 "already handled: skipped", extra={"partition": inbound.partition, "offset": inbound.offset}
             )
@@ -456,11 +460,13 @@ class Service:
     def _release(self, tps: set[TopicPartitionKey]) -> None:
         """Deferred records waiting in memory for these partitions are let go (not committed)."""
         retry = {tp for tp in tps if tp[0] == self._settings.retry_topic}
+        self._letting_go |= retry
         if retry:
             self._loop.call_soon_threadsafe(self._pipeline.release, retry)
 
     def _forget(self, tps: set[TopicPartitionKey]) -> None:
         self._assigned -= tps
+        self._letting_go -= tps
         self._handover.drop(tps)
         self._tracker.forget(tps)
         self._ledger.forget({p for t, p in tps if t == self._settings.input_topic})

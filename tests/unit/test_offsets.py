@@ -90,3 +90,16 @@ def test_events_of_a_lost_partition_are_waited_for_and_never_confused_with_redel
     tracker.finish(TP, 7)
     assert positions(tracker) == {TP: 8}
     assert tracker.in_flight({TP}) == 0
+
+
+def test_a_deferred_record_let_go_is_not_waited_for_and_never_committed_past() -> None:
+    tracker, tp = OffsetTracker(), ("orders.retry", 0)
+    for offset in (5, 6, 7):
+        tracker.start(tp, offset)
+    tracker.finish(tp, 5, 100)
+    tracker.let_go(tp, 6)  # waiting for its due time when the partition was revoked
+    tracker.finish(tp, 7, 101)
+    assert tracker.in_flight({tp}) == 0
+    assert tracker.committable({tp})[tp][0] == 6  # the next owner reads it again
+    tracker.forget({tp})
+    assert tracker.in_flight({tp}) == 0  # nothing of it is waited for at the next takeover
