@@ -86,7 +86,12 @@ class OffsetTracker:
                 partition.next_outcome_offset = max(outcome_offset + 1, partition.next_outcome_offset or 0)
 
     def let_go(self, tp: TopicPartitionKey, offset: int) -> None:
-        """A deferred record let go before it was due: no longer waited for, never committed past."""
+        """A deferred record let go before it was due: no longer waited for, never committed past.
+        One of a partition already forgotten (lost) is simply no longer waited for."""
+        orphans = self._orphans.get(tp)
+        if orphans is not None and offset in orphans:
+            self.finish(tp, offset)
+            return
         partition = self._partitions.get(tp)
         if partition is not None and offset in partition.pending:
             partition.pending.discard(offset)

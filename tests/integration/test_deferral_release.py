@@ -46,3 +46,8 @@ def test_a_deferral_waiting_when_the_service_stops_is_not_committed_past(
     assert all(committed.get(p, -1) < end for p, end in ends.items() if end > 0), (
         "committed past the waiting deferral"
     )
+
+    # The next run takes the deferred pass (no delay now) and sends it: the order is not lost.
+    smtp_sink.faults.write_text("[]")
+    start_service(ORDERMAIL_RETRY_DELAYS_S="0")
+    wait_until(lambda: len(smtp_sink.messages()) == 1, 90)

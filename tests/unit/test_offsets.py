@@ -103,3 +103,12 @@ def test_a_deferred_record_let_go_is_not_waited_for_and_never_committed_past() -
     assert tracker.committable({tp})[tp][0] == 6  # the next owner reads it again
     tracker.forget({tp})
     assert tracker.in_flight({tp}) == 0  # nothing of it is waited for at the next takeover
+
+
+def test_a_record_let_go_after_its_partition_was_lost_is_no_longer_waited_for() -> None:
+    tracker, tp = OffsetTracker(), ("orders.retry", 0)
+    tracker.start(tp, 6)
+    tracker.forget({tp})  # lost: its record still waits in memory
+    tracker.start(tp, 9)  # the partition is ours again
+    tracker.let_go(tp, 6)  # the old record comes back, let go
+    assert tracker.in_flight({tp}) == 1  # only the new one
