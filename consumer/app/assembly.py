@@ -17,8 +17,10 @@ from consumer.kafka.ledger import Ledger
 from consumer.kafka.publisher import OutcomePublisher
 from consumer.kafka.suppressions import SuppressionFollower, follower_config
 from consumer.processing.pipeline import Pipeline, PipelineConfig
+from consumer.processing.ports import Known
 from consumer.processing.records import Inbound
 from consumer.processing.render_pool import RenderConfig, RenderPool, remove_stale_worker_folders
+from consumer.processing.retry import epoch_ms
 from delivery import SmtpPool
 from delivery.suppression import SuppressionTable
 from rendering import RenderError
@@ -27,7 +29,6 @@ from schemas.codec import Schema
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
-    from consumer.processing.ports import Known
     from schemas import DeliveryOutcome
 
 log = logging.getLogger("ordermail.assembly")
@@ -119,22 +120,28 @@ def _suppression_list(
 
 
 def _handled_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, str], Known | None]:
-    """Only records of the input topic are checked: the ledger knows its partitions' outcomes."""
+    """Records of the input topic and their deferred passes (the retry topic) are checked: the
+    ledger knows the input partitions' outcomes."""
 
     def handled(inbound: Inbound, event_id: str) -> Known | None:
-        return ledger.status(inbound.partition, event_id) if inbound.topic == input_topic else None
+        origin = inbound.origin  # a retry-topic record's origin is its input record
+        return ledger.status(origin.partition, event_id) if origin.topic == input_topic else None
 
     return handled
 
 
-def _noted_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, DeliveryOutcome], None]:
+def _noted_by(ledger: Ledger, input_topic: str) -> Callable[[Inbound, DeliveryOutcome, int], None]:
     """Every outcome of an input record's event, whatever its status, under the input partition:
     also those of its deferred passes on the retry topic (a ``FAILED`` there ends the deferral)."""
 
-    def note(inbound: Inbound, outcome: DeliveryOutcome) -> None:
-        origin = inbound.origin  # a retry-topic record's origin is its input record
+    def note(inbound: Inbound, outcome: DeliveryOutcome, outcome_offset: int) -> None:
+        origin = inbound.origin
         if origin.topic == input_topic:
-            ledger.note(origin.partition, outcome["event_id"], outcome["status"], origin.offset)
+            occurred_ms = epoch_ms(outcome["occurred_at"])
+            known = Known(
+                outcome["status"], origin.offset, outcome_offset, occurred_ms, outcome.get("message_id")
+            )
+            ledger.note(origin.partition, outcome["event_id"], known)
 
     return note
 

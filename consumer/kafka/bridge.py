@@ -1,9 +1,9 @@
 """The one thing the poll thread and the event loop share: finished events travel back through
 it, so the offset tracker, the breaker, pauses and metrics are touched by the poll thread alone.
 
-The event loop calls :meth:`Bridge.finished` for every record (with ``None`` when it was skipped)
-and :meth:`Bridge.crashed_if_failed` when a record's processing raised; the poll loop collects
-both with :meth:`Bridge.take`.
+The event loop calls :meth:`Bridge.finished` for every record (with ``None`` when it was skipped,
+``LET_GO`` when it was let go) and :meth:`Bridge.crashed_if_failed` when a record's processing
+raised; the poll loop collects both with :meth:`Bridge.take`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from consumer.processing.pipeline import Done
+    from consumer.processing.pipeline import Done, LetGo
     from consumer.processing.records import Inbound
 
 __all__ = ["Bridge", "Crashed"]
@@ -28,15 +28,16 @@ class Crashed:
     error_type: str
 
 
-Finished = tuple["Inbound", "Done | None"] | Crashed
+Finished = tuple["Inbound", "Done | LetGo | None"] | Crashed
 
 
 class Bridge:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Finished] = queue.SimpleQueue()
 
-    def finished(self, inbound: Inbound, done: Done | None) -> None:
-        """Event loop side: one record is done (None: skipped), its outcome acknowledged."""
+    def finished(self, inbound: Inbound, done: Done | LetGo | None) -> None:
+        """Event loop side: one record is done (None: skipped; ``LET_GO``: let go), its outcome
+        acknowledged."""
         self._queue.put((inbound, done))
 
     def crashed_if_failed(self, future: Future[None]) -> None:

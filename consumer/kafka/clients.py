@@ -102,10 +102,11 @@ _CONSUMER_ONLY = (
 )
 
 
-def check_topics(consumer: Consumer, settings: Settings) -> None:
+def check_topics(consumer: Consumer, settings: Settings) -> int:
     """Outcomes and deferred events go to the input's partition number: those topics need as
     many partitions as the input (or the first deferral would fail, long after start-up). The
-    suppression topic must exist when suppression is on (``suppressions.check_compacted``)."""
+    suppression topic must exist when suppression is on (``suppressions.check_compacted``).
+    Returns the input's partition count."""
     metadata = consumer.list_topics(timeout=30)
     counts = {}
     suppression = [settings.suppression_topic] if settings.suppression_secret is not None else []
@@ -123,6 +124,7 @@ def check_topics(consumer: Consumer, settings: Settings) -> None:
     for co_partitioned in (settings.outcome_topic, settings.retry_topic):
         if counts[co_partitioned] < counts[settings.input_topic]:
             raise SystemExit(f"{co_partitioned} needs as many partitions as the input topic: {counts}")
+    return counts[settings.input_topic]
 
 
 def answered(partitions: list[TopicPartition]) -> list[TopicPartition]:

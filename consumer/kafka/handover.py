@@ -1,6 +1,7 @@
-"""Taking an input partition over without e-mailing anyone twice.
+"""Taking a partition over without e-mailing anyone twice.
 
-A newly assigned input partition stays paused until
+An input partition, and a retry-topic partition (deferred passes, numbered as their input
+partitions, with their outcomes in the same outcome partition), stays paused when assigned until
 
 1. its events still in flight from an earlier assignment to this process have finished, so
    their outcomes are on the broker before the ledger is read (or a time limit has passed: the
@@ -12,7 +13,9 @@ A newly assigned input partition stays paused until
    committed with the outcome partition's current end, and it is released once the broker has
    confirmed that commit. Without the anchor, a partition lost before its first commit (a
    broker restart, a session timeout) would have nothing to read and all of it would be sent
-   again.
+   again. A retry partition committed to its end is anchored afresh too: no record of it can
+   have been handled, and its commit's outcome position, from when it fell idle, may lie a day
+   of outcomes back, which a later owner would have to read.
 
 It all runs from the poll loop, never inside a rebalance callback, so the loop keeps turning
 (heartbeats, health, other partitions) while a broker is slow or away.
@@ -39,8 +42,11 @@ log = logging.getLogger("ordermail.handover")
 
 
 class Handover:
-    def __init__(self, ledger: Ledger, tracker: OffsetTracker, wait_limit_s: float) -> None:
+    def __init__(
+        self, ledger: Ledger, tracker: OffsetTracker, wait_limit_s: float, *, retry_topic: str | None = None
+    ) -> None:
         self._ledger, self._tracker, self._wait_limit_s = ledger, tracker, wait_limit_s
+        self._retry_topic = retry_topic
         self._waiting: dict[TopicPartitionKey, float] = {}  # -> when to stop waiting for earlier events
         self._anchoring: set[TopicPartitionKey] = set()
 
@@ -76,14 +82,16 @@ class Handover:
             log.warning("earlier events of partitions %s still in flight; they may be sent twice", late)
         committed = answered(consumer.committed([TopicPartition(t, p) for t, p in sorted(due)], timeout=10))
         ends = self._ledger.end_offsets({p for _, p in due})
-        starts: dict[int, int] = {}
+        record_ends = _offsets(consumer, sorted(due), OFFSET_END)
+        starts: dict[TopicPartitionKey, int] = {}
         anchors: dict[TopicPartitionKey, int] = {}
         for tp in committed:
             key = (tp.topic, tp.partition)
             self._tracker.note_outcome_end(key, ends[tp.partition])  # our outcomes come after it
             start = parse_metadata(tp.metadata) if tp.offset >= 0 else None
-            if start is not None:
-                starts[tp.partition] = start
+            idle = tp.topic == self._retry_topic and tp.offset >= record_ends[key]
+            if start is not None and not idle:
+                starts[key] = start
             else:
                 anchors[key] = tp.offset  # negative: never committed, starts at the beginning
         beginnings = _offsets(
@@ -91,16 +99,34 @@ class Handover:
         )
         for key, offset in anchors.items():
             self._tracker.anchor(key, offset if offset >= 0 else beginnings[key])
+        self._skip_what_came_before(
+            starts, {tp.partition: tp.offset for tp in committed if tp.topic == self._retry_topic}, ends
+        )
         handled = self._ledger.load(starts, ends)
-        inherited = [key for key in due if handled.get(key[1])]
-        for key, input_end in _offsets(consumer, inherited, OFFSET_END).items():
-            self._tracker.inherit(key, starts[key[1]], input_end)
+        for key, start in starts.items():
+            if handled[key]:
+                self._tracker.inherit(key, start, record_ends[key])
         for key in due:
             del self._waiting[key]
         self._anchoring |= set(anchors)
-        found = {p: n for p, n in handled.items() if n}
-        log.info("taking over", extra={"handled": found, "anchored": sorted(p for _, p in anchors)})
+        found = {f"{t}/{p}": n for (t, p), n in sorted(handled.items()) if n}
+        log.info(
+            "taking over", extra={"handled": found, "anchored": [f"{t}/{p}" for t, p in sorted(anchors)]}
+        )
         return due - set(anchors), set(anchors)
+
+    def _skip_what_came_before(
+        self, starts: dict[TopicPartitionKey, int], retry_offsets: dict[int, int], ends: dict[int, int]
+    ) -> None:
+        """A retry partition's read starts no earlier than the outcomes published after the record
+        at its committed offset: its commit's position may lie far back (kept by an earlier owner's
+        reads, or from before it fell quiet), and a read that runs out of time misses the newest."""
+        queued = {p: retry_offsets[p] for t, p in starts if t == self._retry_topic}
+        if not queued or self._retry_topic is None:
+            return
+        for p, floor in self._ledger.outcomes_since(self._retry_topic, queued).items():
+            key = (self._retry_topic, p)
+            starts[key] = max(starts[key], ends[p] if floor < 0 else floor)
 
     def anchored(self, tps: set[TopicPartitionKey]) -> set[TopicPartitionKey]:
         """Commits of these partitions were confirmed: returns those now free to consume."""

@@ -1,21 +1,24 @@
 """Recognises redelivered events that were already handled, without any state of our own.
 
-After a crash or a rebalance, the new owner of an input partition reads the co-partitioned
-outcome partition from the position recorded in the last commit's metadata (see
-``offsets.py``) up to its end, and remembers, for the ``event_id`` of every outcome found, the
-latest outcome's status and the input offset it was for (:class:`Known`). ``SENT`` is never
-replaced: an event sent once stays sent. Otherwise the latest outcome wins, in the partition's
-order: ``DEFERRED`` then ``FAILED`` (its deferrals ran out) is ``FAILED``. Deferred events' later
-passes (on the retry topic) publish their outcomes to the same partition, and this process notes
-them there too, so a ``DEFERRED`` that stands means a deferral is still pending.
+After a crash or a rebalance, the new owner of an input partition, or of a retry-topic partition
+(deferred passes, queued in the input's partition number), reads the co-partitioned outcome
+partition from the position recorded in the last commit's metadata (see ``offsets.py``) up to
+its end, and remembers, for the ``event_id`` of every outcome found, the latest outcome
+(:class:`Known`). ``SENT`` is never replaced: an event sent once stays sent. Otherwise the later
+outcome in the partition wins, whichever was read or noted first: ``DEFERRED`` then ``FAILED``
+(its deferrals ran out) is ``FAILED``. Deferred passes publish their outcomes to the same
+partition, and this process notes them there too, so a ``DEFERRED`` that stands means a deferral
+is still pending, as far as this process can see (another member may run the retry partition).
 
-What the pipeline does with a redelivered event is its rule (``Pipeline``): an event ``SENT``,
-or ``DEFERRED`` with its deferral pending, is skipped; one ``REJECTED`` or ``FAILED`` is
-processed again (a redrive after a fix is never skipped for the outcome that dead-lettered it),
-and only when the very record of that outcome (same offset) fails again for good is its second
-outcome and dead letter left out. Every outcome this process publishes afterwards is noted too
-(the latest 50,000): a copy of an event that arrives after the event was sent (a redrive racing
-a redelivery) is skipped as well.
+What the pipeline does with a redelivered record is its rule (``Pipeline``): an event ``SENT``,
+or the very record ``DEFERRED`` with its deferral pending, is skipped; one ``REJECTED`` or
+``FAILED`` is processed again (a redrive after a fix is never skipped for the outcome that
+dead-lettered it), and only when the very record of that outcome (same offset) fails again for
+good is its second outcome and dead letter left out. A deferred pass is skipped when the event
+was ``SENT`` or an outcome of its input record at or after its due time stands (its own pass,
+or a later one, settled); a resend once that very resend was sent. Every outcome this process
+publishes afterwards is noted too (the latest 50,000): a copy of an event that arrives after
+the event was sent (a redrive racing a redelivery) is skipped as well.
 
 A partition taken on with no such commit (a new group, offsets reset by hand) is anchored
 before any of its events is consumed: its position is committed with the outcome partition's
@@ -34,28 +37,39 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
 from consumer.kafka.clients import answered, close_with_timeout
 from consumer.processing.outcomes import OUTCOME_SCHEMA
 from consumer.processing.ports import Known
+from consumer.processing.retry import epoch_ms
 from schemas import DecodeError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from consumer.kafka.offsets import TopicPartitionKey
     from schemas import Codec
 
 __all__ = ["Ledger", "settle"]
 
 log = logging.getLogger("ordermail.ledger")
+# How far apart the clocks of the pods writing a partition may be (their records' timestamps).
+CLOCK_SLACK_MS = 60_000
 
 
-def settle(known: Known | None, latest: Known) -> Known:
-    """What an event's outcomes say, the latest given last: ``SENT`` stays ``SENT``; otherwise
-    the latest outcome stands (``DEFERRED`` then ``FAILED``: its deferrals ran out, nothing is
-    pending any more)."""
-    if known is not None and known.status == "SENT":
+def settle(known: Known | None, other: Known) -> Known:
+    """What two outcomes of an event say together: ``SENT`` stays ``SENT``; otherwise the later
+    one in the partition stands (``DEFERRED`` then ``FAILED``: its deferrals ran out, nothing is
+    pending any more), so reads and notes may arrive in any order. Without positions, ``other``
+    is taken as the later."""
+    if known is None:
+        return other
+    if (known.status == "SENT") != (other.status == "SENT"):
+        return known if known.status == "SENT" else other
+    if known.at is not None and other.at is not None and known.at > other.at:
         return known
-    return latest
+    return other
 
 
 class Ledger:
@@ -66,7 +80,9 @@ class Ledger:
         self._reader = Consumer(reader_config)
         self._topic = outcome_topic
         self._codec = codec
-        self._handled: dict[int, dict[str, Known]] = {}
+        # Partition number -> topic taken over -> event_id -> what its read found: each takeover
+        # replaces its own, and a partition given up takes its read along.
+        self._handled: dict[int, dict[str, dict[str, Known]]] = {}
         # Outcomes this process published since, the latest few: noted from the event loop,
         # forgotten from the poll thread, hence the lock.
         self._recent: OrderedDict[tuple[int, str], Known] = OrderedDict()
@@ -77,15 +93,19 @@ class Ledger:
         """What the event's outcomes read at take-over and noted since say, or None."""
         with self._lock:
             recent = self._recent.get((partition, event_id))
-        known = self._handled.get(partition, {}).get(event_id)
-        return known if recent is None else settle(known, recent)
+        known = recent
+        for read in list(self._handled.get(partition, {}).values()):
+            found = read.get(event_id)
+            if found is not None:
+                known = settle(known, found)
+        return known
 
-    def note(self, partition: int, event_id: str, status: str, offset: int | None) -> None:
+    def note(self, partition: int, event_id: str, outcome: Known) -> None:
         """An outcome this process published for an input partition's event (from the input
-        topic, or a deferred pass of it on the retry topic), for the input record at ``offset``."""
+        topic, or a deferred pass of it on the retry topic)."""
         with self._lock:
             key = (partition, event_id)
-            self._recent[key] = settle(self._recent.get(key), Known(status, offset))
+            self._recent[key] = settle(self._recent.get(key), outcome)
             self._recent.move_to_end(key)
             while len(self._recent) > self._recent_limit:
                 self._recent.popitem(last=False)
@@ -98,32 +118,90 @@ class Ledger:
         answer = answered(self._reader.offsets_for_times(wanted, timeout=10))
         return {tp.partition: tp.offset for tp in answer}
 
-    def load(self, starts: dict[int, int], ends: dict[int, int], timeout_s: float = 15.0) -> dict[int, int]:
-        """Reads outcomes ``[start, end)`` of each partition at once; returns how many each had."""
-        handled: dict[int, dict[str, Known]] = {p: {} for p in starts}
-        positions = {p: start for p, start in starts.items() if start < ends[p]}
-        if positions:
-            self._reader.assign([TopicPartition(self._topic, p, o) for p, o in positions.items()])
+    def outcomes_since(self, topic: str, offsets: dict[int, int], timeout_s: float = 5.0) -> dict[int, int]:
+        """For the records of ``topic`` at these offsets (partition -> offset): the outcome offset
+        (of the same partition number) before which every outcome was published before the record
+        was, less ``CLOCK_SLACK_MS`` for the clocks of the pods that wrote them; the outcome
+        partition's end (``OFFSET_END``, -1) when none is later. A record not read in time is left
+        out. A retry partition's deferred passes, all published after the record at its committed
+        offset, report no earlier than that: its takeover need not read from further back."""
+        produced: dict[int, int] = {}
+        self._reader.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
+        try:
             deadline = time.monotonic() + timeout_s
+            while len(produced) < len(offsets) and time.monotonic() < deadline:
+                message = self._reader.poll(0.2)
+                if message is None or message.error():
+                    continue
+                kind, timestamp = message.timestamp()
+                if kind != TIMESTAMP_NOT_AVAILABLE:
+                    produced.setdefault(int(message.partition() or 0), timestamp)
+        finally:
+            self._reader.unassign()
+        if not produced:
+            return {}
+        wanted = [
+            TopicPartition(self._topic, p, max(0, t - CLOCK_SLACK_MS)) for p, t in sorted(produced.items())
+        ]
+        answer = answered(self._reader.offsets_for_times(wanted, timeout=10))
+        return {tp.partition: tp.offset for tp in answer}
+
+    def load(
+        self, starts: dict[TopicPartitionKey, int], ends: dict[int, int], timeout_s: float = 15.0
+    ) -> dict[TopicPartitionKey, int]:
+        """Reads, for each partition taken over, the outcomes of its number from its start to the
+        end (``ends``), as what is known of it. A number's input and retry partitions are read
+        together, the later start first, then the stretch down to the earlier one, within one
+        time limit: a read cut off misses the oldest outcomes, not the newest (every outcome it
+        found is a fact all the same). Returns how many events each partition's range had."""
+        found: dict[TopicPartitionKey, dict[str, Known]] = {tp: {} for tp in starts}
+        latest: dict[int, int] = {}
+        earliest: dict[int, int] = {}
+        for (_, p), start in starts.items():
+            latest[p], earliest[p] = max(start, latest.get(p, start)), min(start, earliest.get(p, start))
+        deadline = time.monotonic() + timeout_s
+        for window_starts, window_ends in ((latest, ends), (earliest, latest)):
+            for partition, event_id, read in self._read(window_starts, window_ends, deadline):
+                for tp, start in starts.items():
+                    if tp[1] == partition and read.at is not None and read.at >= start:
+                        known = found[tp]
+                        known[event_id] = settle(known.get(event_id), read)
+        for (topic, p), known in found.items():
+            self._handled.setdefault(p, {})[topic] = known
+        return {tp: len(known) for tp, known in found.items()}
+
+    def _read(
+        self, starts: dict[int, int], ends: dict[int, int], deadline: float
+    ) -> Iterator[tuple[int, str, Known]]:
+        """Outcomes ``[start, end)`` of each partition at once, until ``deadline``."""
+        positions = {p: start for p, start in starts.items() if start < ends[p]}
+        if not positions:
+            return
+        self._reader.assign([TopicPartition(self._topic, p, o) for p, o in positions.items()])
+        try:
             while any(positions[p] < ends[p] for p in positions) and time.monotonic() < deadline:
                 message = self._reader.poll(0.2)
                 if message is None or message.error():
                     continue
-                partition = int(message.partition() or 0)
-                positions[partition] = (message.offset() or 0) + 1
+                partition, at = int(message.partition() or 0), message.offset() or 0
+                positions[partition] = at + 1
                 try:
                     outcome = self._codec.decode(message.value() or b"", OUTCOME_SCHEMA)
                 except DecodeError:
                     continue
-                known = handled[partition]
-                latest = Known(outcome["status"], outcome.get("source_offset"))
-                known[outcome["event_id"]] = settle(known.get(outcome["event_id"]), latest)
+                known = Known(
+                    outcome["status"],
+                    outcome.get("source_offset"),
+                    at,
+                    epoch_ms(outcome["occurred_at"]),
+                    outcome.get("message_id"),
+                )
+                yield partition, outcome["event_id"], known
+        finally:
             self._reader.unassign()
-            incomplete = sorted(p for p in positions if positions[p] < ends[p])
-            if incomplete:
-                log.warning("outcome partitions %s read in part: redeliveries may be re-sent", incomplete)
-        self._handled.update(handled)
-        return {p: len(ids) for p, ids in handled.items()}
+        incomplete = sorted(p for p in positions if positions[p] < ends[p])
+        if incomplete:
+            log.warning("outcome partitions %s read in part: redeliveries may be re-sent", incomplete)
 
     def _renew_reader(self) -> None:
         """The reader idles between takeovers, so nothing tells it that leaders moved: after a
@@ -132,11 +210,17 @@ class Ledger:
         close_with_timeout(self._reader, timeout_s=5)
         self._reader = Consumer(self._reader_config)
 
-    def forget(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self._handled.pop(partition, None)
+    def forget(self, partitions: set[TopicPartitionKey], *, held: set[int]) -> None:
+        """What was read for these partitions, and this process's notes of the partition numbers
+        no longer ``held`` (by any topic taken over)."""
+        for topic, partition in partitions:
+            reads = self._handled.get(partition, {})
+            reads.pop(topic, None)
+            if not reads:
+                self._handled.pop(partition, None)
+        gone = {p for _, p in partitions} - held
         with self._lock:
-            for key in [key for key in self._recent if key[0] in partitions]:
+            for key in [key for key in self._recent if key[0] in gone]:
                 del self._recent[key]
 
     def close(self) -> None:

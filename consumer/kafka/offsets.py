@@ -40,6 +40,7 @@ class _Partition:
     let_go: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the highest offset dispatched
     committed: int | None = None
+    committed_outcome: int | None = None  # the outcome position offered with it (as far as known)
     # Finished but not yet committed: input offset -> offset of its outcome.
     outcome_offsets: dict[int, int] = field(default_factory=dict)
     next_outcome_offset: int | None = None  # nothing of ours in the outcome partition lies below
@@ -121,14 +122,18 @@ class OffsetTracker:
     def committable(
         self, tps: set[TopicPartitionKey] | None = None
     ) -> dict[TopicPartitionKey, tuple[int, str]]:
-        """Positions that moved since they were last committed, each with its commit metadata."""
+        """Positions whose offset or outcome position moved since they were last committed, each
+        with its commit metadata. The outcome position alone moves while a deferred record waits at
+        the head of its retry partition and later ones finish: unless committed, the next owner
+        would read from an old position (maybe a day of outcomes back) and run out of time."""
         result = {}
         for tp, partition in self._partitions.items():
             position = partition.position()
-            if (tps is None or tp in tps) and position is not None and position != partition.committed:
+            if (tps is None or tp in tps) and position is not None:
                 outcome_position = partition.outcome_position(position)
-                metadata = format_metadata(outcome_position) if outcome_position is not None else ""
-                result[tp] = (position, metadata)
+                if (position, outcome_position) != (partition.committed, partition.committed_outcome):
+                    metadata = format_metadata(outcome_position) if outcome_position is not None else ""
+                    result[tp] = (position, metadata)
         return result
 
     def mark_committed(self, positions: dict[TopicPartitionKey, int]) -> None:
@@ -136,6 +141,7 @@ class OffsetTracker:
             partition = self._partitions.get(tp)
             if partition is not None:
                 partition.committed = position
+                partition.committed_outcome = partition.outcome_position(position)
                 partition.outcome_offsets = {
                     o: v for o, v in partition.outcome_offsets.items() if o >= position
                 }

@@ -48,7 +48,7 @@ from consumer.observability.metrics import (
     SMTP_CONNECTIONS,
     KafkaStatistics,
 )
-from consumer.processing.pipeline import Done
+from consumer.processing.pipeline import LET_GO, Done, LetGo
 from consumer.processing.policy import DEPLOY_SUSPECT
 from consumer.processing.records import Inbound
 from consumer.processing.render_pool import settle_after_warm_up
@@ -96,7 +96,10 @@ class Service:
         self._tracker = OffsetTracker()
         self._paused: set[str] = set()  # topics whose partitions are paused
         self._assigned: set[TopicPartitionKey] = set()
-        self._letting_go: set[TopicPartitionKey] = set()  # retry partitions whose waiting records were let go
+        self._co_partitions = 0  # the input's partition count: retry partitions past it get no records
+        # Per retry partition held: set (on the event loop) once it is given up, which lets go of
+        # its deferred records waiting for their due time, including any dispatched just before.
+        self._given_up: dict[TopicPartitionKey, asyncio.Event] = {}
         self._breaker = DeadLetterBreaker(
             max_share=settings.dlq_breaker_share,
             window=settings.dlq_breaker_window,
@@ -114,7 +117,12 @@ class Service:
         # A partition taken back waits for its earlier events as long as their outcomes may wait for
         # the broker (the delivery timeout; then the publish fails and the service stops): with
         # the drain timeout alone, two brokers down for 30 s e-mailed 31 of 600 events twice.
-        self._handover = Handover(parts.ledger, self._tracker, DELIVERY_TIMEOUT_S + settings.drain_timeout_s)
+        self._handover = Handover(
+            parts.ledger,
+            self._tracker,
+            DELIVERY_TIMEOUT_S + settings.drain_timeout_s,
+            retry_topic=settings.retry_topic,
+        )
         self._consumer = self._consumer_factory(
             consumer_config(
                 settings,
@@ -154,7 +162,7 @@ class Service:
         SMTP_CONNECTIONS.set_function(lambda: parts.smtp.idle_connections)
         self._worker.start()
         self._health = HealthServer(settings.health_port, self.not_ready) if settings.health_port else None
-        check_topics(self._consumer, self._settings)
+        self._co_partitions = check_topics(self._consumer, self._settings)
         if parts.suppressions is not None:  # loaded before any event is taken: /readyz says "starting"
             check_compacted(settings)
             try:
@@ -227,8 +235,9 @@ class Service:
         # ordermail.* headers are ours only where we wrote them: on the retry topic
         inbound = Inbound.from_message(message, trusted=message.topic() == self._settings.retry_topic)
         self._tracker.start((inbound.topic, inbound.partition), inbound.offset)
+        given_up = self._given_up.get((inbound.topic, inbound.partition))
         future = asyncio.run_coroutine_threadsafe(
-            self._pipeline.process(inbound, self._bridge.finished), self._loop
+            self._pipeline.process(inbound, self._bridge.finished, given_up), self._loop
         )
         future.add_done_callback(self._bridge.crashed_if_failed)
 
@@ -243,9 +252,9 @@ class Service:
             else:
                 self._done(*item)
 
-    def _done(self, inbound: Inbound, done: Done | None) -> None:
+    def _done(self, inbound: Inbound, done: Done | LetGo | None) -> None:
         tp = (inbound.topic, inbound.partition)
-        if done is None and tp in self._letting_go:  # a deferred record let go before it was due
+        if done is LET_GO:
             self._tracker.let_go(tp, inbound.offset)
             return
         if done is None:  # handled before (redelivery)
@@ -278,9 +287,8 @@ class Service:
                 "send_ms": outcome.get("send_ms"),
             },
         )
-        # Only input partitions keep outcome positions: a retried event's outcome lies elsewhere.
-        outcome_offset = done.outcome_offset if inbound.topic == self._settings.input_topic else None
-        self._tracker.finish(tp, inbound.offset, outcome_offset)
+        # A deferred pass's outcome lies in the outcome partition of its retry partition's number.
+        self._tracker.finish(tp, inbound.offset, done.outcome_offset)
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -434,7 +442,8 @@ class Service:
         consumer.incremental_assign(partitions)  # now, so the pauses below apply to it
         assigned = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned |= assigned
-        self._handover.receive({tp for tp in assigned if tp[0] == self._settings.input_topic}, self._clock())
+        self._given_up.update({tp: asyncio.Event() for tp in assigned if tp[0] == self._settings.retry_topic})
+        self._handover.receive(self._taken_over(assigned), self._clock())
         self._next_takeover = 0.0
         self._ever_assigned = True
         self._set_paused(assigned)
@@ -457,19 +466,24 @@ class Service:
         self._release(lost)
         self._forget(lost)
 
+    def _taken_over(self, tps: set[TopicPartitionKey]) -> set[TopicPartitionKey]:
+        """Partitions whose records may have been handled by an earlier owner: the input's, and
+        the retry topic's that deferred passes go to (numbered as the input's)."""
+        input_topic, retry_topic = self._settings.input_topic, self._settings.retry_topic
+        return {(t, p) for t, p in tps if t == input_topic or (t == retry_topic and p < self._co_partitions)}
+
     def _release(self, tps: set[TopicPartitionKey]) -> None:
         """Deferred records waiting in memory for these partitions are let go (not committed)."""
-        retry = {tp for tp in tps if tp[0] == self._settings.retry_topic}
-        self._letting_go |= retry
-        if retry:
-            self._loop.call_soon_threadsafe(self._pipeline.release, retry)
+        for tp in tps:
+            given_up = self._given_up.pop(tp, None)
+            if given_up is not None:
+                self._loop.call_soon_threadsafe(given_up.set)
 
     def _forget(self, tps: set[TopicPartitionKey]) -> None:
         self._assigned -= tps
-        self._letting_go -= tps
         self._handover.drop(tps)
         self._tracker.forget(tps)
-        self._ledger.forget({p for t, p in tps if t == self._settings.input_topic})
+        self._ledger.forget(tps, held={p for _, p in self._taken_over(self._assigned)})
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)

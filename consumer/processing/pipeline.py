@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import logging
 import random
 import time
 import traceback
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
@@ -34,7 +36,7 @@ from consumer.processing.outcomes import dead_letter_headers, outcome_for
 from consumer.processing.policy import Action, Reason, action_for
 from consumer.processing.ports import PublishError
 from consumer.processing.records import plausible_id
-from consumer.processing.retry import RetrySchedule, RetryState
+from consumer.processing.retry import RetrySchedule, RetryState, epoch_ms
 from delivery import (
     DkimError,
     DkimSigner,
@@ -58,15 +60,12 @@ if TYPE_CHECKING:
     from rendering import RenderedMail
     from schemas import Codec, DeliveryOutcome, DeliveryStatus, OrderCompleted
 
-__all__ = ["Done", "Pipeline", "PipelineConfig"]
+__all__ = ["LET_GO", "Done", "LetGo", "Pipeline", "PipelineConfig"]
 
 log = logging.getLogger("ordermail.pipeline")
 # A SENT outcome's reason when the relay accepted the e-mail and what followed failed (the outcome
 # as built could not be published): delivered all the same, never dead-lettered or sent again.
 OUTCOME_UNCONFIRMED = "outcome_unconfirmed"
-# Latest earlier outcomes after which a redelivered event is not processed again (the ledger's
-# DEFERRED stands only while a deferral is pending: a later FAILED or REJECTED replaces it).
-_DELIVERED = frozenset({"SENT", "DEFERRED"})
 
 
 @dataclass(frozen=True)
@@ -94,6 +93,16 @@ class Done:
     outcome_offset: int
     dead_lettered: bool = False
     span_id: str | None = None  # of the event's consumer span, for the log line
+
+
+class LetGo(enum.Enum):
+    """A deferred record let go before it was due (its partition revoked, or shutting down): it
+    did not run, and must never be committed past, so whoever owns the partition next runs it."""
+
+    LET_GO = "let go"
+
+
+LET_GO = LetGo.LET_GO
 
 
 class _Stop(Exception):
@@ -134,20 +143,26 @@ class Pipeline:
         publisher: Publisher,
         *,
         handled_as: Callable[[Inbound, str], Known | None] = lambda _inbound, _event_id: None,
-        remember: Callable[[Inbound, DeliveryOutcome], None] = lambda _inbound, _outcome: None,
+        remember: Callable[[Inbound, DeliveryOutcome, int], None] = lambda _inbound, _outcome, _at: None,
         suppressed: Callable[[str], bool] = lambda _address: False,
     ) -> None:
         """``handled_as``: what the ledger knows of the event's earlier outcomes (a redelivery or
-        a copy): the latest status (``SENT`` never replaced) and the input offset it was for. The
-        event is skipped when it was ``SENT`` or is ``DEFERRED`` (the retry topic has it); one
-        ``REJECTED`` or ``FAILED`` is processed again (a redrive after a fix is never skipped for
-        the outcome that dead-lettered it), and only when the very record of that outcome (same
-        offset: a redelivery) fails again for good is the repeated outcome and dead letter left
-        out; a copy at another offset (a redrive) always gets its outcome and dead letter.
-        ``remember`` is told each acknowledged outcome before the next record of the same key
-        starts, so a copy of an event that has just been sent (a redrive racing a redelivery) is
-        recognised too. ``suppressed``: whether the suppression list holds the address (a valid
-        order's): such an order is neither rendered nor sent, ``REJECTED suppressed``."""
+        a copy): the latest (``SENT`` never replaced), the input offset it was for, its position,
+        time and Message-ID. An input record is skipped when its event was ``SENT``, or when this
+        very record (same offset) is ``DEFERRED`` (the retry topic has it; a copy is processed:
+        its deferral may have run out where this process cannot see, on another member); a
+        deferred pass when it was ``SENT`` or an outcome of its input record at or after the
+        pass's due time stands (this pass or a later one settled; the ``DEFERRED`` that queued it
+        is older); a resend
+        once that very resend was sent. One ``REJECTED`` or ``FAILED`` is processed again (a
+        redrive after a fix is never skipped for the outcome that dead-lettered it), and only when
+        the very record of that outcome (same offset: a redelivery) fails again for good is the
+        repeated outcome and dead letter left out; a copy at another offset (a redrive) always
+        gets its outcome and dead letter. ``remember`` is told each acknowledged outcome (and its
+        offset) before the next record of the same key starts, so a copy of an event that has
+        just been sent (a redrive racing a redelivery) is recognised too. ``suppressed``: whether
+        the suppression list holds the address (a valid order's): such an order is neither
+        rendered nor sent, ``REJECTED suppressed``."""
         self._handled_as = handled_as
         self._suppressed = suppressed
         self._remember = remember
@@ -158,21 +173,22 @@ class Pipeline:
         self._publisher = publisher
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
         self._fetching = asyncio.Semaphore(config.max_fetching)
-        self._released: dict[tuple[str, int], asyncio.Event] = {}
 
-    def release(self, partitions: set[tuple[str, int]]) -> None:
-        """Lets go of deferred records still waiting in these partitions (revoked, or shutting
-        down): uncommitted, they come back to whoever owns the partition next. Loop thread only."""
-        for tp in partitions:
-            self._released.pop(tp, asyncio.Event()).set()
-
-    async def process(self, inbound: Inbound, on_done: Callable[[Inbound, Done | None], None]) -> None:
+    async def process(
+        self,
+        inbound: Inbound,
+        on_done: Callable[[Inbound, Done | LetGo | None], None],
+        given_up: asyncio.Event | None = None,
+    ) -> None:
         """Processes one record, then calls ``on_done`` once its outcome is acknowledged (with
-        None when the record had been handled before and was skipped, or was a deferred record
-        let go before it was due). A deferred record waits for its due time before it queues
-        behind its key: waiting, it holds up nothing else, not even its own order's records."""
-        if inbound.retry is not None and await self._released_before_due(inbound, inbound.retry):
-            on_done(inbound, None)
+        None when the record had been handled before and was skipped, ``LET_GO`` when it was a
+        deferred record let go before it was due). A deferred record waits for its due time
+        before it queues behind its key: waiting, it holds up nothing else, not even its own
+        order's records. ``given_up`` is set (on the loop thread) once the partition the record
+        was fetched under is given up (revoked, lost, shutting down): waiting, or yet to wait,
+        the record is let go, uncommitted, for whoever owns the partition next."""
+        if inbound.retry is not None and await self._given_up_before_due(inbound.retry, given_up):
+            on_done(inbound, LET_GO)
             return
         key = inbound.key or b""
         previous = self._key_tails.get(key)
@@ -183,7 +199,7 @@ class Pipeline:
                 await previous
             done = await self._settled(inbound)
             if done is not None:
-                self._remember(inbound, done.outcome)
+                self._remember(inbound, done.outcome, done.outcome_offset)
             on_done(inbound, done)
         finally:
             mine.set_result(None)
@@ -224,6 +240,7 @@ class Pipeline:
             status="SENT",
             reason=OUTCOME_UNCONFIRMED,
             attempt=sent["attempt"],
+            message_id=sent.get("message_id"),  # a resend is recognised by it
         )
         try:
             return Done(full, await self._publisher.publish_outcome(full, inbound.origin.partition))
@@ -277,7 +294,8 @@ class Pipeline:
             with step("decode"):
                 order = self._decode(inbound, ids)
             known = self._handled_as(inbound, order["event_id"])
-            if known is not None and known.status in _DELIVERED:
+            message_id = _message_id(order["event_id"], inbound.resend, self._config.message_domain)
+            if _handled_before(inbound, known, message_id):
                 return None
             self._check_suppression(order)
             async with self._fetching if order.get("attachments") else contextlib.nullcontext():
@@ -322,16 +340,21 @@ class Pipeline:
 
     @staticmethod
     def _redelivered(inbound: Inbound, known: Known | None) -> bool:
-        """Whether the ledger's outcome was for this very record (``handled_as`` answers only for
-        the input topic's partition the record is in)."""
+        """Whether the ledger's outcome was for this very input record (a deferred pass shares
+        its input record's offset with every other pass: ``_handled_before`` tells those)."""
+        if inbound.origin.topic != inbound.topic:
+            return False
         return known is not None and known.offset is not None and known.offset == inbound.origin.offset
 
-    async def _released_before_due(self, inbound: Inbound, retry: RetryState) -> bool:
+    async def _given_up_before_due(self, retry: RetryState, given_up: asyncio.Event | None) -> bool:
         """Waits until the deferred record is due (nothing else is held up meanwhile)."""
         wait_s = min(max(0.0, retry.due_ms / 1000 - time.time()), max(self._config.retry.delays_s, default=0))
-        released = self._released.setdefault((inbound.topic, inbound.partition), asyncio.Event())
+        if given_up is None:
+            given_up = asyncio.Event()  # never set: its partition is never given up
+        if given_up.is_set():
+            return True
         try:
-            await asyncio.wait_for(released.wait(), timeout=wait_s)
+            await asyncio.wait_for(given_up.wait(), timeout=wait_s)
         except TimeoutError:
             return False
         return True
@@ -475,8 +498,11 @@ class Pipeline:
         action = action_for(stop.reason)
         known = dict(stop.known)
         attempt = known.pop("attempt", retry.attempts if retry else 0) or 1
+        occurred_at = datetime.now(UTC)
         deferral = (
-            self._config.retry.next(retry, attempt) if action in {Action.RETRY, Action.THROTTLE} else None
+            self._config.retry.next(retry, attempt, epoch_ms(occurred_at))
+            if action in {Action.RETRY, Action.THROTTLE}
+            else None
         )
         rejected = action in {Action.REJECT, Action.SUPPRESS}
         status: DeliveryStatus = "REJECTED" if rejected else "DEFERRED" if deferral else "FAILED"
@@ -487,6 +513,7 @@ class Pipeline:
             status=status,
             reason=stop.reason,
             attempt=attempt,
+            occurred_at=occurred_at,
             **known,
         )
         dead_lettered = deferral is None and action not in {Action.FAIL, Action.SUPPRESS}
@@ -507,6 +534,28 @@ class Pipeline:
         return Done(outcome, offset, dead_lettered=dead_lettered)
 
 
+def _handled_before(inbound: Inbound, known: Known | None, message_id: str) -> bool:
+    """Whether the ledger's outcome means this record's work is done (see ``Pipeline``). A
+    resend asks for one more e-mail: skipped only once that very e-mail (``message_id``) was sent."""
+    if known is None:
+        return False
+    if inbound.resend is not None:
+        return known.status == "SENT" and known.message_id == message_id
+    if inbound.retry is None:
+        return known.status == "SENT" or (
+            known.status == "DEFERRED" and known.offset == inbound.origin.offset
+        )
+    if known.status == "SENT":
+        return True
+    # The pass waited until its due time by the clock of whoever ran it, which stamped its outcome;
+    # the same input record's (another record's chain of passes, a copy's, says nothing of this one).
+    return (
+        known.offset == inbound.origin.offset
+        and known.occurred_ms is not None
+        and known.occurred_ms >= inbound.retry.due_ms
+    )
+
+
 def _log_unexpected(exc: Exception, inbound: Inbound) -> None:
     # The exception's text may quote event data: log its type and where, never its message.
     frames = traceback.extract_tb(exc.__traceback__)[::-1][:6]
@@ -521,15 +570,18 @@ def _recipient_domain(order: OrderCompleted) -> str:
 
 def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str, resend: int | None) -> dict[str, Any]:
     """A resend (``ordermail resend``) gets a Message-ID of its own: it is a new e-mail."""
-    named = order["event_id"] if resend is None else f"{order['event_id']}.resend-{resend}"
     return {
-        "message_id": message_id_for(named, domain),
+        "message_id": _message_id(order["event_id"], resend, domain),
         "recipient_domain": _recipient_domain(order),
         "attachment_sha256": hashlib.sha256(mail.pdf).hexdigest(),  # the main document
         "attachment_bytes": _total_bytes(mail),
         "attachment_count": len(mail.attachments),
         "render_ms": round(mail.render_ms + mail.encrypt_ms),
     }
+
+
+def _message_id(event_id: str, resend: int | None, domain: str) -> str:
+    return message_id_for(event_id if resend is None else f"{event_id}.resend-{resend}", domain)
 
 
 def _total_bytes(mail: RenderedMail) -> int:

@@ -25,10 +25,16 @@ Fetched = tuple[tuple[str, bytes], ...]
 @dataclass(frozen=True)
 class Known:
     """What the redelivery ledger knows of an event: its latest outcome's status (``SENT`` is
-    never replaced) and the input offset that outcome was for (None: an outcome without one)."""
+    never replaced), the input offset that outcome was for (None: an outcome without one), where
+    the outcome lies in its partition (``at``: the later outcome wins, in whatever order reads
+    and notes arrive), when it occurred (ms; a deferred pass settled at or after its due time
+    is recognised by it) and the Message-ID it was for (a resend is recognised by its own)."""
 
     status: str
     offset: int | None
+    at: int | None = None
+    occurred_ms: int | None = None
+    message_id: str | None = None
 
 
 class PublishError(Exception):

@@ -119,7 +119,7 @@ EXPORTED: dict[str, list[str]] = {
     ],
     "consumer.processing.mail": ["receipt_message"],
     "consumer.processing.outcomes": ["OUTCOME_SCHEMA", "dead_letter_headers", "outcome_for"],
-    "consumer.processing.pipeline": ["Done", "Pipeline", "PipelineConfig"],
+    "consumer.processing.pipeline": ["Done", "LET_GO", "LetGo", "Pipeline", "PipelineConfig"],
     "consumer.processing.policy": [
         "Action",
         "DEPLOY_SUSPECT",
@@ -150,7 +150,7 @@ EXPORTED: dict[str, list[str]] = {
         "remove_stale_worker_folders",
         "settle_after_warm_up",
     ],
-    "consumer.processing.retry": ["RetrySchedule", "RetryState"],
+    "consumer.processing.retry": ["RetrySchedule", "RetryState", "epoch_ms"],
     "consumer.tools": [
         "dlq",
         "operations",

@@ -20,19 +20,24 @@ from consumer.kafka.handover import Handover
 from consumer.kafka.offsets import OffsetTracker, format_metadata, parse_metadata
 
 NOW = 1000.0  # the poll loop's clock, passed in
-INPUT = "orders"
+INPUT, RETRY = "orders", "orders.retry"
+
+# By partition number for the input topic, by (topic, partition) for any other.
+Committed = dict[Any, tuple[int, str]]  # -> (offset, metadata)
 
 
-Committed = dict[int, tuple[int, str]]  # partition -> (offset, metadata)
+def _for(tp: TopicPartition, values: dict[Any, Any], default: Any = None) -> Any:
+    key = tp.partition if tp.topic == INPUT else (tp.topic, tp.partition)
+    return values.get(key, default) if default is not None else values[key]
 
 
 class FakeConsumer:
-    def __init__(self, committed: Committed, watermarks: dict[int, tuple[int, int]]) -> None:
+    def __init__(self, committed: Committed, watermarks: dict[Any, tuple[int, int]]) -> None:
         self._committed, self._watermarks = committed, watermarks
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         return [
-            TopicPartition(tp.topic, tp.partition, *self._committed.get(tp.partition, (OFFSET_INVALID, "")))
+            TopicPartition(tp.topic, tp.partition, *_for(tp, self._committed, (OFFSET_INVALID, "")))
             for tp in partitions
         ]
 
@@ -40,7 +45,7 @@ class FakeConsumer:
         """Only the logical offsets: OFFSET_BEGINNING (-2) and OFFSET_END (-1)."""
         low_or_high = {OFFSET_BEGINNING: 0, OFFSET_END: 1}
         return [
-            TopicPartition(tp.topic, tp.partition, self._watermarks[tp.partition][low_or_high[tp.offset]])
+            TopicPartition(tp.topic, tp.partition, _for(tp, self._watermarks)[low_or_high[tp.offset]])
             for tp in partitions
         ]
 
@@ -48,19 +53,26 @@ class FakeConsumer:
 class FakeLedger:
     def __init__(self, outcome_ends: dict[int, int]) -> None:
         self.outcome_ends = outcome_ends
-        self.loaded: dict[int, int] = {}
+        self.loaded: dict[tuple[str, int], int] = {}  # where the last load started each partition
+        self.floors: dict[int, int] = {}  # outcome offset from which on the retry records' outcomes lie
+        self.asked: dict[int, int] = {}
 
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
         return {p: self.outcome_ends[p] for p in partitions}
 
-    def load(self, starts: dict[int, int], ends: dict[int, int]) -> dict[int, int]:
+    def outcomes_since(self, topic: str, offsets: dict[int, int]) -> dict[int, int]:
+        assert topic == RETRY
+        self.asked = dict(offsets)
+        return {p: self.floors[p] for p in offsets if p in self.floors}
+
+    def load(self, starts: dict[tuple[str, int], int], ends: dict[int, int]) -> dict[tuple[str, int], int]:
         self.loaded = dict(starts)
-        return {p: ends[p] - start for p, start in starts.items()}  # every outcome is a handled event
+        return {tp: ends[tp[1]] - start for tp, start in starts.items()}  # every outcome is a handled event
 
 
 def handover_for(ledger: FakeLedger, tracker: OffsetTracker, wait_limit_s: float = 30) -> Handover:
     fake: Any = ledger
-    return Handover(fake, tracker, wait_limit_s)
+    return Handover(fake, tracker, wait_limit_s, retry_topic=RETRY)
 
 
 def test_a_partition_never_committed_is_anchored_at_its_start_before_it_runs() -> None:
@@ -91,9 +103,11 @@ def test_an_anchored_partition_is_released_at_once_with_the_ledger_read() -> Non
     tracker, ledger = OffsetTracker(), FakeLedger({0: 40, 1: 12})
     handover = handover_for(ledger, tracker)
     handover.receive({(INPUT, 0), (INPUT, 1)}, NOW)
-    consumer: Any = FakeConsumer({0: (30, format_metadata(25)), 1: (8, format_metadata(12))}, {0: (0, 60)})
+    consumer: Any = FakeConsumer(
+        {0: (30, format_metadata(25)), 1: (8, format_metadata(12))}, {0: (0, 60), 1: (0, 8)}
+    )
     assert handover.prepare(consumer, NOW) == ({(INPUT, 0), (INPUT, 1)}, set())
-    assert ledger.loaded == {0: 25, 1: 12}
+    assert ledger.loaded == {(INPUT, 0): 25, (INPUT, 1): 12}
     assert tracker.committable() == {}  # nothing to commit before anything runs
     assert handover.held == set()
 
@@ -133,7 +147,7 @@ def test_earlier_work_of_the_partition_is_waited_for_then_given_up_on() -> None:
     tracker.forget({(INPUT, 1)})
     impatient = handover_for(FakeLedger({1: 0}), tracker, wait_limit_s=5)
     impatient.receive({(INPUT, 1)}, NOW)
-    consumer = FakeConsumer({1: (0, format_metadata(0))}, {})
+    consumer = FakeConsumer({1: (0, format_metadata(0))}, {1: (0, 4)})
     assert impatient.prepare(consumer, NOW + 4.9) == (set(), set())  # the clock decides, passed in
     assert impatient.prepare(consumer, NOW + 5) == ({(INPUT, 1)}, set())  # still in flight: may be sent twice
 
@@ -173,4 +187,63 @@ def test_a_partition_whose_position_is_unknown_mid_failover_is_asked_again_not_s
     assert ledger.loaded == {}
     retried: Any = FakeConsumer({0: (30, format_metadata(25))}, {0: (0, 60)})
     assert handover.prepare(retried, NOW + 1) == ({(INPUT, 0)}, set())
-    assert ledger.loaded == {0: 25}  # the outcomes since the commit are read: no e-mail twice
+    assert ledger.loaded == {(INPUT, 0): 25}  # the outcomes since the commit are read: no e-mail twice
+
+
+def test_a_retry_partition_is_taken_over_from_its_own_commit() -> None:
+    """Deferred passes in retry partition 0 report to outcome partition 0, like input partition 0:
+    each is read from its own commit's position, and the retry partition's older position stays
+    out of the input's commits."""
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(INPUT, 0), (RETRY, 0)}, NOW)
+    consumer: Any = FakeConsumer(
+        {0: (30, format_metadata(25)), (RETRY, 0): (3, format_metadata(10))}, {0: (0, 60), (RETRY, 0): (0, 5)}
+    )
+    assert handover.prepare(consumer, NOW) == ({(INPUT, 0), (RETRY, 0)}, set())
+    assert ledger.loaded == {(INPUT, 0): 25, (RETRY, 0): 10}
+    for tp, first in (((INPUT, 0), 30), ((RETRY, 0), 3)):
+        tracker.start(tp, first)
+        tracker.finish(tp, first)  # recognised as handled: no outcome of ours
+    assert {tp: parse_metadata(meta) for tp, (_, meta) in tracker.committable().items()} == {
+        (INPUT, 0): 25,
+        (RETRY, 0): 10,
+    }
+
+
+def test_a_retry_partition_committed_to_its_end_is_anchored_afresh_not_read() -> None:
+    """Nothing in it can have been handled; its commit's outcome position dates from when it fell
+    idle (a day of outcomes back, maybe): a later owner reads from now instead."""
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 40})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(RETRY, 0)}, NOW)
+    consumer: Any = FakeConsumer({(RETRY, 0): (5, format_metadata(2))}, {(RETRY, 0): (0, 5)})
+    assert handover.prepare(consumer, NOW) == (set(), {(RETRY, 0)})
+    assert ledger.loaded == {}
+    ((position, metadata),) = tracker.committable().values()
+    assert (position, parse_metadata(metadata)) == (5, 40)
+    assert handover.anchored({(RETRY, 0)}) == {(RETRY, 0)}
+
+
+def test_a_retry_partition_is_read_from_no_earlier_than_its_first_uncommitted_record() -> None:
+    """Its commit's outcome position may lie a day back (an earlier owner's inherited read, or
+    from before it fell quiet): its passes' outcomes all came after the record at its committed
+    offset was published, so the read starts there, and so do the commits that follow."""
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 5_000_100, 1: 40})
+    ledger.floors = {0: 5_000_000, 1: -1}  # 1: no outcome since that record: nothing to read
+    handover = handover_for(ledger, tracker)
+    handover.receive({(RETRY, 0), (RETRY, 1), (INPUT, 0)}, NOW)
+    consumer: Any = FakeConsumer(
+        {
+            (RETRY, 0): (1, format_metadata(151)),
+            (RETRY, 1): (4, format_metadata(2)),
+            0: (30, format_metadata(4_999_000)),
+        },
+        {(RETRY, 0): (0, 9), (RETRY, 1): (0, 6), 0: (0, 60)},
+    )
+    handover.prepare(consumer, NOW)
+    assert ledger.asked == {0: 1, 1: 4}
+    assert ledger.loaded == {(RETRY, 0): 5_000_000, (RETRY, 1): 40, (INPUT, 0): 4_999_000}
+    tracker.start((RETRY, 0), 1)
+    tracker.finish((RETRY, 0), 1)  # recognised as handled: no outcome of ours
+    assert parse_metadata(tracker.committable()[(RETRY, 0)][1]) == 5_000_000

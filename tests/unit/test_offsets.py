@@ -112,3 +112,22 @@ def test_a_record_let_go_after_its_partition_was_lost_is_no_longer_waited_for() 
     tracker.start(tp, 9)  # the partition is ours again
     tracker.let_go(tp, 6)  # the old record comes back, let go
     assert tracker.in_flight({tp}) == 1  # only the new one
+
+
+def test_an_outcome_position_that_moved_is_committed_though_the_offset_did_not() -> None:
+    """A deferred pass waits at the head of its retry partition while later passes are sent: the
+    offset stays, but the next owner must read their outcomes, not from the old position (a day
+    of outcomes back, perhaps, where its time would run out before it reached them)."""
+    retry = ("orders.retry", 0)
+    tracker = OffsetTracker()
+    tracker.note_outcome_end(retry, 151)
+    for offset in (1, 2, 3):
+        tracker.start(retry, offset)
+    tracker.mark_committed({retry: 1})
+    assert tracker.committable() == {}
+    tracker.finish(retry, 2, outcome_offset=5_000_000)
+    tracker.finish(retry, 3, outcome_offset=5_000_007)
+    ((position, metadata),) = tracker.committable().values()
+    assert (position, parse_metadata(metadata)) == (1, 5_000_000)
+    tracker.mark_committed({retry: 1})
+    assert tracker.committable() == {}

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from consumer.app.assembly import Parts
 from consumer.app.settings import Settings
 from consumer.kafka.offsets import format_metadata
 from consumer.kafka.publisher import AcknowledgementWatch
 from consumer.kafka.service import Service
-from consumer.processing.pipeline import Done
+from consumer.processing.pipeline import LET_GO, Done, LetGo
 from consumer.processing.ports import PublishError
 from consumer.processing.records import Inbound
 
@@ -134,7 +134,14 @@ class FakeConsumer:
         return found
 
     def offsets_for_times(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [TopicPartition(tp.topic, tp.partition, 0) for tp in partitions]  # all start at 0
+        """OFFSET_BEGINNING: 0 (all start there); OFFSET_END: one past the last record."""
+        return [
+            TopicPartition(tp.topic, tp.partition, 0 if tp.offset == OFFSET_BEGINNING else self._end(tp))
+            for tp in partitions
+        ]
+
+    def _end(self, tp: TopicPartition) -> int:
+        return max((m.offset() + 1 for m in self.records.get((tp.topic, tp.partition), [])), default=0)
 
     def list_topics(self, timeout: float) -> _Metadata:
         return _Metadata({name: _Topic(dict.fromkeys(range(2))) for name in self.config["topics"]})
@@ -145,24 +152,29 @@ class FakeConsumer:
 
 class FakeLedger:
     def __init__(self) -> None:
-        self.loads: list[tuple[dict[int, int], dict[int, int]]] = []
+        self.loads: list[tuple[dict[tuple[str, int], int], dict[int, int]]] = []
+        self.forgotten: list[set[tuple[str, int]]] = []
 
     def end_offsets(self, partitions: set[int]) -> dict[int, int]:
         return dict.fromkeys(partitions, 50)
 
-    def load(self, starts: dict[int, int], ends: dict[int, int]) -> dict[int, int]:
+    def outcomes_since(self, topic: str, offsets: dict[int, int]) -> dict[int, int]:
+        return {}  # no record read: the commit's own position stands
+
+    def load(self, starts: dict[tuple[str, int], int], ends: dict[int, int]) -> dict[tuple[str, int], int]:
         self.loads.append((starts, ends))
         return dict.fromkeys(starts, 0)
 
-    def forget(self, partitions: set[int]) -> None:
-        pass
+    def forget(self, partitions: set[tuple[str, int]], *, held: set[int]) -> None:
+        self.forgotten.append({tp for tp in partitions if tp[1] not in held})
 
     def close(self) -> None:
         pass
 
 
 class FakePipeline:
-    """Finishes events on the event loop, each with the next outcome offset, once let through."""
+    """Finishes events on the event loop, each with the next outcome offset, once let through
+    (or as ``not_run`` says: skipped, None, or let go)."""
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -170,19 +182,25 @@ class FakePipeline:
         self.started: list[int] = []
         self.outcome_offset = 100
         self.error: Exception | None = None
+        self.not_run: dict[int, LetGo | None] = {}
 
-    async def process(self, inbound: Inbound, on_done: Callable[[Inbound, Done | None], None]) -> None:
+    async def process(
+        self,
+        inbound: Inbound,
+        on_done: Callable[[Inbound, Done | LetGo | None], None],
+        given_up: asyncio.Event | None = None,
+    ) -> None:
         self.started.append(inbound.offset)
         if not self.gate.is_set():
             await asyncio.to_thread(self.gate.wait)
         if self.error is not None:
             raise self.error
+        if inbound.offset in self.not_run:
+            on_done(inbound, self.not_run[inbound.offset])
+            return
         self.outcome_offset += 1
         outcome: Any = {"event_id": "e", "order_id": "o", "status": "SENT", "reason": None, "attempt": 1}
         on_done(inbound, Done(outcome, self.outcome_offset))
-
-    def release(self, partitions: set[tuple[str, int]]) -> None:
-        pass
 
 
 @dataclass
@@ -296,11 +314,13 @@ def harness() -> Iterator[Harness]:
     service.close()
 
 
-def _assign(h: Harness, records: int = 0, committed: tuple[int, str] | None = None) -> None:
+def _assign(
+    h: Harness, records: int = 0, committed: tuple[int, str] | None = None, tp: tuple[str, int] = TP
+) -> None:
     if committed is not None:
-        h.consumer.committed_offsets[TP] = committed
-    h.consumer.publish(TP, records, first=committed[0] if committed else 0)
-    h.consumer.rebalance("on_assign", {TP})
+        h.consumer.committed_offsets[tp] = committed
+    h.consumer.publish(tp, records, first=committed[0] if committed else 0)
+    h.consumer.rebalance("on_assign", {tp})
 
 
 def test_a_partition_without_a_commit_is_anchored_before_any_event_runs(harness: Harness) -> None:
@@ -309,14 +329,14 @@ def test_a_partition_without_a_commit_is_anchored_before_any_event_runs(harness:
     h.turn_until(lambda: len(h.pipeline.started) == 3)
     first = next(c for c in h.consumer.commits if TP in c[1])
     assert first == (True, {TP: (0, format_metadata(50))})  # the outcome partition's end, first
-    assert h.ledger.loads == [({}, {0: 50})]
+    assert h.ledger.loads == [({}, {0: 50})]  # nothing to read
 
 
 def test_take_over_reads_the_ledger_from_the_committed_outcome_position(harness: Harness) -> None:
     h = harness
     _assign(h, records=2, committed=(7, format_metadata(42)))
     h.turn_until(lambda: len(h.pipeline.started) == 2)
-    assert h.ledger.loads == [({0: 42}, {0: 50})]
+    assert h.ledger.loads == [({TP: 42}, {0: 50})]
     assert h.pipeline.started == [7, 8]  # from the committed offset on, without an anchor first
     assert all(positions[TP][0] >= 7 for _, positions in h.consumer.commits)
 
@@ -425,3 +445,50 @@ def test_a_broker_that_does_not_acknowledge_stops_the_loop_without_committing_pa
     committed = [positions[TP][0] for _, positions in h.consumer.commits if TP in positions]
     assert committed
     assert all(offset == 0 for offset in committed)  # never past the event
+
+
+def test_a_retry_partition_is_taken_over_and_commits_its_outcome_positions(harness: Harness) -> None:
+    """Deferred passes sent before a crash are recognised by the next owner only if it reads
+    the outcomes since the retry partition's commit, and the commit says where they start."""
+    h = harness
+    _assign(h, records=2, committed=(3, format_metadata(20)), tp=(RETRY, 0))
+    h.turn_until(lambda: len(h.pipeline.started) == 2)
+    assert h.ledger.loads == [({(RETRY, 0): 20}, {0: 50})]
+    h.turn_until(lambda: (h.last_commit((RETRY, 0)) or (True, -1, ""))[1] == 5, step_s=0.5)
+    assert h.last_commit((RETRY, 0)) == (True, 5, format_metadata(103))  # outcomes 101, 102
+
+
+def test_a_let_go_record_is_never_committed_past_a_skipped_one_is(harness: Harness) -> None:
+    h = harness
+    h.pipeline.not_run = {0: None, 1: LET_GO}
+    _assign(h, records=3, committed=(0, format_metadata(0)), tp=(RETRY, 0))
+    h.turn_until(lambda: len(h.pipeline.started) == 3)
+    h.turn_until(lambda: (h.last_commit((RETRY, 0)) or (True, -1, ""))[1] == 1, step_s=0.5)
+    h.turn_until(lambda: h.pipeline.outcome_offset == 101)  # offset 2 done
+    for _ in range(10):  # five commit intervals: a position that moved would be committed
+        h.clock.now += 0.5
+        h.service.run_once(h.clock.now)
+    assert h.last_commit((RETRY, 0)) == (True, 1, format_metadata(101))  # never past the let-go record
+    assert h.service._tracker.in_flight() == 0  # and nothing waits for it
+
+
+def test_the_ledger_forgets_a_partition_number_once_neither_of_its_partitions_is_held(
+    harness: Harness,
+) -> None:
+    h = harness
+    _assign(h, committed=(0, format_metadata(0)))
+    _assign(h, committed=(0, format_metadata(0)), tp=(RETRY, 0))
+    h.turn_until(lambda: {TP, (RETRY, 0)} <= h.consumer.assigned and not h.service._handover.busy)
+    h.consumer.rebalance("on_revoke", {TP})
+    h.turn_until(lambda: len(h.ledger.forgotten) == 1)
+    h.consumer.rebalance("on_revoke", {(RETRY, 0)})
+    h.turn_until(lambda: len(h.ledger.forgotten) == 2)
+    assert h.ledger.forgotten == [set(), {(RETRY, 0)}]  # the notes of number 0 go with the last
+
+
+def test_retry_partitions_numbered_past_the_inputs_are_not_taken_over(harness: Harness) -> None:
+    """Deferred passes go to their input partition's number: the ones past it get none."""
+    h = harness
+    _assign(h, records=1, committed=(0, format_metadata(0)), tp=(RETRY, 2))  # the input has 2
+    h.turn_until(lambda: len(h.pipeline.started) == 1)
+    assert h.ledger.loads == []
