@@ -85,6 +85,25 @@ def test_relay_bouncing_some_and_refusing_others_at_random(chaos: Chaos) -> None
     assert report.distinct == EVENTS - len(bounced)
 
 
+def test_consumer_killed_while_the_relay_defers_many(chaos: Chaos) -> None:
+    """Deferred passes run from the retry topic when the consumer dies: the next one recognises
+    those sent since the retry topic's last commit, and lets none of the waiting ones go."""
+    chaos.sink.faults.write_text(
+        json.dumps([{"match": "*", "reply": "451 4.3.0 try again", "probability": 0.6}])
+    )
+    chaos.publish(EVENTS, first_seed=40_000)
+    service = chaos.start()
+    for fraction in (0.4, 0.7):
+        chaos.wait_for_outcomes(int(EVENTS * fraction))
+        chaos.kill(service)
+        service = chaos.start()
+    report = chaos.finish("relay 451 for 60 % of tries, SIGKILL ×2")
+    assert report.lost == 0
+    assert report.outcomes["DEFERRED"] > 0
+    assert report.duplicates <= 2
+    assert report.distinct == EVENTS
+
+
 def test_broker_restarted_mid_run(chaos: Chaos, kafka_bootstrap: str) -> None:
     pid_file = ROOT / ".local/kafka/broker.pid"
     stack_env = ROOT / ".local/stack.env"
