@@ -80,6 +80,7 @@ class Handover:
         late = sorted(tp[1] for tp in due if self._tracker.in_flight({tp}))
         if late:
             log.warning("earlier events of partitions %s still in flight; they may be sent twice", late)
+        # Everything asked of the broker first: one that does not answer leaves nothing changed.
         committed = answered(consumer.committed([TopicPartition(t, p) for t, p in sorted(due)], timeout=10))
         ends = self._ledger.end_offsets({p for _, p in due})
         record_ends = _offsets(consumer, sorted(due), OFFSET_END)
@@ -87,7 +88,6 @@ class Handover:
         anchors: dict[TopicPartitionKey, int] = {}
         for tp in committed:
             key = (tp.topic, tp.partition)
-            self._tracker.note_outcome_end(key, ends[tp.partition])  # our outcomes come after it
             start = parse_metadata(tp.metadata) if tp.offset >= 0 else None
             idle = tp.topic == self._retry_topic and tp.offset >= record_ends[key]
             if start is not None and not idle:
@@ -97,11 +97,12 @@ class Handover:
         beginnings = _offsets(
             consumer, [key for key, offset in anchors.items() if offset < 0], OFFSET_BEGINNING
         )
+        retry_offsets = {tp.partition: tp.offset for tp in committed if tp.topic == self._retry_topic}
+        self._skip_what_came_before(starts, retry_offsets, ends)
+        for key in due:
+            self._tracker.note_outcome_end(key, ends[key[1]])  # our outcomes come after it
         for key, offset in anchors.items():
             self._tracker.anchor(key, offset if offset >= 0 else beginnings[key])
-        self._skip_what_came_before(
-            starts, {tp.partition: tp.offset for tp in committed if tp.topic == self._retry_topic}, ends
-        )
         handled = self._ledger.load(starts, ends)
         for key, start in starts.items():
             if handled[key]:
@@ -121,7 +122,7 @@ class Handover:
         """A retry partition's read starts no earlier than the outcomes published after the record
         at its committed offset: its commit's position may lie far back (kept by an earlier owner's
         reads, or from before it fell quiet), and a read that runs out of time misses the newest."""
-        queued = {p: retry_offsets[p] for t, p in starts if t == self._retry_topic}
+        queued = {p: offset for p, offset in retry_offsets.items() if (self._retry_topic, p) in starts}
         if not queued or self._retry_topic is None:
             return
         for p, floor in self._ledger.outcomes_since(self._retry_topic, queued).items():

@@ -40,7 +40,8 @@ class _Partition:
     let_go: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the highest offset dispatched
     committed: int | None = None
-    committed_outcome: int | None = None  # the outcome position offered with it (as far as known)
+    committed_outcome: int | None = None  # the outcome position committed with it
+    offered: tuple[int, int | None] | None = None  # the last position and outcome position offered
     # Finished but not yet committed: input offset -> offset of its outcome.
     outcome_offsets: dict[int, int] = field(default_factory=dict)
     next_outcome_offset: int | None = None  # nothing of ours in the outcome partition lies below
@@ -114,6 +115,7 @@ class OffsetTracker:
         partition = self._partitions.setdefault(tp, _Partition())
         if partition.next_offset is None:
             partition.next_offset = position
+        partition.committed = partition.committed_outcome = None  # offered again: its answer releases it
 
     def in_flight(self, tps: set[TopicPartitionKey] | None = None) -> int:
         pending = sum(len(p.pending) for tp, p in self._partitions.items() if tps is None or tp in tps)
@@ -134,6 +136,7 @@ class OffsetTracker:
                 if (position, outcome_position) != (partition.committed, partition.committed_outcome):
                     metadata = format_metadata(outcome_position) if outcome_position is not None else ""
                     result[tp] = (position, metadata)
+                    partition.offered = (position, outcome_position)
         return result
 
     def mark_committed(self, positions: dict[TopicPartitionKey, int]) -> None:
@@ -141,7 +144,9 @@ class OffsetTracker:
             partition = self._partitions.get(tp)
             if partition is not None:
                 partition.committed = position
-                partition.committed_outcome = partition.outcome_position(position)
+                # As offered; when not known (another position), offered again at the next commit.
+                offered = partition.offered
+                partition.committed_outcome = offered[1] if offered and offered[0] == position else None
                 partition.outcome_offsets = {
                     o: v for o, v in partition.outcome_offsets.items() if o >= position
                 }

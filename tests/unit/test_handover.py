@@ -229,21 +229,59 @@ def test_a_retry_partition_is_read_from_no_earlier_than_its_first_uncommitted_re
     """Its commit's outcome position may lie a day back (an earlier owner's inherited read, or
     from before it fell quiet): its passes' outcomes all came after the record at its committed
     offset was published, so the read starts there, and so do the commits that follow."""
-    tracker, ledger = OffsetTracker(), FakeLedger({0: 5_000_100, 1: 40})
-    ledger.floors = {0: 5_000_000, 1: -1}  # 1: no outcome since that record: nothing to read
+    tracker, ledger = OffsetTracker(), FakeLedger({0: 5_000_100, 1: 40, 2: 900})
+    ledger.floors = {0: 5_000_000, 1: -1, 2: 10}  # 1: no outcome since that record: nothing to read
     handover = handover_for(ledger, tracker)
-    handover.receive({(RETRY, 0), (RETRY, 1), (INPUT, 0)}, NOW)
+    handover.receive({(RETRY, 0), (RETRY, 1), (RETRY, 2), (INPUT, 0)}, NOW)
     consumer: Any = FakeConsumer(
         {
             (RETRY, 0): (1, format_metadata(151)),
             (RETRY, 1): (4, format_metadata(2)),
+            (RETRY, 2): (3, format_metadata(500)),
             0: (30, format_metadata(4_999_000)),
         },
-        {(RETRY, 0): (0, 9), (RETRY, 1): (0, 6), 0: (0, 60)},
+        {(RETRY, 0): (0, 9), (RETRY, 1): (0, 6), (RETRY, 2): (0, 7), 0: (0, 60)},
     )
     handover.prepare(consumer, NOW)
-    assert ledger.asked == {0: 1, 1: 4}
-    assert ledger.loaded == {(RETRY, 0): 5_000_000, (RETRY, 1): 40, (INPUT, 0): 4_999_000}
+    assert ledger.asked == {0: 1, 1: 4, 2: 3}
+    assert ledger.loaded == {
+        (RETRY, 0): 5_000_000,
+        (RETRY, 1): 40,
+        (RETRY, 2): 500,  # never earlier than its commit's own position
+        (INPUT, 0): 4_999_000,
+    }
     tracker.start((RETRY, 0), 1)
     tracker.finish((RETRY, 0), 1)  # recognised as handled: no outcome of ours
     assert parse_metadata(tracker.committable()[(RETRY, 0)][1]) == 5_000_000
+
+
+class _FailingOnce(FakeLedger):
+    def __init__(self, outcome_ends: dict[int, int]) -> None:
+        super().__init__(outcome_ends)
+        self.failures = 1
+
+    def outcomes_since(self, topic: str, offsets: dict[int, int]) -> dict[int, int]:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        return super().outcomes_since(topic, offsets)
+
+
+def test_a_takeover_that_fails_half_way_changes_nothing_and_its_anchor_is_offered_again() -> None:
+    """An idle retry partition anchored beside a busy one whose floor cannot be asked for: the
+    anchor must still be committed (and released) when the takeover is tried again, though a
+    periodic commit took its position meanwhile."""
+    tracker, ledger = OffsetTracker(), _FailingOnce({0: 40, 1: 40})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(RETRY, 0), (RETRY, 1)}, NOW)
+    consumer: Any = FakeConsumer(
+        {(RETRY, 0): (5, format_metadata(2)), (RETRY, 1): (1, format_metadata(3))},
+        {(RETRY, 0): (0, 5), (RETRY, 1): (0, 4)},
+    )
+    with pytest.raises(KafkaException):
+        handover.prepare(consumer, NOW)
+    assert tracker.committable() == {}  # nothing changed
+    tracker.anchor((RETRY, 0), 5)  # as an earlier version did before asking: committed since
+    tracker.mark_committed({tp: position for tp, (position, _) in tracker.committable().items()})
+    assert handover.prepare(consumer, NOW + 1) == ({(RETRY, 1)}, {(RETRY, 0)})
+    assert (RETRY, 0) in tracker.committable()  # offered again: its answer releases it

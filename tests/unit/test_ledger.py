@@ -406,3 +406,60 @@ def test_a_pass_is_not_skipped_for_another_input_records_late_outcome() -> None:
     assert _handled_before(queued, Known("FAILED", 7, 50, 10_000), "<m>")  # its own input record's
     assert not _handled_before(queued, Known("FAILED", 99, 51, 10_000), "<m>")  # another's
     assert not _handled_before(queued, Known("DEFERRED", 7, 49, 9_999), "<m>")  # what queued it
+
+
+class _Record:
+    def __init__(self, partition: int, timestamp: tuple[int, int]) -> None:
+        self._partition, self._timestamp = partition, timestamp
+
+    def partition(self) -> int:
+        return self._partition
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._timestamp
+
+    def error(self) -> None:
+        return None
+
+
+class _TimedReader:
+    """Retry partitions' records (their timestamps) and the outcome partitions' times -> offsets."""
+
+    def __init__(self, records: list[_Record], outcome_offsets: dict[int, int]) -> None:
+        self.records, self.outcome_offsets = records, outcome_offsets
+        self.queue: Iterator[_Record] = iter(())
+        self.asked: list[tuple[str, int, int]] = []
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.queue = iter(self.records)
+
+    def poll(self, _timeout: float) -> _Record | None:
+        return next(self.queue, None)
+
+    def unassign(self) -> None:
+        self.queue = iter(())
+
+    def offsets_for_times(self, partitions: list[Any], timeout: float) -> list[Any]:
+        self.asked += [(tp.topic, tp.partition, tp.offset) for tp in partitions]
+        return [
+            SimpleNamespace(partition=tp.partition, offset=self.outcome_offsets[tp.partition], error=None)
+            for tp in partitions
+        ]
+
+
+def test_a_retry_partitions_read_starts_at_the_outcomes_since_its_first_record_less_the_clock_slack() -> None:
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
+
+    from consumer.kafka.ledger import CLOCK_SLACK_MS
+
+    ledger = _ledger()
+    ledger.close()
+    records = [
+        _Record(0, (TIMESTAMP_CREATE_TIME, 1_800_000_000_000)),  # the record at the committed offset
+        _Record(0, (TIMESTAMP_CREATE_TIME, 1_800_000_099_000)),  # a later one: not it
+        _Record(1, (TIMESTAMP_NOT_AVAILABLE, -1)),  # no time: no floor
+    ]
+    reader = _TimedReader(records, {0: 4_321, 1: 9})
+    ledger._reader = cast("Any", reader)
+    assert ledger.outcomes_since("orders.retry", {0: 7, 1: 3}, timeout_s=0.3) == {0: 4_321}
+    assert reader.asked == [("outcomes", 0, 1_800_000_000_000 - CLOCK_SLACK_MS)]

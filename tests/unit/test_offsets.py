@@ -123,7 +123,7 @@ def test_an_outcome_position_that_moved_is_committed_though_the_offset_did_not()
     tracker.note_outcome_end(retry, 151)
     for offset in (1, 2, 3):
         tracker.start(retry, offset)
-    tracker.mark_committed({retry: 1})
+    tracker.mark_committed(positions(tracker))
     assert tracker.committable() == {}
     tracker.finish(retry, 2, outcome_offset=5_000_000)
     tracker.finish(retry, 3, outcome_offset=5_000_007)
@@ -131,3 +131,29 @@ def test_an_outcome_position_that_moved_is_committed_though_the_offset_did_not()
     assert (position, parse_metadata(metadata)) == (1, 5_000_000)
     tracker.mark_committed({retry: 1})
     assert tracker.committable() == {}
+
+
+def test_a_commit_answered_after_the_outcome_position_moved_is_offered_again() -> None:
+    """What the broker holds is what was offered: when a finish lowers the outcome position while
+    the commit is on its way, the lower one is offered next (the broker's would pass an outcome)."""
+    tracker = OffsetTracker()
+    for offset in (1, 2, 3):
+        tracker.start(TP, offset)
+    tracker.finish(TP, 2, outcome_offset=70)
+    ((_, sent),) = tracker.committable().values()
+    tracker.finish(TP, 3, outcome_offset=60)  # acknowledged earlier, reported later
+    tracker.mark_committed({TP: 1})
+    ((position, metadata),) = tracker.committable().values()
+    assert (parse_metadata(sent), position, parse_metadata(metadata)) == (70, 1, 60)
+
+
+def test_an_anchor_is_offered_again_when_its_takeover_is_retried() -> None:
+    """An anchor committed by a periodic commit, then its takeover failing and retried: it must be
+    offered again, or its partition would wait for a commit answer that never comes."""
+    tracker = OffsetTracker()
+    tracker.note_outcome_end(TP, 40)
+    tracker.anchor(TP, 5)
+    tracker.mark_committed(positions(tracker))
+    assert tracker.committable() == {}
+    tracker.anchor(TP, 5)
+    assert positions(tracker) == {TP: 5}
