@@ -76,6 +76,26 @@ def test_every_outcome_is_noted_bounded_and_forgotten_with_its_partition() -> No
         ledger.close()
 
 
+def _deferring_pipeline(
+    ledger: Ledger, smtp: FakeSmtp, publisher: FakePublisher, delays_s: tuple[float, ...] = (0.01, 0.01, 0.01)
+) -> Pipeline:
+    return Pipeline(
+        PipelineConfig(
+            mail_from="orders@shop.example",
+            message_domain="shop.example",
+            group_id="g",
+            send_attempts=1,
+            retry=RetrySchedule(delays_s=delays_s),
+        ),
+        CODEC,
+        FakeRenderer(),
+        smtp,
+        publisher,
+        handled_as=_handled_by(ledger, "orders"),
+        remember=_noted_by(ledger, "orders"),
+    )
+
+
 def test_a_redriven_copy_behind_its_redelivered_original_is_mailed_once() -> None:
     """Both copies of an event in one partition after a take-over whose ledger knew it as
     REJECTED: the original is processed again (the fix is in) and the copy is skipped."""
@@ -114,21 +134,7 @@ def test_an_event_redriven_after_its_deferrals_ran_out_is_mailed() -> None:
     ledger = _ledger()
     smtp = FakeSmtp(failures=[SendError("smtp_unreachable")] * 2)
     publisher = FakePublisher()
-    pipeline = Pipeline(
-        PipelineConfig(
-            mail_from="orders@shop.example",
-            message_domain="shop.example",
-            group_id="g",
-            send_attempts=1,
-            retry=RetrySchedule(delays_s=(0.01,)),
-        ),
-        CODEC,
-        FakeRenderer(),
-        smtp,
-        publisher,
-        handled_as=_handled_by(ledger, "orders"),
-        remember=_noted_by(ledger, "orders"),
-    )
+    pipeline = _deferring_pipeline(ledger, smtp, publisher, delays_s=(0.01,))
     original = Inbound("orders", 0, 7, key, value, [], 1)
     try:
         assert asyncio.run(_run(pipeline, [original])) == [(7, "DEFERRED")]
@@ -208,24 +214,6 @@ def test_retry_topic_outcomes_are_noted_under_the_input_partition_and_offset() -
         assert ledger.status(3, "e") == Known("FAILED", 41, 12, epoch_ms(moment))
     finally:
         ledger.close()
-
-
-def _deferring_pipeline(ledger: Ledger, smtp: FakeSmtp, publisher: FakePublisher) -> Pipeline:
-    return Pipeline(
-        PipelineConfig(
-            mail_from="orders@shop.example",
-            message_domain="shop.example",
-            group_id="g",
-            send_attempts=1,
-            retry=RetrySchedule(delays_s=(0.01, 0.01, 0.01)),
-        ),
-        CODEC,
-        FakeRenderer(),
-        smtp,
-        publisher,
-        handled_as=_handled_by(ledger, "orders"),
-        remember=_noted_by(ledger, "orders"),
-    )
 
 
 def test_a_deferred_pass_redelivered_is_skipped_once_it_or_a_later_pass_settled() -> None:
