@@ -127,16 +127,18 @@ class Ledger:
         out. A retry partition's deferred passes, all published after the record at its committed
         offset, report no earlier than that: its takeover need not read from further back."""
         produced: dict[int, int] = {}
+        read: set[int] = set()  # only each partition's first record counts: later ones are later
         self._reader.assign([TopicPartition(topic, p, o) for p, o in offsets.items()])
         try:
             deadline = time.monotonic() + timeout_s
-            while len(produced) < len(offsets) and time.monotonic() < deadline:
+            while len(read) < len(offsets) and time.monotonic() < deadline:
                 message = self._reader.poll(0.2)
-                if message is None or message.error():
+                if message is None or message.error() or int(message.partition() or 0) in read:
                     continue
+                read.add(partition := int(message.partition() or 0))
                 kind, timestamp = message.timestamp()
                 if kind != TIMESTAMP_NOT_AVAILABLE:
-                    produced.setdefault(int(message.partition() or 0), timestamp)
+                    produced[partition] = timestamp
         finally:
             self._reader.unassign()
         if not produced:

@@ -153,16 +153,15 @@ class Pipeline:
         its deferral may have run out where this process cannot see, on another member); a
         deferred pass when it was ``SENT`` or an outcome of its input record at or after the
         pass's due time stands (this pass or a later one settled; the ``DEFERRED`` that queued it
-        is older); a resend
-        once that very resend was sent. One ``REJECTED`` or ``FAILED`` is processed again (a
-        redrive after a fix is never skipped for the outcome that dead-lettered it), and only when
-        the very record of that outcome (same offset: a redelivery) fails again for good is the
-        repeated outcome and dead letter left out; a copy at another offset (a redrive) always
-        gets its outcome and dead letter. ``remember`` is told each acknowledged outcome (and its
-        offset) before the next record of the same key starts, so a copy of an event that has
-        just been sent (a redrive racing a redelivery) is recognised too. ``suppressed``: whether
-        the suppression list holds the address (a valid order's): such an order is neither
-        rendered nor sent, ``REJECTED suppressed``."""
+        is older); a resend once that very resend was sent. One ``REJECTED`` or ``FAILED`` is
+        processed again (a redrive after a fix is never skipped for the outcome that
+        dead-lettered it), and only when the very record of that outcome (same offset: a
+        redelivery) fails again for good is the repeated outcome and dead letter left out; a copy
+        at another offset (a redrive) always gets its outcome and dead letter. ``remember`` is
+        told each acknowledged outcome (and its offset) before the next record of the same key
+        starts, so a copy of an event that has just been sent (a redrive racing a redelivery) is
+        recognised too. ``suppressed``: whether the suppression list holds the address (a valid
+        order's): such an order is neither rendered nor sent, ``REJECTED suppressed``."""
         self._handled_as = handled_as
         self._suppressed = suppressed
         self._remember = remember

@@ -446,6 +446,7 @@ def test_a_retry_partitions_read_starts_at_the_outcomes_since_its_first_record_l
         _Record(0, (TIMESTAMP_CREATE_TIME, 1_800_000_000_000)),  # the record at the committed offset
         _Record(0, (TIMESTAMP_CREATE_TIME, 1_800_000_099_000)),  # a later one: not it
         _Record(1, (TIMESTAMP_NOT_AVAILABLE, -1)),  # no time: no floor
+        _Record(1, (TIMESTAMP_CREATE_TIME, 1_800_000_001_000)),  # a later one's would be too late
     ]
     reader = _TimedReader(records, {0: 4_321, 1: 9})
     ledger._reader = cast("Any", reader)
