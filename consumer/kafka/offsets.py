@@ -39,9 +39,9 @@ class _Partition:
     # but never committed past, so whoever owns the partition next runs them.
     let_go: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the highest offset dispatched
-    committed: int | None = None
-    committed_outcome: int | None = None  # the outcome position committed with it
-    offered: tuple[int, int | None] | None = None  # the last position and outcome position offered
+    # (position, outcome position) as last committed, and as last offered for commit.
+    committed: tuple[int, int | None] | None = None
+    offered: tuple[int, int | None] | None = None
     # Finished but not yet committed: input offset -> offset of its outcome.
     outcome_offsets: dict[int, int] = field(default_factory=dict)
     next_outcome_offset: int | None = None  # nothing of ours in the outcome partition lies below
@@ -115,7 +115,7 @@ class OffsetTracker:
         partition = self._partitions.setdefault(tp, _Partition())
         if partition.next_offset is None:
             partition.next_offset = position
-        partition.committed = partition.committed_outcome = None  # offered again: its answer releases it
+        partition.committed = None  # offered again: its answer releases it
 
     def in_flight(self, tps: set[TopicPartitionKey] | None = None) -> int:
         pending = sum(len(p.pending) for tp, p in self._partitions.items() if tps is None or tp in tps)
@@ -133,7 +133,7 @@ class OffsetTracker:
             position = partition.position()
             if (tps is None or tp in tps) and position is not None:
                 outcome_position = partition.outcome_position(position)
-                if (position, outcome_position) != (partition.committed, partition.committed_outcome):
+                if (position, outcome_position) != partition.committed:
                     metadata = format_metadata(outcome_position) if outcome_position is not None else ""
                     result[tp] = (position, metadata)
                     partition.offered = (position, outcome_position)
@@ -143,10 +143,9 @@ class OffsetTracker:
         for tp, position in positions.items():
             partition = self._partitions.get(tp)
             if partition is not None:
-                partition.committed = position
                 # As offered; when not known (another position), offered again at the next commit.
                 offered = partition.offered
-                partition.committed_outcome = offered[1] if offered and offered[0] == position else None
+                partition.committed = offered if offered and offered[0] == position else (position, None)
                 partition.outcome_offsets = {
                     o: v for o, v in partition.outcome_offsets.items() if o >= position
                 }

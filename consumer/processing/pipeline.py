@@ -300,7 +300,7 @@ class Pipeline:
             async with self._fetching if order.get("attachments") else contextlib.nullcontext():
                 fetched = await self._fetch(order)  # bytes held until rendered: a bounded few
                 mail = self._within_size(await self._render(order, fetched))
-            facts = _mail_facts(order, mail, self._config.message_domain, inbound.resend)  # once per event
+            facts = _mail_facts(order, mail, message_id)  # once per event
             data = self._compose(order, mail, facts["message_id"])
             # Built before sending: once the relay has the e-mail, nothing but publishing is left,
             # and a failure of that settles as SENT (``_settle_delivered``), never as a dead letter.
@@ -567,10 +567,9 @@ def _recipient_domain(order: OrderCompleted) -> str:
     return order["customer"]["email"].rpartition("@")[2].lower()
 
 
-def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str, resend: int | None) -> dict[str, Any]:
-    """A resend (``ordermail resend``) gets a Message-ID of its own: it is a new e-mail."""
+def _mail_facts(order: OrderCompleted, mail: RenderedMail, message_id: str) -> dict[str, Any]:
     return {
-        "message_id": _message_id(order["event_id"], resend, domain),
+        "message_id": message_id,
         "recipient_domain": _recipient_domain(order),
         "attachment_sha256": hashlib.sha256(mail.pdf).hexdigest(),  # the main document
         "attachment_bytes": _total_bytes(mail),
@@ -580,6 +579,7 @@ def _mail_facts(order: OrderCompleted, mail: RenderedMail, domain: str, resend: 
 
 
 def _message_id(event_id: str, resend: int | None, domain: str) -> str:
+    """A resend (``ordermail resend``) gets a Message-ID of its own: it is a new e-mail."""
     return message_id_for(event_id if resend is None else f"{event_id}.resend-{resend}", domain)
 
 
