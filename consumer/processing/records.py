@@ -47,7 +47,9 @@ _RETRY_FIELDS = ("deferrals", "attempts", "due", "first")
 _TOPIC = re.compile(rb"[A-Za-z0-9._-]{1,249}")
 _DIGITS = re.compile(rb"[0-9]{1,19}")  # ASCII only: str.isdigit() also takes "²", which int() refuses
 _MAX_INT64 = 2**63 - 1
-_BIDI = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069]")  # could reorder a log line
+# What an order number has none of: bidi controls (they reorder a log line), "@" (an e-mail
+# address) and white space (a name or a postal address).
+_NOT_AN_ID = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069@\s]")
 # What may be shown or carried as an event's id when the event itself is not validated: ids, not
 # text (an invalid event_id may be anything, an e-mail address included).
 _PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -142,11 +144,12 @@ class Inbound:
     @property
     def order_key(self) -> str:
         """The record key as text, for outcomes, logs and spans of records whose event has no
-        usable order id: as it is when it looks like one, else a digest (it may be anything)."""
+        usable order id: as it is when it looks like one, else a digest (it may be anything: a
+        producer keying by customer writes e-mail addresses or names, never shown)."""
         if not self.key:
             return ""
         text = self.key[:65].decode("utf-8", errors="replace")
-        if "\ufffd" not in text and is_order_id(text) and _BIDI.search(text) is None:
+        if "\ufffd" not in text and is_order_id(text) and _NOT_AN_ID.search(text) is None:
             return text
         return f"key-sha256:{hashlib.sha256(self.key).hexdigest()[:16]}"
 

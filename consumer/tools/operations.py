@@ -41,7 +41,14 @@ def add_commands(commands: Any) -> None:
         "--dry-run", action="store_true", help="say what would be republished, publish nothing"
     )
     redrive.add_argument("--rate", type=_positive, metavar="N", help="at most N records per second")
-    redrive.add_argument("--force", action="store_true", help="also reasons a redrive cannot fix")
+    redrive.add_argument(
+        "--force", action="store_true", help="also reasons a redrive cannot fix, and events it cannot decode"
+    )
+    redrive.add_argument(
+        "--past-retention",
+        action="store_true",
+        help="also dead letters older than the outcomes and input records kept (unchecked: may mail twice)",
+    )
     _json_argument(redrive)
     resend = commands.add_parser("resend", help="send an order's receipt once more, to the same address")
     resend.add_argument("order_id", metavar="ORDER_ID")
@@ -115,7 +122,15 @@ def _execute(args: argparse.Namespace, settings: Settings, codec: Codec) -> tupl
     if args.command != "dlq" and not is_order_id(args.order_id):
         raise ToolError("not an order id (single line, at most 64 characters)", code=2)
     if selection is not None and args.dlq_action == "redrive":
-        report = redrive(settings, codec, selection, dry_run=args.dry_run, rate=args.rate, force=args.force)
+        report = redrive(
+            settings,
+            codec,
+            selection,
+            dry_run=args.dry_run,
+            rate=args.rate,
+            force=args.force,
+            past_retention=args.past_retention,
+        )
         return report.as_dict(), _redrive_lines(report.as_dict())
     reader = Reader(settings)
     try:

@@ -35,6 +35,7 @@ import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -91,6 +92,7 @@ def redrive(
     dry_run: bool = False,
     rate: float | None = None,
     force: bool = False,
+    past_retention: bool = False,
 ) -> RedriveReport:
     group = redrive_group(settings, selection)
     reader = Reader(settings, group_id=group)
@@ -108,27 +110,28 @@ def redrive(
         selected: list[DeadLetter] = []
         copies: dict[str, bytes] = {}
         last: dict[int, int] = {}
+        # Per partition, the first dead letter written at or after --until: progress stops there,
+        # since a later run may select it ("--until 1h" is another time at each run).
+        later: dict[int, int] = {}
         for letter in read_dead_letters(reader, codec, starts):
             last[letter.partition] = max(last.get(letter.partition, -1), letter.offset)
             if letter.value is not None:
                 copies[f"{dlq}/{letter.partition}/{letter.offset}"] = _digest(letter.key, letter.value)
+            if selection.until_ms is not None and letter.timestamp_ms >= selection.until_ms:
+                later.setdefault(letter.partition, letter.offset)
             if selection.matches(letter):
                 selected.append(letter)
-        refused = Counter(d.reason for d in selected if not redrivable(d.reason))
-        if refused and not force:
-            listed = ", ".join(f"{reason} x{n}" for reason, n in sorted(refused.items()))
-            raise ToolError(
-                f"refused: {sum(refused.values())} selected dead letters have reasons a redrive cannot "
-                f"fix ({listed}); narrow the selection with --reason, or pass --force",
-                code=2,
-            )
+        if not force:
+            _refuse_unfixable(selected)
+        if not past_retention:
+            _check_retention(reader, selected)
         redriven = _redriven(reader, codec, selected, copies)
         plans = _plan(selected, _sent_events(reader, codec, selected), redriven, report)
         report.reasons = dict(Counter(p.letter.reason for p in plans if p.publish))
         if dry_run:
             report.published = sum(p.publish for p in plans)
             return report
-        ends = {p: max(starts[p], last.get(p, -1) + 1) for p in partitions}
+        ends = {p: min(max(starts[p], last.get(p, -1) + 1), later.get(p, 1 << 62)) for p in partitions}
         inputs = frozenset(reader.partitions(settings.input_topic))
         _publish(settings, reader, plans, ends=ends, rate=rate, report=report, inputs=inputs)
         return report
@@ -136,12 +139,53 @@ def redrive(
         reader.close()
 
 
+def _refuse_unfixable(selected: list[DeadLetter]) -> None:
+    """Before anything is read or published: reasons a redrive cannot fix, and events this tool
+    cannot decode (without their ids, neither "already sent" nor "one record per event" can be
+    checked: an ``unknown_schema`` event needs its writer schema, see runbook 2)."""
+    refused = Counter(d.reason for d in selected if not redrivable(d.reason))
+    if refused:
+        listed = ", ".join(f"{reason} x{n}" for reason, n in sorted(refused.items()))
+        raise ToolError(
+            f"refused: {sum(refused.values())} selected dead letters have reasons a redrive cannot "
+            f"fix ({listed}); narrow the selection with --reason, or pass --force",
+            code=2,
+        )
+    unread = sum(1 for d in selected if d.value is not None and d.event_id is None)
+    if unread:
+        raise ToolError(
+            f"refused: {unread} selected dead letters hold events whose ids this tool cannot read "
+            "(they do not decode here, or carry no valid event_id), so whether they were sent cannot "
+            "be checked; set ORDERMAIL_WRITER_SCHEMA_DIR to their writer "
+            "schemas (runbook 2), or pass --force",
+            code=2,
+        )
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """Where and when an event was last redriven to the input topic."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    def predates(self, letter: DeadLetter, input_topic: str) -> bool:
+        """Whether ``letter`` was written after this copy was published: it is about this copy
+        or a later record of the input partition (offsets, whatever the clocks of the operator's
+        machine and the pods say), else, of another record, written later."""
+        if letter.original_topic == input_topic and letter.original_partition == self.partition:
+            return letter.original_offset is not None and letter.original_offset >= self.offset
+        return letter.timestamp_ms > self.timestamp_ms
+
+
 @dataclass(frozen=True)
 class _Redriven:
     """What earlier redrives (of any selection) put on the input topic, as the service reads it."""
 
     sources: frozenset[str]  # dead letters redriven: "topic/partition/offset"
-    events: dict[str, int]  # event id -> when it was last redriven (ms)
+    events: dict[str, _Copy]  # event id -> its latest redriven copy
+    input_topic: str = ""
 
 
 def _plan(
@@ -152,10 +196,11 @@ def _plan(
     redrive has a newer dead letter, and that one is redriven."""
     report.selected = len(selected)
     counts = Counter(d.event_id for d in selected if d.event_id)
-    seen: set[str] = set()
+    published: set[str] = set()  # events this run republishes: one record each
     plans = []
     for letter in sorted(selected, key=lambda d: (d.partition, d.offset)):
         event_id = letter.event_id
+        copy = redriven.events.get(event_id) if event_id is not None else None
         publish = True
         if letter.value is None:
             report.without_record += 1  # dead-lettered without key and value: nothing to republish
@@ -166,13 +211,13 @@ def _plan(
         elif f"{letter.topic}/{letter.partition}/{letter.offset}" in redriven.sources:
             report.already_redriven += 1
             publish = False
-        elif event_id is not None and (
-            event_id in seen or redriven.events.get(event_id, -1) > letter.timestamp_ms
-        ):
+        elif event_id in published or (copy is not None and not copy.predates(letter, redriven.input_topic)):
             report.duplicates += 1
             publish = False
-        if event_id is not None:
-            seen.add(event_id)
+        if publish and event_id is not None:
+            # Only a record republished makes later ones duplicates: a dead letter passed over
+            # (already redriven) may be followed by the event's newer one, which is due.
+            published.add(event_id)
         plans.append(_Plan(letter, publish, counts.get(event_id or "", 1)))
     return plans
 
@@ -188,14 +233,14 @@ def _redriven(
     redrive skip only a dead letter whose record is on the input topic anyway, for the service
     to process like any other. ``copies``: "topic/partition/offset"
     of each dead letter read -> :func:`_digest` of its key and value."""
-    if not selected:
-        return _Redriven(frozenset(), {})
-    records = frozenset(copies.values())
     topic = reader.settings.input_topic
+    if not selected:
+        return _Redriven(frozenset(), {}, topic)
+    records = frozenset(copies.values())
     since = min(d.timestamp_ms for d in selected) - _SKEW_MS
     starts = {p: reader.offset_at(topic, p, since) for p in reader.partitions(topic)}
     sources: set[str] = set()
-    events: dict[str, int] = {}
+    events: dict[str, _Copy] = {}
     for message in reader.read(topic, starts, f"reading {topic}"):
         # Any producer record may have a header name that is not UTF-8 (the redrive writes none).
         headers = dict(readable_headers(message) or [])
@@ -212,8 +257,14 @@ def _redriven(
         except DecodeError:
             continue
         if isinstance(event_id, str):
-            events[event_id] = max(events.get(event_id, -1), int(message.timestamp()[1]))
-    return _Redriven(frozenset(sources), events)
+            copy = _Copy(
+                int(message.partition() or 0), int(message.offset() or 0), int(message.timestamp()[1])
+            )
+            known = events.get(event_id)
+            # Read in offset order per partition; of two partitions, the later in time stands.
+            if known is None or known.partition == copy.partition or copy.timestamp_ms > known.timestamp_ms:
+                events[event_id] = copy
+    return _Redriven(frozenset(sources), events, topic)
 
 
 def _digest(key: bytes | None, value: bytes | None) -> bytes:
@@ -231,7 +282,22 @@ def _sent_events(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> se
     if not wanted:
         return set()
     outcome_topic = reader.settings.outcome_topic
-    outcome_partitions = set(reader.partitions(outcome_topic))
+    starts = {p: reader.offset_at(outcome_topic, p, t) for p, t in _outcomes_since(reader, selected).items()}
+    sent = set()
+    for message in reader.read(outcome_topic, starts, f"reading {outcome_topic}"):
+        try:
+            outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
+        except DecodeError:
+            continue
+        if outcome["status"] == "SENT" and outcome["event_id"] in wanted:
+            sent.add(outcome["event_id"])
+    return sent
+
+
+def _outcomes_since(reader: Reader, selected: list[DeadLetter]) -> dict[int, int]:
+    """Per outcome partition, the time from which the selected events' outcomes are read: the
+    oldest event's (or dead letter's) time, less the clocks' skew."""
+    outcome_partitions = set(reader.partitions(reader.settings.outcome_topic))
     earliest: dict[int, int] = {}
     for letter in selected:
         if letter.event_id is None or letter.original_partition not in outcome_partitions:
@@ -242,16 +308,31 @@ def _sent_events(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> se
         )
         partition = letter.original_partition
         earliest[partition] = min(earliest.get(partition, since), since)
-    starts = {p: reader.offset_at(outcome_topic, p, t - _SKEW_MS) for p, t in earliest.items()}
-    sent = set()
-    for message in reader.read(outcome_topic, starts, f"reading {outcome_topic}"):
-        try:
-            outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
-        except DecodeError:
-            continue
-        if outcome["status"] == "SENT" and outcome["event_id"] in wanted:
-            sent.add(outcome["event_id"])
-    return sent
+    return {p: t - _SKEW_MS for p, t in earliest.items()}
+
+
+def _check_retention(reader: Reader, selected: list[DeadLetter]) -> None:
+    """Refuses when retention already deleted outcomes or input records of the time the checks
+    read from: an event sent (or redriven) since its dead letter would then look due, and its
+    customer would get a second e-mail. Dead letters are kept longer than outcomes (30 days
+    against 7, as shipped)."""
+    settings = reader.settings
+    wanted: list[tuple[str, int, int]] = [
+        (settings.outcome_topic, p, t) for p, t in _outcomes_since(reader, selected).items()
+    ]
+    if selected:
+        since = min(d.timestamp_ms for d in selected) - _SKEW_MS
+        wanted += [(settings.input_topic, p, since) for p in reader.partitions(settings.input_topic)]
+    gone = sorted({topic for topic, p, t in wanted if not reader.holds_since(topic, p, t)})
+    if gone:
+        oldest = datetime.fromtimestamp(min(d.timestamp_ms for d in selected) / 1000, UTC)
+        raise ToolError(
+            f"refused: {' and '.join(gone)} no longer hold records from before the oldest selected "
+            f"dead letter ({oldest:%Y-%m-%dT%H:%M:%SZ}; retention deleted them), so whether its "
+            "events were sent or redriven since cannot be checked; narrow the selection with "
+            "--since, check the orders with `ordermail history`, or pass --past-retention",
+            code=2,
+        )
 
 
 def _publish(
@@ -320,7 +401,8 @@ def _transactions(
         chunk = plans[first : first + batch]
         producer.begin_transaction()
         for plan in chunk:
-            position[plan.letter.partition] = plan.letter.offset + 1
+            partition = plan.letter.partition
+            position[partition] = min(plan.letter.offset + 1, ends[partition])  # not past --until
             if not plan.publish:
                 continue
             if rate:  # paced: the n-th record not before n / rate seconds

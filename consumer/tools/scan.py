@@ -131,6 +131,12 @@ class Reader:
             raise ToolError(f"cannot read {topic} [{partition}] ({error_name(exc)})") from None
         return int(found.offset) if found.offset >= 0 else self.bounds(topic, partition)[1]
 
+    def holds_since(self, topic: str, partition: int, timestamp_ms: int) -> bool:
+        """Whether the partition still holds every record written from the time on: nothing was
+        ever deleted, or a record older than the time is still kept."""
+        low, _ = self.bounds(topic, partition)
+        return low == 0 or self.offset_at(topic, partition, timestamp_ms) > low
+
     def committed(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """This reader's group's committed offsets (partitions never committed are left out)."""
         try:

@@ -136,6 +136,13 @@ def test_a_record_without_a_timestamp_keeps_its_deferral() -> None:
         ("ORD-\u202e1".encode(), None),
         (b"ORD\r\n1", None),
         (b"x" * 65, None),
+        ("注文-2026-001".encode(), "注文-2026-001"),
+        (b"#1001", "#1001"),
+        # A producer keying by customer (personal data: outcomes, spans and `dlq list` show keys)
+        (b"jane.doe@example.com", None),
+        (b"Jane Doe, 12 Main St", None),
+        (b"Jane\tDoe", None),
+        ("Jane\u00a0Doe".encode(), None),
         (None, ""),
         (b"", ""),
     ],
