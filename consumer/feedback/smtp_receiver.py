@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from consumer.feedback.handling import TryLater
 from consumer.observability import metrics
-from delivery.feedback.inbound import read_inbound
+from delivery.feedback.inbound import Inbound, read_inbound
 
 if TYPE_CHECKING:
     from consumer.feedback.handling import FeedbackHandler
@@ -81,8 +81,7 @@ class ReportReceiver:
         if data.count(b"\n") > MAX_LINES:  # a report is short; this many lines is an attack on memory
             metrics.FEEDBACK_DROPPED.labels("smtp", "too_many_lines").inc()
             return "250 OK: not a report about one of our e-mails, dropped"
-        async with self._reading:
-            inbound = await asyncio.to_thread(read_inbound, data, list(envelope.rcpt_tos), self._return_path)
+        inbound = await self._read(data, list(envelope.rcpt_tos))
         if inbound.dropped is not None:
             metrics.FEEDBACK_DROPPED.labels("smtp", inbound.dropped).inc()
             log.info("report dropped", extra={"reason": inbound.dropped})
@@ -92,6 +91,20 @@ class ReportReceiver:
         except TryLater:
             return "451 4.3.0 Try again later"
         return "250 OK"
+
+    async def _read(self, data: bytes, recipients: list[str]) -> Inbound:
+        """Read in a thread, holding one of the two places until the thread is done, even when
+        the session ends first (a thread cannot be cancelled: its place stays taken meanwhile)."""
+        await self._reading.acquire()
+        try:
+            reading = asyncio.ensure_future(
+                asyncio.to_thread(read_inbound, data, recipients, self._return_path)
+            )
+        except BaseException:
+            self._reading.release()
+            raise
+        reading.add_done_callback(lambda _: self._reading.release())
+        return await asyncio.shield(reading)
 
     async def handle_exception(self, error: Exception) -> str:
         """Whatever went wrong is ours, and temporary: aiosmtpd's own answer would be a 500 (the

@@ -257,3 +257,45 @@ def test_soft_bounces_count_the_spellings_of_one_address_together() -> None:
     assert not bounces.count("Kim@Bücher.example", 0.0, "f-1")
     assert not bounces.count("kim@xn--bcher-kva.example", 1.0, "f-2")
     assert bounces.count("kim@bücher.example", 2.0, "f-3")
+
+
+def test_a_report_still_being_read_keeps_its_place_when_its_session_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reading thread cannot be cancelled: a sender hanging up mid-read must not free its place
+    for another message (the reads at once would be unbounded, and the threads shared)."""
+    import threading
+
+    from aiosmtpd.smtp import Envelope
+
+    from consumer.feedback import smtp_receiver
+    from delivery.feedback.inbound import Inbound
+    from delivery.return_path import ReturnPath
+
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def slow_read(*_args: Any) -> Inbound:
+        started.release()
+        release.wait(10)
+        return Inbound(dropped="not_a_report")
+
+    monkeypatch.setattr(smtp_receiver, "read_inbound", slow_read)
+    return_path = ReturnPath(local="orders", domain="bounces.shop.example", secret=b"0123456789abcdef-secret")
+    receiver = smtp_receiver.ReportReceiver(None, return_path, "fbl")  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        envelope = Envelope()
+        envelope.original_content = b"Subject: hi\r\n\r\nbody\r\n"
+        sessions = [asyncio.create_task(receiver.handle_DATA(None, None, envelope)) for _ in range(2)]  # type: ignore[arg-type]
+        for _ in sessions:  # both reading
+            assert await asyncio.to_thread(started.acquire, True, 5)
+        for session in sessions:
+            session.cancel()  # the sender hung up, or the session timed out
+        await asyncio.gather(*sessions, return_exceptions=True)
+        assert receiver._reading.locked()  # both threads still read: no place for a third
+        release.set()
+        async with asyncio.timeout(5):  # the places come back as the threads end
+            for _ in sessions:
+                await receiver._reading.acquire()
+
+    asyncio.run(scenario())

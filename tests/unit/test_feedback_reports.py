@@ -191,6 +191,28 @@ def test_hostile_reports_are_classified_not_raised() -> None:
     assert len(many.reports) == 50
 
 
+@pytest.mark.parametrize(
+    "field",
+    [
+        # gh-136063: parameters full of quoted ";" took minutes to parse, folded into short lines
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="part1"; x="'
+        + ";\r\n\t" * 2100
+        + '"',
+        "Content-Type: text/plain;" + " a=b;" * 70,  # short, but more parameters than any real one
+        "Content-Disposition: attachment; filename=" + "x" * 5000,
+    ],
+)
+def test_a_content_field_too_long_for_the_parser_is_dropped_before_it_is_parsed(field: str) -> None:
+    """At any depth: measured on the bytes, not after ``email`` has spent its time on them."""
+    top = arf().replace(
+        b'Content-Type: multipart/report; report-type=feedback-report; boundary="part1"', field.encode()
+    )
+    nested = arf().replace(b"Content-Type: message/feedback-report", field.encode())
+    for data in (top, nested):
+        assert read_inbound(data, [VERP], RETURN_PATH).dropped == "oversized_header"
+    assert read_inbound(arf(), [VERP], RETURN_PATH).dropped is None  # real ones pass
+
+
 def test_codes_and_our_message_ids() -> None:
     assert enhanced_code("smtp; 550 5.1.1 <x@y>: Recipient address rejected") == "5.1.1"
     assert enhanced_code("smtp; 550 no such user") is None
