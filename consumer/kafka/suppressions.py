@@ -20,7 +20,15 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from consumer.kafka.clients import close_with_timeout, consumer_config, error_name, producer_config
@@ -56,6 +64,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("ordermail.suppressions")
+UNREADABLE = "unreadable"  # the reason of an entry whose record this version could not read
 LOAD_TIMEOUT_S = 120.0  # a list not loaded by then stops the start: e-mailing without it is worse
 
 
@@ -226,15 +235,27 @@ class SuppressionFollower:
             self.table.apply(key, None)
             return
         try:
-            self.table.apply(key, entry_of(self._codec, value))
-        except DecodeError as error:  # a newer writer's schema, say: that one entry is missing
+            entry = entry_of(self._codec, value)
+        except DecodeError as error:
+            # A newer writer's schema, or a schema registry that does not answer: the key was
+            # suppressed all the same (removal is a tombstone, always readable), so it suppresses,
+            # from the record's time; what it does not say (its expiry) is not assumed.
             log.warning(
-                "suppression record %s unreadable (%s) at %s/%s",
+                "suppression record %s unreadable (%s) at %s/%s: suppressing",
                 key[:12],
                 error.reason,
                 message.partition(),
                 message.offset(),
             )
+            entry = Suppression(reason=UNREADABLE, source=None, added_at=_written_at(message))
+        self.table.apply(key, entry)
+
+
+def _written_at(message: Message) -> datetime:
+    kind, timestamp = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or timestamp < 0:
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(timestamp / 1000, UTC)
 
 
 class SuppressionWriter:

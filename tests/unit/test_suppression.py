@@ -143,6 +143,9 @@ class FakeMessage:
     def error(self) -> KafkaError | None:
         return self.error_
 
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_765_000_000_000)  # CreateTime: 2025-12-06T05:46:40Z
+
 
 @dataclass
 class FakeTopicMetadata:
@@ -216,7 +219,9 @@ def test_the_follower_loads_every_partition_then_follows_new_entries_and_tombsto
         "supp",
         {
             0: [(a, _value(bounced)), (b, _value(bounced)), (a, None)],  # a removed again
-            1: [(b"not-a-key", _value(bounced)), (c, b"\x00garbage")],  # both skipped
+            # Not ordermail's key: skipped. A value this version cannot read (a newer writer's
+            # schema, a registry that does not answer) still suppresses its key: fail closed.
+            1: [(b"not-a-key", _value(bounced)), (c, b"\x00garbage")],
             2: [],
         },
     )
@@ -225,7 +230,10 @@ def test_the_follower_loads_every_partition_then_follows_new_entries_and_tombsto
     table, now = follower.table, datetime.now(UTC)
     assert table.suppressing(a.decode(), now) is None
     assert table.suppressing(b.decode(), now) == bounced
-    assert len(table) == 1
+    assert table.suppressing(c.decode(), now) == Suppression(
+        "unreadable", None, datetime(2025, 12, 6, 5, 46, 40, tzinfo=UTC)
+    )
+    assert len(table) == 2
 
     follower.follow()
     try:
