@@ -3,7 +3,7 @@
 Imports nothing else of ordermail's, so producers and consumers in other projects can reuse it.
 """
 
-from schemas.codec import SCHEMA_DIR, Codec, DecodeError, load_schema
+from schemas.codec import SCHEMA_DIR, Codec, DecodeError, SchemaRegistryUnavailable, load_schema
 from schemas.model import DeliveryOutcome, DeliveryStatus, OrderCompleted
 from schemas.validation import InvalidEvent, validate_order
 
@@ -25,5 +25,6 @@ __all__ = [
     "DeliveryStatus",
     "InvalidEvent",
     "OrderCompleted",
+    "SchemaRegistryUnavailable",
     "validate_order",
 ]

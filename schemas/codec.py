@@ -28,7 +28,15 @@ if TYPE_CHECKING:
 
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-__all__ = ["SCHEMA_DIR", "Codec", "DecodeError", "DecodeReason", "Schema", "load_schema"]
+__all__ = [
+    "SCHEMA_DIR",
+    "Codec",
+    "DecodeError",
+    "DecodeReason",
+    "Schema",
+    "SchemaRegistryUnavailable",
+    "load_schema",
+]
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -44,6 +52,12 @@ class DecodeError(Exception):
     def __init__(self, reason: DecodeReason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason: DecodeReason = reason
+
+
+class SchemaRegistryUnavailable(DecodeError):
+    """The schema registry did not answer (unreachable, timed out, a server error, credentials
+    refused): nothing is known to be wrong with the record. Readers that skip what they cannot
+    decode see an ``unknown_schema``; the service stops rather than reject the record for it."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,10 @@ class Codec:
             try:
                 registered = self._registry.get_schema(schema_id)
             except Exception as exc:  # registry errors are many types; the reason is what matters
-                raise DecodeError("unknown_schema", f"registry id {schema_id}: {type(exc).__name__}") from exc
+                detail = f"registry id {schema_id}: {type(exc).__name__}"
+                if getattr(exc, "http_status_code", None) == 404:  # the registry has no such schema
+                    raise DecodeError("unknown_schema", detail) from exc
+                raise SchemaRegistryUnavailable("unknown_schema", detail) from exc
             try:  # any schema a producer names: a JSON Schema or Protobuf one is no Avro schema
                 self._by_registry_id[schema_id] = Schema.from_json(registered.schema_str or "").parsed
             except Exception as exc:  # fastavro's parse errors are many types

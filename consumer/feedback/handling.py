@@ -94,6 +94,10 @@ class SoftBounces:
             del self._reports[next(iter(self._reports))]
         return len(times) >= self._limit
 
+    def forget(self, feedback_id: str) -> None:
+        """Counts that report again when it comes again (its suppression was not written)."""
+        self._reports.pop(feedback_id, None)
+
     def _forget_before(self, cutoff: float) -> None:
         while self._seen and self._seen[address := next(iter(self._seen))][-1] < cutoff:
             del self._seen[address]
@@ -185,6 +189,11 @@ class FeedbackHandler:
         except InvalidAddress:  # a report naming what is no address: feedback, but nothing to suppress
             metrics.SUPPRESSION_REFUSED.labels(report.source.value).inc()
             return
+        except Exception:
+            # Not written: the report comes again (TryLater), and must count again then, or the
+            # bounce that reached the limit would have suppressed nobody.
+            self.soft_bounces.forget(feedback_id)
+            raise
         metrics.SUPPRESSIONS_ADDED.labels(reason).inc()
 
 
@@ -225,7 +234,7 @@ def _record(report: Report, sent: Sent, feedback_id: str) -> dict[str, Any]:
         occurred = now
     context = _span_context(sent)
     return {
-        "event_id": report.event_id,
+        "event_id": sent.event_id or report.event_id,  # as the event and its outcome spell it
         "order_id": sent.order_id,
         "kind": report.kind.value,
         "bounce_type": report.bounce_type,

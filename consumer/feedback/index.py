@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from schemas import Codec
 
-__all__ = ["IndexLagging", "OutcomeIndex", "Sent"]
+__all__ = ["IndexLagging", "OutcomeIndex", "Sent", "canonical_event_id"]
 
 log = logging.getLogger("ordermail.feedback")
 
@@ -46,6 +47,17 @@ class Sent:
     recipient_domain: str | None  # from our own outcome: a report's claim is not trusted for it
     trace_id: str | None
     traceparent: bytes | None  # of the outcome record: the feedback span links to it
+    event_id: str | None = None  # as the event spelled it (reports name it in lower case)
+
+
+def canonical_event_id(event_id: str) -> str:
+    """One spelling per id: events may write a UUID in capitals, in braces or as a URN (the
+    validation accepts any), while a report gives back the lower-case form our token and
+    Message-ID carry."""
+    try:
+        return str(uuid.UUID(event_id))
+    except ValueError:
+        return event_id
 
 
 class IndexLagging(Exception):
@@ -120,7 +132,7 @@ class OutcomeIndex:
         while True:
             woken = asyncio.Event()
             with self._lock:
-                sent = self._entries.get(event_id)
+                sent = self._entries.get(canonical_event_id(event_id))
                 if sent is not None:
                     return sent
                 if self._caught_up_at >= arrived_at + self._settle_s:
@@ -191,15 +203,16 @@ class OutcomeIndex:
         if outcome["status"] != "SENT":
             return
         traceparent = next((v for k, v in readable_headers(message) or [] if k == "traceparent"), None)
-        event_id = outcome["event_id"]
-        self._entries.pop(event_id, None)
-        self._entries[event_id] = Sent(
+        key = canonical_event_id(outcome["event_id"])
+        self._entries.pop(key, None)
+        self._entries[key] = Sent(
             outcome["order_id"],
             partition,
             outcome.get("message_id"),
             outcome.get("recipient_domain"),
             outcome.get("trace_id"),
             traceparent,
+            outcome["event_id"],
         )
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

@@ -73,7 +73,8 @@ class Handover:
     ) -> tuple[set[TopicPartitionKey], set[TopicPartitionKey]]:
         """Takes over what can be taken over now: returns the partitions ready to consume and those
         whose anchor must be committed first. Raises ``KafkaException`` when the broker does not
-        answer; nothing is lost then, call again later."""
+        answer (``SchemaRegistryUnavailable`` when the registry does not); nothing is lost then, call
+        again later."""
         due = {tp for tp, limit in self._waiting.items() if now >= limit or not self._tracker.in_flight({tp})}
         if not due:
             return set(), set()
@@ -99,11 +100,11 @@ class Handover:
         )
         retry_offsets = {tp.partition: tp.offset for tp in committed if tp.topic == self._retry_topic}
         self._skip_what_came_before(starts, retry_offsets, ends)
+        handled = self._ledger.load(starts, ends)  # raises SchemaRegistryUnavailable: call again later
         for key in due:
             self._tracker.note_outcome_end(key, ends[key[1]])  # our outcomes come after it
         for key, offset in anchors.items():
             self._tracker.anchor(key, offset if offset >= 0 else beginnings[key])
-        handled = self._ledger.load(starts, ends)
         for key, start in starts.items():
             if handled[key]:
                 self._tracker.inherit(key, start, record_ends[key])

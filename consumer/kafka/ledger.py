@@ -43,7 +43,7 @@ from consumer.kafka.clients import answered, close_with_timeout
 from consumer.processing.outcomes import OUTCOME_SCHEMA
 from consumer.processing.ports import Known
 from consumer.processing.retry import epoch_ms
-from schemas import DecodeError
+from schemas import DecodeError, SchemaRegistryUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -190,6 +190,8 @@ class Ledger:
                 positions[partition] = at + 1
                 try:
                     outcome = self._codec.decode(message.value() or b"", OUTCOME_SCHEMA)
+                except SchemaRegistryUnavailable:
+                    raise  # an outcome not read is an e-mail sent again: the takeover waits
                 except DecodeError:
                     continue
                 known = Known(

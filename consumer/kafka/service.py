@@ -52,6 +52,7 @@ from consumer.processing.pipeline import LET_GO, Done, LetGo
 from consumer.processing.policy import DEPLOY_SUSPECT
 from consumer.processing.records import Inbound
 from consumer.processing.render_pool import settle_after_warm_up
+from schemas import SchemaRegistryUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -382,8 +383,12 @@ class Service:
     def _take_over(self, now: float) -> None:
         try:
             ready, anchors = self._handover.prepare(self._consumer, now)
-        except KafkaException as exc:  # nothing consumed yet from those partitions: try again soon
-            log.warning("taking over partitions failed: %s", error_name(exc))
+        except (
+            KafkaException,
+            SchemaRegistryUnavailable,
+        ) as exc:  # nothing consumed yet from those partitions: try again soon
+            name = error_name(exc) if isinstance(exc, KafkaException) else "schema registry unavailable"
+            log.warning("taking over partitions failed: %s", name)
             self._next_takeover = now + 1.0
             return
         self._set_paused(ready)

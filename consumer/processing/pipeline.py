@@ -49,7 +49,7 @@ from delivery.remote import FetchError, FetchPolicy, fetch_all
 from delivery.return_path import ReturnPath
 from rendering import RenderError
 from rendering.documents import safe_filename
-from schemas import ORDER_SCHEMA, DecodeError, InvalidEvent, validate_order
+from schemas import ORDER_SCHEMA, DecodeError, InvalidEvent, SchemaRegistryUnavailable, validate_order
 from schemas.validation import is_order_id
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ log = logging.getLogger("ordermail.pipeline")
 # A SENT outcome's reason when the relay accepted the e-mail and what followed failed (the outcome
 # as built could not be published): delivered all the same, never dead-lettered or sent again.
 OUTCOME_UNCONFIRMED = "outcome_unconfirmed"
+REGISTRY_RETRIES_S = (1.0, 2.0, 4.0)  # pauses before asking the schema registry again
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,11 @@ class Pipeline:
                 raise
             log.error("record refused by the broker at %s/%s", inbound.partition, inbound.offset)
             reason: Reason = "publish_refused"
+        except SchemaRegistryUnavailable:
+            # Every event would be rejected the same way until it answers: the service stops
+            # (exit 1) without committing past the record, which is redelivered, not dead-lettered.
+            log.error("schema registry unavailable at %s/%s", inbound.partition, inbound.offset)
+            raise
         except Exception as exc:  # noqa: BLE001 — a bug must not wedge the partition: dead-letter, keep going
             _log_unexpected(exc, inbound)
             reason = "internal_error"
@@ -291,7 +297,7 @@ class Pipeline:
         attempts = retry.attempts if retry else 0
         try:
             with step("decode"):
-                order = self._decode(inbound, ids)
+                order = await self._decoded(inbound, ids)
             known = self._handled_as(inbound, order["event_id"])
             message_id = _message_id(order["event_id"], inbound.resend, self._config.message_domain)
             if _handled_before(inbound, known, message_id):
@@ -358,9 +364,21 @@ class Pipeline:
             return False
         return True
 
+    async def _decoded(self, inbound: Inbound, ids: _Ids) -> OrderCompleted:
+        """A schema registry that does not answer is not the record's fault: it is asked again a
+        few times, then the error goes up (see ``_settled``)."""
+        for pause_s in REGISTRY_RETRIES_S:
+            try:
+                return self._decode(inbound, ids)
+            except SchemaRegistryUnavailable:
+                await asyncio.sleep(pause_s)
+        return self._decode(inbound, ids)
+
     def _decode(self, inbound: Inbound, ids: _Ids) -> OrderCompleted:
         try:
             record: Any = self._codec.decode(inbound.value or b"", ORDER_SCHEMA)
+        except SchemaRegistryUnavailable:
+            raise
         except DecodeError as error:
             raise _Stop(error.reason) from None
         ids.take(record)

@@ -17,9 +17,11 @@ from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, Codec
 from schemas.check import check_schemas
 from schemas.codec import SCHEMA_DIR
 from schemas.samples import sample_order
+from tests.support import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from tests.conftest import ServiceFactory, Sink, Topics
 
@@ -91,3 +93,38 @@ def test_schemas_check_against_the_registry(registry: SchemaRegistryClient, topi
     registry.register_schema(other, RegistrySchema(json.dumps(legacy), "AVRO"))
     report = check_schemas(subjects={ORDER.name: other}, registry=registry)
     assert not report.ok
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_registry_that_does_not_answer_stops_the_service_and_rejects_nothing(
+    registry_url: str,
+    registry: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    topics: Topics,
+    smtp_sink: Sink,
+    start_service: ServiceFactory,
+    tmp_path: Path,
+) -> None:
+    """Events whose schema the process has not fetched yet, the registry away: no event is
+    rejected or dead-lettered for it (the service stops, exit 1, committing nothing past them);
+    with the registry back, each is e-mailed once."""
+    framed = Codec.from_directory(registry=registry)
+    orders = [sample_order(seed, lines=1) for seed in range(1200, 1204)]
+    publish_raw(
+        Settings(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, ORDERMAIL_INPUT_TOPIC=topics.input),
+        [(o["order_id"].encode(), framed.encode(o, ORDER, subject=f"{topics.input}-value")) for o in orders],
+    )
+    away = start_service(SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{free_port()}")
+    assert away.wait(120) == 1
+    assert "schema registry unavailable" in (tmp_path / "service-0.log").read_text()
+    assert read_records(kafka_bootstrap, topics.outcome, expected=None, timeout_s=5) == []
+    assert read_records(kafka_bootstrap, topics.dlq, expected=None, timeout_s=5) == []
+    assert smtp_sink.messages() == []
+
+    start_service(SCHEMA_REGISTRY_URL=registry_url)
+    outcomes = read_records(kafka_bootstrap, topics.outcome, expected=4, timeout_s=120)
+    decoded = [Codec.from_directory(registry=registry).decode(r.value or b"", OUTCOME) for r in outcomes]
+    assert sorted((o["order_id"], o["status"]) for o in decoded) == sorted(
+        (o["order_id"], "SENT") for o in orders
+    )
+    assert read_records(kafka_bootstrap, topics.dlq, expected=None, timeout_s=5) == []

@@ -105,3 +105,22 @@ def test_confluent_framing_without_registry_is_rejected_not_crashed() -> None:
     with pytest.raises(DecodeError) as caught:
         Codec.from_directory().decode(data, READER)
     assert caught.value.reason == "unknown_schema"
+
+
+def test_a_registry_that_does_not_answer_is_told_from_one_that_lacks_the_schema() -> None:
+    """Only the second says something about the record: the first must not reject it."""
+    import struct
+
+    from schemas import SchemaRegistryUnavailable
+    from tests.support import free_port
+
+    data = b"\x00" + struct.pack(">I", 12345) + b"\x02"
+    lacking = Codec.from_directory(registry=SchemaRegistryClient.new_client({"url": "mock://codec-lacking"}))
+    with pytest.raises(DecodeError) as missing:
+        lacking.decode(data, READER)
+    assert missing.value.reason == "unknown_schema"
+    assert not isinstance(missing.value, SchemaRegistryUnavailable)
+    away = SchemaRegistryClient({"url": f"http://127.0.0.1:{free_port()}", "timeout": 2, "max.retries": 0})
+    with pytest.raises(SchemaRegistryUnavailable) as unanswered:
+        Codec.from_directory(registry=away).decode(data, READER)
+    assert unanswered.value.reason == "unknown_schema"  # as readers that skip what they cannot read see it

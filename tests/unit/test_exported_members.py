@@ -25,7 +25,7 @@ EXPORTED: dict[str, list[str]] = {
         "credible",
         "feedback_id",
     ],
-    "consumer.feedback.index": ["IndexLagging", "OutcomeIndex", "Sent"],
+    "consumer.feedback.index": ["IndexLagging", "OutcomeIndex", "Sent", "canonical_event_id"],
     "consumer.feedback.service": ["FeedbackService"],
     "consumer.feedback.settings": ["FeedbackSettings"],
     "consumer.feedback.smtp_receiver": [
@@ -206,6 +206,7 @@ EXPORTED: dict[str, list[str]] = {
         "OrderCompleted",
         "SCHEMA_DIR",
         "SUPPRESSION_SCHEMA",
+        "SchemaRegistryUnavailable",
         "validate_order",
     ],
     "rendering": [

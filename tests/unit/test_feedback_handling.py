@@ -299,3 +299,29 @@ def test_a_report_still_being_read_keeps_its_place_when_its_session_ends(
                 await receiver._reading.acquire()
 
     asyncio.run(scenario())
+
+
+def test_the_soft_bounce_that_reaches_the_limit_counts_again_when_its_suppression_was_not_written() -> None:
+    class Flaky(FakeSuppressor):
+        fail = True
+
+        async def add(
+            self, address: str, reason: str, source: str | None = None, event_id: str | None = None
+        ) -> None:
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("suppression topic away")
+            await super().add(address, reason, source, event_id)
+
+    base = _handler()
+    suppressor = Flaky()
+    handler = FeedbackHandler(
+        base.index, base.publisher, base.codec, "feedback", suppressor, base.soft_bounces
+    )
+    soft = [_bounce(bounce_type="soft", status_code="4.2.2", attempt=n) for n in range(3)]
+    for report in soft[:2]:
+        _handle(handler, report)
+    with pytest.raises(TryLater):
+        _handle(handler, soft[2])  # reaches the limit; the write fails
+    _handle(handler, soft[2])  # the relay sends it again
+    assert suppressor.added == [("kim@customer.example", "soft_bounces", "dsn")]

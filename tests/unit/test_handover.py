@@ -18,6 +18,7 @@ from confluent_kafka import (
 
 from consumer.kafka.handover import Handover
 from consumer.kafka.offsets import OffsetTracker, format_metadata, parse_metadata
+from schemas import SchemaRegistryUnavailable
 
 NOW = 1000.0  # the poll loop's clock, passed in
 INPUT, RETRY = "orders", "orders.retry"
@@ -285,3 +286,31 @@ def test_a_takeover_that_fails_half_way_changes_nothing_and_its_anchor_is_offere
     tracker.mark_committed({tp: position for tp, (position, _) in tracker.committable().items()})
     assert handover.prepare(consumer, NOW + 1) == ({(RETRY, 1)}, {(RETRY, 0)})
     assert (RETRY, 0) in tracker.committable()  # offered again: its answer releases it
+
+
+class _RegistryAwayOnce(FakeLedger):
+    def __init__(self, outcome_ends: dict[int, int]) -> None:
+        super().__init__(outcome_ends)
+        self.failures = 1
+
+    def load(self, starts: dict[tuple[str, int], int], ends: dict[int, int]) -> dict[tuple[str, int], int]:
+        if self.failures:
+            self.failures -= 1
+            raise SchemaRegistryUnavailable("unknown_schema", "registry id 3: ConnectError")
+        return super().load(starts, ends)
+
+
+def test_outcomes_the_registry_cannot_resolve_hold_the_takeover_without_changing_anything() -> None:
+    """An outcome not read would be an e-mail sent again: the takeover is tried again later."""
+    tracker, ledger = OffsetTracker(), _RegistryAwayOnce({0: 40, 1: 40})
+    handover = handover_for(ledger, tracker)
+    handover.receive({(RETRY, 0), (RETRY, 1)}, NOW)
+    consumer: Any = FakeConsumer(
+        {(RETRY, 0): (5, format_metadata(2)), (RETRY, 1): (1, format_metadata(3))},
+        {(RETRY, 0): (0, 5), (RETRY, 1): (0, 4)},
+    )
+    with pytest.raises(SchemaRegistryUnavailable):
+        handover.prepare(consumer, NOW)
+    assert tracker.committable() == {}  # nothing changed: no anchor offered, nothing released
+    assert handover.held == {(RETRY, 0), (RETRY, 1)}
+    assert handover.prepare(consumer, NOW + 1) == ({(RETRY, 1)}, {(RETRY, 0)})

@@ -151,3 +151,17 @@ def test_a_busy_topic_still_counts_as_read_to_its_end(index: Any) -> None:
     finally:
         feeding.set()
         feeder.join()
+
+
+@pytest.mark.parametrize(
+    "spelled", [EVENT.upper(), "{" + EVENT + "}", "urn:uuid:" + EVENT, EVENT.replace("-", "")]
+)
+def test_an_event_id_spelled_otherwise_is_found_by_the_form_reports_carry(index: Any, spelled: str) -> None:
+    """The validation accepts any UUID spelling; tokens and Message-IDs give the lower-case form.
+    The feedback record keeps the event's own spelling, as its outcome does."""
+    built, consumer = index
+    consumer.batches.put([_outcome(spelled)])
+    consumer.batches.put([FakeMessage(3, _eof=True)])
+    sent = asyncio.run(built.find(EVENT, time.monotonic(), timeout_s=10))
+    assert sent is not None
+    assert sent.event_id == spelled

@@ -673,3 +673,31 @@ def test_a_failure_after_the_relay_accepted_the_mail_settles_as_sent_and_is_neve
         (9, "SKIPPED"),
     ]
     assert len(smtp.sent) == 1
+
+
+def test_a_schema_registry_that_does_not_answer_stops_the_service_instead_of_rejecting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Asked again a few times, then the error goes up (the service stops without committing past
+    the record): no outcome, no dead letter, nothing e-mailed. Once it answers, the event is sent."""
+    from consumer.processing import pipeline as pipeline_module
+    from schemas import SchemaRegistryUnavailable
+
+    monkeypatch.setattr(pipeline_module, "REGISTRY_RETRIES_S", (0.0, 0.0))
+    answers: list[bool] = [False, False, False, True]  # three tries fail, the fourth is answered
+    decode = CODEC.decode
+
+    class Registry:
+        def decode(self, data: bytes, reader: Any) -> dict[str, Any]:
+            if not answers.pop(0):
+                raise SchemaRegistryUnavailable("unknown_schema", "registry id 7: ConnectError")
+            return decode(data, reader)
+
+    renderer, smtp, publisher = FakeRenderer(), FakeSmtp(), FakePublisher()
+    pipeline = _pipeline(renderer, smtp, publisher)
+    pipeline._codec = Registry()  # type: ignore[assignment]
+    inbound = _inbound(sample_order(1), 0)
+    with pytest.raises(SchemaRegistryUnavailable):
+        asyncio.run(_run(pipeline, [inbound]))
+    assert (publisher.outcomes, publisher.dead_letters, smtp.sent) == ([], [], [])
+    assert asyncio.run(_run(pipeline, [inbound])) == [(0, "SENT")]  # redelivered once it answers
