@@ -147,6 +147,22 @@ class Codec:
                 raise DecodeError("unknown_schema", f"registry id {schema_id}: not Avro") from exc
         return self._by_registry_id[schema_id]
 
+    def prepare(self, writer: Schema, subject: str) -> None:
+        """Registers what this process will write, before it writes anything: with a registry that
+        does not answer, ``encode`` would fail after the e-mail it records had gone (raises
+        :class:`SchemaRegistryUnavailable`). Nothing to do without a registry."""
+        if self._registry is not None:
+            try:
+                self._register(subject, writer)
+            except Exception as exc:  # registry errors are many types
+                raise SchemaRegistryUnavailable("unknown_schema", f"{subject}: {type(exc).__name__}") from exc
+
+    def resolves_locally(self, data: bytes) -> bool:
+        """Whether decoding ``data`` needs no request to the registry (its writer is known here)."""
+        if data.startswith(CONFLUENT_MAGIC) and len(data) >= 5:
+            return struct.unpack(">I", data[1:5])[0] in self._by_registry_id
+        return True
+
     def _register(self, subject: str, writer: Schema) -> int:
         from confluent_kafka.schema_registry import Schema as RegistrySchema
 

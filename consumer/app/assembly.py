@@ -24,7 +24,7 @@ from consumer.processing.retry import epoch_ms
 from delivery import SmtpPool
 from delivery.suppression import SuppressionTable
 from rendering import RenderError
-from schemas import SCHEMA_DIR, Codec
+from schemas import OUTCOME_SCHEMA, SCHEMA_DIR, Codec, SchemaRegistryUnavailable
 from schemas.codec import Schema
 
 if TYPE_CHECKING:
@@ -47,13 +47,20 @@ class Parts:
     suppressions: SuppressionFollower | None = None  # None: suppression is off (no secret)
 
 
+REGISTRY_TIMEOUT_S = 5
+
+
 def codec_for(settings: Settings) -> Codec:
     registry = None
     if settings.schema_registry_url:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        # new_client understands mock:// URLs (an in-memory registry) as well as real ones.
-        registry = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+        # new_client understands mock:// URLs (an in-memory registry) as well as real ones. Its
+        # HTTP client waits forever by default: a registry that hangs must fail like one that is
+        # away (SchemaRegistryUnavailable), within seconds, asked once (the pipeline asks again).
+        registry = SchemaRegistryClient.new_client(
+            {"url": settings.schema_registry_url, "timeout": REGISTRY_TIMEOUT_S, "max.retries": 0}
+        )
     directories = [SCHEMA_DIR, *([settings.writer_schema_dir] if settings.writer_schema_dir else [])]
     writers = [
         Schema.from_json(path.read_text(encoding="utf-8"))
@@ -65,6 +72,10 @@ def codec_for(settings: Settings) -> Codec:
 
 def assemble(settings: Settings) -> Parts:
     codec = codec_for(settings)
+    try:  # before any e-mail: its outcome must be writable once the relay has it
+        codec.prepare(OUTCOME_SCHEMA, subject=f"{settings.outcome_topic}-value")
+    except SchemaRegistryUnavailable:
+        raise SystemExit("schema registry unavailable: the outcome schema cannot be registered") from None
     render_config = RenderConfig.from_settings(settings)
     render_pool = start_render_pool(render_config, settings)
     publisher = OutcomePublisher(

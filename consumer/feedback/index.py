@@ -27,12 +27,12 @@ from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
 
 from consumer.observability import metrics
 from consumer.processing.records import readable_headers
-from schemas import OUTCOME_SCHEMA, DecodeError
+from schemas import OUTCOME_SCHEMA, DecodeError, SchemaRegistryUnavailable
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
-    from schemas import Codec
+    from schemas import Codec, DeliveryOutcome
 
 __all__ = ["IndexLagging", "OutcomeIndex", "Sent", "canonical_event_id"]
 
@@ -159,9 +159,10 @@ class OutcomeIndex:
         try:
             while self._running:
                 messages = self._consumer.consume(num_messages=500, timeout=0.2)
+                outcomes = [self._outcome(message) for message in messages]  # not holding the lock
                 with self._lock:
-                    for message in messages:
-                        self._take(message)
+                    for message, outcome in zip(messages, outcomes, strict=True):
+                        self._take(message, outcome)
                     if not messages:  # nothing came: whatever stood at its end still does
                         now = time.monotonic()
                         self._end_seen_at.update(dict.fromkeys(self._at_end, now))
@@ -182,7 +183,24 @@ class OutcomeIndex:
             loop.call_soon_threadsafe(woken.set)
         self._waiters.clear()
 
-    def _take(self, message: Message) -> None:
+    def _outcome(self, message: Message) -> DeliveryOutcome | None:
+        """The record's outcome, or None. A registry that does not answer is asked again every
+        second, the index waiting meanwhile (reports are asked to come again, not dropped as
+        unknown): an outcome skipped is a report that never finds its order."""
+        value = message.value()
+        while message.error() is None and value:
+            try:
+                outcome: DeliveryOutcome = self._codec.decode(value, OUTCOME_SCHEMA)  # type: ignore[assignment]
+                return outcome
+            except SchemaRegistryUnavailable:
+                if not self._running:
+                    raise
+                time.sleep(1.0)
+            except DecodeError:
+                return None  # not ours to judge: analytics reads this topic with the same schema
+        return None
+
+    def _take(self, message: Message, outcome: DeliveryOutcome | None) -> None:
         error = message.error()
         partition = message.partition() or 0
         if error is not None:
@@ -193,14 +211,7 @@ class OutcomeIndex:
                 raise RuntimeError(error.name())
             return
         self._at_end.discard(partition)
-        value = message.value()
-        if not value:
-            return
-        try:
-            outcome = self._codec.decode(value, OUTCOME_SCHEMA)
-        except DecodeError:
-            return  # not ours to judge: analytics reads this topic with the same schema
-        if outcome["status"] != "SENT":
+        if outcome is None or outcome["status"] != "SENT":
             return
         traceparent = next((v for k, v in readable_headers(message) or [] if k == "traceparent"), None)
         key = canonical_event_id(outcome["event_id"])

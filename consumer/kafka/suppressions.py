@@ -42,7 +42,7 @@ from delivery.suppression import (
     SuppressionTable,
     is_record_key,
 )
-from schemas import SUPPRESSION_SCHEMA, DecodeError
+from schemas import SUPPRESSION_SCHEMA, DecodeError, SchemaRegistryUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,6 +58,7 @@ __all__ = [
     "SuppressionFollower",
     "SuppressionWriter",
     "check_compacted",
+    "entry_in",
     "entry_of",
     "follower_config",
     "record_of",
@@ -183,7 +184,10 @@ class SuppressionFollower:
                 elif error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise SuppressionError(f"{self._topic}: {error.name()}")
                 continue
-            self._apply(message)
+            try:
+                self._apply(message)
+            except SchemaRegistryUnavailable:  # a list read in part must not decide: no start
+                raise SuppressionError(f"{self._topic}: schema registry unavailable") from None
             read += 1
             if (message.offset() or 0) + 1 >= ends[partition]:
                 pending.discard(partition)
@@ -234,21 +238,30 @@ class SuppressionFollower:
         if value is None:
             self.table.apply(key, None)
             return
-        try:
-            entry = entry_of(self._codec, value)
-        except DecodeError as error:
-            # A newer writer's schema, or a schema registry that does not answer: the key was
-            # suppressed all the same (removal is a tombstone, always readable), so it suppresses,
-            # from the record's time; what it does not say (its expiry) is not assumed.
+        entry = entry_in(self._codec, message)
+        if entry.reason == UNREADABLE:
             log.warning(
-                "suppression record %s unreadable (%s) at %s/%s: suppressing",
+                "suppression record %s unreadable at %s/%s: suppressing",
                 key[:12],
-                error.reason,
                 message.partition(),
                 message.offset(),
             )
-            entry = Suppression(reason=UNREADABLE, source=None, added_at=_written_at(message))
         self.table.apply(key, entry)
+
+
+def entry_in(codec: Codec, message: Message) -> Suppression:
+    """The entry a record (not a tombstone) holds. One this version cannot read (a newer writer's
+    schema) still suppresses its key, reason ``unreadable``, from the record's time: the key was
+    suppressed all the same, and only a tombstone (always readable) removes it; what the record
+    does not say (an expiry) is not assumed. A registry that does not answer says nothing of the
+    record: :class:`~schemas.SchemaRegistryUnavailable` goes up (a list half read stops the start,
+    or the service, rather than decide without it)."""
+    try:
+        return entry_of(codec, message.value() or b"")
+    except SchemaRegistryUnavailable:
+        raise
+    except DecodeError:
+        return Suppression(reason=UNREADABLE, source=None, added_at=_written_at(message))
 
 
 def _written_at(message: Message) -> datetime:

@@ -365,14 +365,17 @@ class Pipeline:
         return True
 
     async def _decoded(self, inbound: Inbound, ids: _Ids) -> OrderCompleted:
-        """A schema registry that does not answer is not the record's fault: it is asked again a
-        few times, then the error goes up (see ``_settled``)."""
+        """A writer schema the registry must be asked for is fetched in a thread (the loop serves
+        every other event meanwhile). A registry that does not answer is not the record's fault:
+        it is asked again a few times, then the error goes up (see ``_settled``)."""
+        if self._codec.resolves_locally(inbound.value or b""):
+            return self._decode(inbound, ids)
         for pause_s in REGISTRY_RETRIES_S:
             try:
-                return self._decode(inbound, ids)
+                return await asyncio.to_thread(self._decode, inbound, ids)
             except SchemaRegistryUnavailable:
                 await asyncio.sleep(pause_s)
-        return self._decode(inbound, ids)
+        return await asyncio.to_thread(self._decode, inbound, ids)
 
     def _decode(self, inbound: Inbound, ids: _Ids) -> OrderCompleted:
         try:

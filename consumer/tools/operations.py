@@ -87,6 +87,7 @@ def run_command(args: argparse.Namespace) -> int:
     from consumer.app.assembly import codec_for
     from consumer.app.settings import Settings
     from consumer.tools.scan import ToolError, check_personal_data_flag
+    from schemas import SchemaRegistryUnavailable
 
     try:
         check_personal_data_flag(getattr(args, "show_personal_data", False))
@@ -95,6 +96,9 @@ def run_command(args: argparse.Namespace) -> int:
     except ToolError as error:
         print(printable(f"ordermail {args.command}: {error}"), file=sys.stderr)
         return error.code
+    except SchemaRegistryUnavailable:  # nothing decided on what could not be read: run it again
+        print(f"ordermail {args.command}: the schema registry does not answer; nothing done", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 — one line, no traceback: its text may quote a record
         print(f"ordermail {args.command}: failed ({type(exc).__name__})", file=sys.stderr)
         return 1

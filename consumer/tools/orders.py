@@ -26,7 +26,15 @@ from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 from consumer.kafka.partitioning import partition_for
 from consumer.processing.records import OWN_PREFIX, RESEND_HEADER, Origin, RetryState, readable_headers
 from consumer.tools.scan import Reader, ToolError, tool_producer_config
-from schemas import FEEDBACK_SCHEMA, ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, InvalidEvent, validate_order
+from schemas import (
+    FEEDBACK_SCHEMA,
+    ORDER_SCHEMA,
+    OUTCOME_SCHEMA,
+    DecodeError,
+    InvalidEvent,
+    SchemaRegistryUnavailable,
+    validate_order,
+)
 from schemas.validation import is_order_id
 
 if TYPE_CHECKING:
@@ -103,6 +111,8 @@ def _keyed(
             continue
         try:
             yield int(message.offset() or 0), codec.decode(message.value() or b"", schema)
+        except SchemaRegistryUnavailable:
+            raise  # says nothing of the record: a check skipped could mean a second e-mail
         except DecodeError:
             continue
 
@@ -181,6 +191,8 @@ def _latest_event(
             continue
         try:
             event = codec.decode(message.value() or b"", ORDER_SCHEMA)
+        except SchemaRegistryUnavailable:
+            raise  # says nothing of the record: a check skipped could mean a second e-mail
         except DecodeError:
             continue
         if event.get("order_id") == order_id:
@@ -232,7 +244,7 @@ def _await_outcome(
                 continue
             try:
                 outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
-            except DecodeError:
+            except DecodeError:  # the resend is queued already: at worst its outcome is not shown
                 continue
             is_ours = outcome["reason"] == "resend" or marker in (outcome.get("message_id") or "")
             recent = outcome["occurred_at"] >= datetime.fromtimestamp(token / 1000 - 1, UTC)

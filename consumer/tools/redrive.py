@@ -44,7 +44,7 @@ from consumer.processing.policy import redrivable
 from consumer.processing.records import OWN_PREFIX, readable_headers
 from consumer.tools.dlq import DeadLetter, Selection, read_dead_letters
 from consumer.tools.scan import Reader, ToolError, tool_producer_config
-from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, SchemaRegistryUnavailable
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
@@ -174,8 +174,9 @@ class _Copy:
         """Whether ``letter`` was written after this copy was published: it is about this copy
         or a later record of the input partition (offsets, whatever the clocks of the operator's
         machine and the pods say), else, of another record, written later."""
-        if letter.original_topic == input_topic and letter.original_partition == self.partition:
-            return letter.original_offset is not None and letter.original_offset >= self.offset
+        same_partition = letter.original_topic == input_topic and letter.original_partition == self.partition
+        if same_partition and letter.original_offset is not None:
+            return letter.original_offset >= self.offset
         return letter.timestamp_ms > self.timestamp_ms
 
 
@@ -254,6 +255,8 @@ def _redriven(
         sources.add(source)
         try:
             event_id = codec.decode(message.value() or b"", ORDER_SCHEMA).get("event_id")
+        except SchemaRegistryUnavailable:
+            raise  # says nothing of the record: a check skipped could mean a second e-mail
         except DecodeError:
             continue
         if isinstance(event_id, str):
@@ -287,6 +290,8 @@ def _sent_events(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> se
     for message in reader.read(outcome_topic, starts, f"reading {outcome_topic}"):
         try:
             outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
+        except SchemaRegistryUnavailable:
+            raise  # says nothing of the record: a check skipped could mean a second e-mail
         except DecodeError:
             continue
         if outcome["status"] == "SENT" and outcome["event_id"] in wanted:
@@ -317,13 +322,18 @@ def _check_retention(reader: Reader, selected: list[DeadLetter]) -> None:
     customer would get a second e-mail. Dead letters are kept longer than outcomes (30 days
     against 7, as shipped)."""
     settings = reader.settings
-    wanted: list[tuple[str, int, int]] = [
-        (settings.outcome_topic, p, t) for p, t in _outcomes_since(reader, selected).items()
-    ]
-    if selected:
-        since = min(d.timestamp_ms for d in selected) - _SKEW_MS
-        wanted += [(settings.input_topic, p, since) for p in reader.partitions(settings.input_topic)]
-    gone = sorted({topic for topic, p, t in wanted if not reader.holds_since(topic, p, t)})
+    if not selected:
+        return
+    since = min(d.timestamp_ms for d in selected) - _SKEW_MS
+    # Where the events' copies and outcomes land: their original partitions (any, by key, for a
+    # dead letter of another topic or of a partition gone).
+    inputs = reader.partitions(settings.input_topic)
+    originals = {d.original_partition if d.original_topic == settings.input_topic else -1 for d in selected}
+    partitions = sorted(p for p in originals if p is not None) if originals <= set(inputs) else inputs
+    outcomes = set(reader.partitions(settings.outcome_topic))
+    wanted = [(settings.input_topic, p) for p in partitions]
+    wanted += [(settings.outcome_topic, p) for p in partitions if p in outcomes]
+    gone = sorted({topic for topic, p in wanted if not reader.holds_since(topic, p, since)})
     if gone:
         oldest = datetime.fromtimestamp(min(d.timestamp_ms for d in selected) / 1000, UTC)
         raise ToolError(

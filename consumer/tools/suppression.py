@@ -16,10 +16,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from consumer.kafka.suppressions import SuppressionError, SuppressionWriter, entry_of
+from consumer.kafka.suppressions import SuppressionError, SuppressionWriter, entry_in
 from consumer.tools.scan import Reader, ToolError
 from delivery.suppression import InvalidAddress, Suppression, SuppressionKeys, is_record_key
-from schemas import DecodeError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -101,7 +100,8 @@ def _checked(keys: SuppressionKeys, address: str) -> str:
 
 
 def _read(reader: Reader, codec: Codec, only: str | None) -> tuple[dict[str, Suppression], int]:
-    """Each key's latest entry (``only``: that key's alone) and the records that could not be read."""
+    """Each key's latest entry (``only``: that key's alone; one whose value this version cannot
+    read as ``unreadable``, as the service suppresses it) and the records not keyed by us."""
     topic = reader.settings.suppression_topic
     starts = {p: reader.bounds(topic, p)[0] for p in reader.partitions(topic)}
     entries: dict[str, Suppression] = {}
@@ -117,10 +117,7 @@ def _read(reader: Reader, codec: Codec, only: str | None) -> tuple[dict[str, Sup
         if value is None:
             entries.pop(key, None)
             continue
-        try:
-            entries[key] = entry_of(codec, value)
-        except DecodeError:
-            unreadable += 1
+        entries[key] = entry_in(codec, message)  # an unreadable one suppresses: listed, removable
     return entries, unreadable
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from email.message import Message
@@ -20,7 +19,7 @@ from typing import Literal
 from delivery.feedback.arf import is_arf, parse_arf
 from delivery.feedback.dsn import is_dsn, parse_dsn
 from delivery.feedback.model import Report
-from delivery.feedback.parts import field
+from delivery.feedback.parts import field, oversized_content_field
 from delivery.return_path import ReturnPath, Token
 
 __all__ = ["Dropped", "Inbound", "is_auto_reply", "read_inbound"]
@@ -28,17 +27,6 @@ __all__ = ["Dropped", "Inbound", "is_auto_reply", "read_inbound"]
 Dropped = Literal[
     "auto_reply", "not_a_report", "unparseable", "unsigned", "not_a_complaint", "oversized_header"
 ]
-
-# ``email`` reads the parameters of Content-* fields (a multipart's boundary, a charset, the
-# report-type) in time that grows with the square of their length on some Python releases
-# (gh-136063: a 250 KB Content-Type held a thread for minutes). Real ones are a few hundred
-# bytes with a few parameters: those fields are measured on the raw bytes, at any depth of the
-# message, before it is parsed.
-MAX_CONTENT_FIELD_BYTES = 4096
-MAX_CONTENT_FIELD_PARAMETERS = 64
-_CONTENT_FIELD = re.compile(
-    rb"^content-[a-z0-9-]*[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*", re.IGNORECASE | re.MULTILINE
-)
 
 # RFC 3834 and what common auto-responders write instead of it.
 _AUTO_REPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress")
@@ -54,7 +42,7 @@ class Inbound:
 def read_inbound(data: bytes, envelope_recipients: Iterable[str], return_path: ReturnPath) -> Inbound:
     """The reports ``data`` makes, each carrying the event its token names; or why it is
     dropped. Never raises for what a sender can put in a message."""
-    if _oversized_content_field(data):
+    if oversized_content_field(data):
         return Inbound(dropped="oversized_header")
     try:
         message = email.message_from_bytes(data, policy=email.policy.compat32)
@@ -63,13 +51,6 @@ def read_inbound(data: bytes, envelope_recipients: Iterable[str], return_path: R
         # The ``email`` package is lenient, but hostile nesting and odd charsets still reach
         # these; whatever it was, it was no report we can use.
         return Inbound(dropped="unparseable")
-
-
-def _oversized_content_field(data: bytes) -> bool:
-    return any(
-        len(found) > MAX_CONTENT_FIELD_BYTES or found.count(b";") > MAX_CONTENT_FIELD_PARAMETERS
-        for found in _CONTENT_FIELD.findall(data)
-    )
 
 
 def _read(message: Message, data: bytes, recipients: list[str], return_path: ReturnPath) -> Inbound:

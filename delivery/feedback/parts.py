@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.utils
+import re
 from datetime import UTC, datetime
 from email.message import Message
 
@@ -14,9 +15,31 @@ __all__ = [
     "domain_of",
     "field",
     "find_part",
+    "oversized_content_field",
     "returned_headers",
     "xtext_decoded",
 ]
+
+
+# ``email`` reads the parameters of Content-* fields (a multipart's boundary, a charset, the
+# report-type) in time that grows with the square of their length on some Python releases
+# (gh-136063: a 250 KB Content-Type held a thread for minutes). Real ones are a few hundred
+# bytes with a few parameters: those fields are measured on the bytes before ``email`` parses
+# them, at any depth, wherever a line starts for it (after CR LF, LF or a bare CR).
+MAX_CONTENT_FIELD_BYTES = 4096
+MAX_CONTENT_FIELD_PARAMETERS = 64
+_CONTENT_FIELD = re.compile(
+    rb"(?:^|(?<=\r))content-[a-z0-9-]*[ \t]*:[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def oversized_content_field(data: bytes) -> bool:
+    """Whether ``data`` holds a Content-* field too long, or with too many parameters, to parse."""
+    return any(
+        len(found) > MAX_CONTENT_FIELD_BYTES or found.count(b";") > MAX_CONTENT_FIELD_PARAMETERS
+        for found in _CONTENT_FIELD.findall(data)
+    )
 
 
 def field(message: Message | None, name: str) -> str | None:
@@ -42,8 +65,10 @@ def returned_headers(message: Message) -> Message | None:
     payload = part.get_payload()
     if isinstance(payload, list):  # message/rfc822: the ``email`` package parsed it already
         return payload[0] if payload and isinstance(payload[0], Message) else None
-    text = part.get_payload(decode=True)
-    return email.message_from_bytes(text) if isinstance(text, bytes) else None
+    text = part.get_payload(decode=True)  # base64, say: its fields were not measured as sent
+    if not isinstance(text, bytes) or oversized_content_field(text):
+        return None
+    return email.message_from_bytes(text)
 
 
 def address_field(value: object) -> str | None:

@@ -124,3 +124,26 @@ def test_a_registry_that_does_not_answer_is_told_from_one_that_lacks_the_schema(
     with pytest.raises(SchemaRegistryUnavailable) as unanswered:
         Codec.from_directory(registry=away).decode(data, READER)
     assert unanswered.value.reason == "unknown_schema"  # as readers that skip what they cannot read see it
+
+
+def test_a_registry_that_hangs_fails_like_one_that_is_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's client gives up after its timeout, asked once: reading an event, and
+    registering the outcome schema at start-up (before any e-mail whose outcome it would write)."""
+    import socket
+    import struct
+
+    from consumer.app import assembly
+    from consumer.app.settings import Settings
+    from schemas import OUTCOME_SCHEMA, SchemaRegistryUnavailable
+
+    monkeypatch.setattr(assembly, "REGISTRY_TIMEOUT_S", 1)
+    with socket.create_server(("127.0.0.1", 0)) as server:  # connections queue up, never answered
+        codec = assembly.codec_for(
+            Settings(SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{server.getsockname()[1]}")
+        )
+        framed = b"\x00" + struct.pack(">I", 3) + b"\x02"
+        assert not codec.resolves_locally(framed)
+        with pytest.raises(SchemaRegistryUnavailable):
+            codec.decode(framed, READER)
+        with pytest.raises(SchemaRegistryUnavailable):
+            codec.prepare(OUTCOME_SCHEMA, "orders.delivery-outcome.v1-value")

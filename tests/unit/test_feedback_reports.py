@@ -208,9 +208,27 @@ def test_a_content_field_too_long_for_the_parser_is_dropped_before_it_is_parsed(
         b'Content-Type: multipart/report; report-type=feedback-report; boundary="part1"', field.encode()
     )
     nested = arf().replace(b"Content-Type: message/feedback-report", field.encode())
-    for data in (top, nested):
+    # email also ends a line at a bare CR: a field starting there is one too
+    after_cr = arf().replace(b"MIME-Version: 1.0\r\n", b"MIME-Version: 1.0\r" + field.encode() + b"\r\n")
+    for data in (top, nested, after_cr):
         assert read_inbound(data, [VERP], RETURN_PATH).dropped == "oversized_header"
     assert read_inbound(arf(), [VERP], RETURN_PATH).dropped is None  # real ones pass
+
+
+def test_returned_headers_sent_encoded_are_measured_once_decoded() -> None:
+    """A base64 text/rfc822-headers part hides its fields from the check on the bytes as sent."""
+    from delivery.feedback.parts import returned_headers
+
+    hostile = 'Content-Type: multipart/mixed; boundary="b"; x="' + ";" * 100 + '"\r\n\r\n'
+    plain = f"Return-Path: <{VERP}>\r\nMessage-ID: {MESSAGE_ID}\r\n\r\n"
+    for headers, kept in ((hostile, False), (plain, True)):
+        data = arf().replace(
+            b"Content-Type: text/rfc822-headers\r\n\r\n" + f"Return-Path: <{VERP}>".encode(),
+            b"Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(headers.encode()).replace(b"\n", b"\r\n")
+            + b"X-Rest: <",
+        )
+        assert (returned_headers(email.message_from_bytes(data)) is not None) is kept
 
 
 def test_codes_and_our_message_ids() -> None:

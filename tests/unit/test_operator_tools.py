@@ -241,6 +241,20 @@ def test_an_unexpected_error_is_one_line_without_its_text(
     assert not captured.out
 
 
+def test_a_registry_that_does_not_answer_ends_a_command_before_it_decides_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A redrive that took an outcome it could not read for none would publish a sent event."""
+    from schemas import SchemaRegistryUnavailable
+
+    def away(*_args: Any) -> Any:
+        raise SchemaRegistryUnavailable("unknown_schema", "registry id 9: ConnectError")
+
+    monkeypatch.setattr(operations, "_execute", away)
+    assert main(["dlq", "redrive"]) == 1
+    assert capsys.readouterr().err == "ordermail dlq: the schema registry does not answer; nothing done\n"
+
+
 def test_every_printed_line_has_its_terminal_controls_escaped(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -165,3 +165,29 @@ def test_an_event_id_spelled_otherwise_is_found_by_the_form_reports_carry(index:
     sent = asyncio.run(built.find(EVENT, time.monotonic(), timeout_s=10))
     assert sent is not None
     assert sent.event_id == spelled
+
+
+def test_an_outcome_the_registry_cannot_resolve_yet_is_waited_for_not_skipped() -> None:
+    """Skipped, its bounce would never find its order; meanwhile reports are asked to come again."""
+    from schemas import SchemaRegistryUnavailable
+
+    failures = [1]
+
+    class Flaky(Codec):
+        def decode(self, data: bytes, reader: Any) -> dict[str, Any]:
+            if failures:
+                failures.pop()
+                raise SchemaRegistryUnavailable("unknown_schema", "registry id 9: ConnectError")
+            return CODEC.decode(data, reader)
+
+    consumer = FakeConsumer()
+    built = OutcomeIndex(consumer, Flaky(), "outcomes", window_s=3600, max_entries=2, settle_s=0.2)  # type: ignore[arg-type]
+    built.start()
+    try:
+        consumer.batches.put([_outcome(EVENT)])
+        consumer.batches.put([FakeMessage(3, _eof=True)])
+        sent = asyncio.run(built.find(EVENT, time.monotonic(), timeout_s=10))
+    finally:
+        built.close()
+    assert sent is not None
+    assert failures == []

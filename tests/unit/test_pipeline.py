@@ -688,6 +688,9 @@ def test_a_schema_registry_that_does_not_answer_stops_the_service_instead_of_rej
     decode = CODEC.decode
 
     class Registry:
+        def resolves_locally(self, data: bytes) -> bool:
+            return False  # a writer schema this process has not fetched yet
+
         def decode(self, data: bytes, reader: Any) -> dict[str, Any]:
             if not answers.pop(0):
                 raise SchemaRegistryUnavailable("unknown_schema", "registry id 7: ConnectError")

@@ -171,8 +171,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> _Cluster:
     return kafka
 
 
-def _run(selection: Selection, **options: Any) -> redrive.RedriveReport:
-    return redrive.redrive(_Settings(), CODEC, selection, **options)  # type: ignore[arg-type]
+def _run(selection: Selection, codec: Codec = CODEC, **options: Any) -> redrive.RedriveReport:
+    return redrive.redrive(_Settings(), codec, selection, **options)  # type: ignore[arg-type]
 
 
 def test_an_event_that_failed_again_after_a_redrive_is_redriven_by_a_wider_selection(
@@ -257,3 +257,40 @@ def test_events_the_tool_cannot_decode_are_refused_unless_forced(cluster: _Clust
         _run(Selection())
     assert "cannot read" in str(refused.value)
     assert _run(Selection(), force=True).published == 2
+
+
+def test_an_old_event_dead_lettered_lately_is_checked_from_its_dead_letter_on(cluster: _Cluster) -> None:
+    """The event's own time (its producer's, and its first failure's for a re-failed redrive) may
+    lie before retention: what matters is whether everything since its dead letter is kept."""
+    order: dict[str, Any] = dict(sample_order(6))
+    order["occurred_at"] = datetime.fromtimestamp(1, UTC)  # long before anything kept
+    cluster.append("outcomes", b"k", b"an older outcome", [], at=9 * DAY)
+    cluster.append("orders", b"k", b"an older record", [], at=9 * DAY)
+    cluster.dead_letter(order, "template_error", original_offset=0, at=10 * DAY)
+    cluster.deleted = {"outcomes": 0, "orders": 0}
+    cluster.logs["outcomes"].insert(0, _Record("outcomes", 0, 0, 0, None, None, []))  # offset 0, deleted
+    for offset, record in enumerate(cluster.logs["outcomes"]):
+        record.offset_ = offset
+    cluster.deleted = {"outcomes": 1}
+    cluster.now = 10 * DAY + 1
+    assert _run(Selection(reasons=frozenset({"template_error"}))).published == 1
+
+
+def test_an_outcome_the_registry_cannot_resolve_stops_the_redrive_before_it_publishes(
+    cluster: _Cluster,
+) -> None:
+    """Skipped as unreadable, a SENT outcome would let a sent event through again."""
+    from schemas import SchemaRegistryUnavailable
+
+    class OutcomesAway(Codec):
+        def decode(self, data: bytes, reader: Any) -> dict[str, Any]:
+            if reader is OUTCOME_SCHEMA:
+                raise SchemaRegistryUnavailable("unknown_schema", "registry id 9: ConnectError")
+            return CODEC.decode(data, reader)
+
+    order: dict[str, Any] = dict(sample_order(7))
+    cluster.dead_letter(order, "template_error", original_offset=0, at=1_000)
+    cluster.sent(order, at=2_000)
+    with pytest.raises(SchemaRegistryUnavailable):
+        _run(Selection(), OutcomesAway())
+    assert cluster.logs["orders"] == []

@@ -476,3 +476,48 @@ def test_only_keys_ordermail_writes_are_record_keys() -> None:
     assert not is_record_key(key.upper())
     assert not is_record_key("z" * 64)
     assert not is_record_key(key[:-1])
+
+
+def test_a_registry_that_does_not_answer_stops_the_load_instead_of_guessing() -> None:
+    """Unreadable for want of a registry says nothing of the record: neither suppressed as
+    unreadable (for good) nor left out; the start stops."""
+    from schemas import SchemaRegistryUnavailable
+
+    keys = SuppressionKeys(SECRET)
+    key = keys.key_for("a@example.com").encode()
+    bounced = Suppression("hard_bounce", "dsn", datetime.now(UTC).replace(microsecond=0))
+
+    class Away(Codec):
+        def decode(self, data: bytes, reader: Any) -> dict[str, Any]:
+            raise SchemaRegistryUnavailable("unknown_schema", "registry id 9: ConnectError")
+
+    fake: Any = FakeConsumer("supp", {0: [(key, _value(bounced))]})
+    follower = SuppressionFollower(
+        {}, "supp", Away(), SuppressionTable(None), consumer_factory=lambda _: fake
+    )
+    with pytest.raises(SuppressionError, match="schema registry unavailable"):
+        follower.load(timeout_s=5)
+    assert len(follower.table) == 0
+
+
+def test_the_tool_lists_an_unreadable_entry_the_service_suppresses_so_it_can_be_removed() -> None:
+    from consumer.tools.suppression import list_suppressions
+
+    keys = SuppressionKeys(SECRET)
+    key = keys.key_for("a@example.com")
+
+    class Reader:
+        settings = Settings(ORDERMAIL_SUPPRESSION_SECRET=SECRET.decode())
+
+        def partitions(self, topic: str) -> list[int]:
+            return [0]
+
+        def bounds(self, topic: str, partition: int) -> tuple[int, int]:
+            return (0, 1)
+
+        def read(self, topic: str, starts: dict[int, int], label: str) -> Any:
+            yield FakeMessage(topic, 0, 0, key.encode(), b"\x00a newer writer's record")
+
+    a_day_later = datetime(2025, 12, 7, tzinfo=UTC)  # the record was written on 2025-12-06
+    listed = list_suppressions(Reader(), CODEC, "a@example.com", now=a_day_later)  # type: ignore[arg-type]
+    assert [(e["reason"], e["suppressing"]) for e in listed["entries"]] == [("unreadable", True)]
