@@ -154,8 +154,10 @@ class Codec:
         if self._registry is not None:
             try:
                 self._register(subject, writer)
-            except Exception as exc:  # registry errors are many types
-                raise SchemaRegistryUnavailable("unknown_schema", f"{subject}: {type(exc).__name__}") from exc
+            except Exception as exc:  # registry errors are many types: named, with the HTTP status
+                status = getattr(exc, "http_status_code", None)
+                detail = f"{subject}: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
+                raise SchemaRegistryUnavailable("unknown_schema", detail) from exc
 
     def resolves_locally(self, data: bytes) -> bool:
         """Whether decoding ``data`` needs no request to the registry (its writer is known here)."""

@@ -74,8 +74,10 @@ def assemble(settings: Settings) -> Parts:
     codec = codec_for(settings)
     try:  # before any e-mail: its outcome must be writable once the relay has it
         codec.prepare(OUTCOME_SCHEMA, subject=f"{settings.outcome_topic}-value")
-    except SchemaRegistryUnavailable:
-        raise SystemExit("schema registry unavailable: the outcome schema cannot be registered") from None
+    except SchemaRegistryUnavailable as error:  # away, or refusing it (HTTP 409, 401...): named
+        raise SystemExit(
+            f"schema registry unavailable: the outcome schema cannot be registered ({error})"
+        ) from None
     render_config = RenderConfig.from_settings(settings)
     render_pool = start_render_pool(render_config, settings)
     publisher = OutcomePublisher(

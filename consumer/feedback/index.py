@@ -159,13 +159,13 @@ class OutcomeIndex:
         try:
             while self._running:
                 messages = self._consumer.consume(num_messages=500, timeout=0.2)
+                polled_at = time.monotonic()  # ends seen are as of now, however long decoding takes
                 outcomes = [self._outcome(message) for message in messages]  # not holding the lock
                 with self._lock:
                     for message, outcome in zip(messages, outcomes, strict=True):
-                        self._take(message, outcome)
+                        self._take(message, outcome, polled_at)
                     if not messages:  # nothing came: whatever stood at its end still does
-                        now = time.monotonic()
-                        self._end_seen_at.update(dict.fromkeys(self._at_end, now))
+                        self._end_seen_at.update(dict.fromkeys(self._at_end, polled_at))
                     if len(self._end_seen_at) == len(self._partitions):
                         # A busy topic is never empty for a whole poll: each partition's own
                         # end-of-partition events say how far it has been read.
@@ -194,19 +194,19 @@ class OutcomeIndex:
                 return outcome
             except SchemaRegistryUnavailable:
                 if not self._running:
-                    raise
+                    return None  # closing: what was not read no longer matters
                 time.sleep(1.0)
             except DecodeError:
                 return None  # not ours to judge: analytics reads this topic with the same schema
         return None
 
-    def _take(self, message: Message, outcome: DeliveryOutcome | None) -> None:
+    def _take(self, message: Message, outcome: DeliveryOutcome | None, polled_at: float) -> None:
         error = message.error()
         partition = message.partition() or 0
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 self._at_end.add(partition)
-                self._end_seen_at[partition] = time.monotonic()
+                self._end_seen_at[partition] = polled_at
             elif error.fatal():
                 raise RuntimeError(error.name())
             return

@@ -66,6 +66,7 @@ __all__ = [
 
 log = logging.getLogger("ordermail.suppressions")
 UNREADABLE = "unreadable"  # the reason of an entry whose record this version could not read
+REGISTRY_PATIENCE_S = 60.0  # a schema registry not answering for longer stops the list (and the service)
 LOAD_TIMEOUT_S = 120.0  # a list not loaded by then stops the start: e-mailing without it is worse
 
 
@@ -238,7 +239,7 @@ class SuppressionFollower:
         if value is None:
             self.table.apply(key, None)
             return
-        entry = entry_in(self._codec, message)
+        entry = self._entry(message)
         if entry.reason == UNREADABLE:
             log.warning(
                 "suppression record %s unreadable at %s/%s: suppressing",
@@ -247,6 +248,18 @@ class SuppressionFollower:
                 message.offset(),
             )
         self.table.apply(key, entry)
+
+    def _entry(self, message: Message) -> Suppression:
+        """A registry that does not answer is asked again every second, for up to
+        ``REGISTRY_PATIENCE_S`` (a blip must not stop every replica at once); then it goes up."""
+        gives_up_at = time.monotonic() + REGISTRY_PATIENCE_S
+        while True:
+            try:
+                return entry_in(self._codec, message)
+            except SchemaRegistryUnavailable:
+                if self._stopping.is_set() or time.monotonic() >= gives_up_at:
+                    raise
+                self._stopping.wait(1.0)
 
 
 def entry_in(codec: Codec, message: Message) -> Suppression:

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from consumer.processing.records import OWN_PREFIX, Inbound, plausible_id, readable_headers
-from schemas import ORDER_SCHEMA, DecodeError
+from consumer.tools.scan import decoded
+from schemas import ORDER_SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -100,10 +101,7 @@ class DeadLetter:
         key, value = message.key(), message.value()
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
         topic, timestamp = message.topic() or "", int(message.timestamp()[1])
-        try:
-            event = codec.decode(value, ORDER_SCHEMA) if value else None
-        except DecodeError:
-            event = None
+        event = decoded(codec, value, ORDER_SCHEMA) if value else None  # a registry away: it goes up
         return cls(
             topic=topic,
             partition=partition,

@@ -25,14 +25,13 @@ from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from consumer.kafka.partitioning import partition_for
 from consumer.processing.records import OWN_PREFIX, RESEND_HEADER, Origin, RetryState, readable_headers
-from consumer.tools.scan import Reader, ToolError, tool_producer_config
+from consumer.tools.scan import Reader, ToolError, decoded, tool_producer_config
 from schemas import (
     FEEDBACK_SCHEMA,
     ORDER_SCHEMA,
     OUTCOME_SCHEMA,
     DecodeError,
     InvalidEvent,
-    SchemaRegistryUnavailable,
     validate_order,
 )
 from schemas.validation import is_order_id
@@ -109,12 +108,9 @@ def _keyed(
     for message in reader.read(topic, starts, f"reading {topic} [{partition}]"):
         if message.key() != key:
             continue
-        try:
-            yield int(message.offset() or 0), codec.decode(message.value() or b"", schema)
-        except SchemaRegistryUnavailable:
-            raise  # says nothing of the record: a check skipped could mean a second e-mail
-        except DecodeError:
-            continue
+        record = decoded(codec, message.value() or b"", schema)
+        if record is not None:
+            yield int(message.offset() or 0), record
 
 
 def _shown(outcome: dict[str, Any], offset: int) -> dict[str, Any]:
@@ -189,11 +185,8 @@ def _latest_event(
     for message in reader.read(topic, {partition: start}, f"reading {topic} [{partition}]"):
         if message.key() != key:
             continue
-        try:
-            event = codec.decode(message.value() or b"", ORDER_SCHEMA)
-        except SchemaRegistryUnavailable:
-            raise  # says nothing of the record: a check skipped could mean a second e-mail
-        except DecodeError:
+        event = decoded(codec, message.value() or b"", ORDER_SCHEMA)
+        if event is None:
             continue
         if event.get("order_id") == order_id:
             latest = (message, event)

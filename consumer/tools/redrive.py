@@ -43,8 +43,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from consumer.processing.policy import redrivable
 from consumer.processing.records import OWN_PREFIX, readable_headers
 from consumer.tools.dlq import DeadLetter, Selection, read_dead_letters
-from consumer.tools.scan import Reader, ToolError, tool_producer_config
-from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA, DecodeError, SchemaRegistryUnavailable
+from consumer.tools.scan import Reader, ToolError, decoded, tool_producer_config
+from schemas import ORDER_SCHEMA, OUTCOME_SCHEMA
 
 if TYPE_CHECKING:
     from consumer.app.settings import Settings
@@ -253,12 +253,10 @@ def _redriven(
         if source is None or copies.get(source, digest) != digest or digest not in records:
             continue
         sources.add(source)
-        try:
-            event_id = codec.decode(message.value() or b"", ORDER_SCHEMA).get("event_id")
-        except SchemaRegistryUnavailable:
-            raise  # says nothing of the record: a check skipped could mean a second e-mail
-        except DecodeError:
+        event = decoded(codec, message.value() or b"", ORDER_SCHEMA)
+        if event is None:
             continue
+        event_id = event.get("event_id")
         if isinstance(event_id, str):
             copy = _Copy(
                 int(message.partition() or 0), int(message.offset() or 0), int(message.timestamp()[1])
@@ -288,11 +286,8 @@ def _sent_events(reader: Reader, codec: Codec, selected: list[DeadLetter]) -> se
     starts = {p: reader.offset_at(outcome_topic, p, t) for p, t in _outcomes_since(reader, selected).items()}
     sent = set()
     for message in reader.read(outcome_topic, starts, f"reading {outcome_topic}"):
-        try:
-            outcome = codec.decode(message.value() or b"", OUTCOME_SCHEMA)
-        except SchemaRegistryUnavailable:
-            raise  # says nothing of the record: a check skipped could mean a second e-mail
-        except DecodeError:
+        outcome = decoded(codec, message.value() or b"", OUTCOME_SCHEMA)
+        if outcome is None:
             continue
         if outcome["status"] == "SENT" and outcome["event_id"] in wanted:
             sent.add(outcome["event_id"])

@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumer.kafka.clients import consumer_config, error_name, producer_config
+from schemas import DecodeError, SchemaRegistryUnavailable
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
 
     from consumer.app.settings import Settings
+    from schemas import Codec
+    from schemas.codec import Schema
 
-__all__ = ["Progress", "Reader", "ToolError", "check_personal_data_flag", "tool_producer_config"]
+__all__ = ["Progress", "Reader", "ToolError", "check_personal_data_flag", "decoded", "tool_producer_config"]
 
 _QUIET = logging.getLogger("ordermail.tools.kafka")
 _QUIET.propagate = False
@@ -43,6 +46,18 @@ class ToolError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+def decoded(codec: Codec, data: bytes, schema: Schema) -> dict[str, Any] | None:
+    """The record, or None when it cannot be read. A registry that does not answer says nothing
+    of the record (:class:`~schemas.SchemaRegistryUnavailable` goes up): a tool that took it for
+    unreadable could miss a ``SENT`` and e-mail a customer again."""
+    try:
+        return codec.decode(data, schema)
+    except SchemaRegistryUnavailable:
+        raise
+    except DecodeError:
+        return None
 
 
 def check_personal_data_flag(asked: bool, stream: TextIO | None = None) -> None:

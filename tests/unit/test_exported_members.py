@@ -185,6 +185,7 @@ EXPORTED: dict[str, list[str]] = {
         "Reader",
         "ToolError",
         "check_personal_data_flag",
+        "decoded",
         "tool_producer_config",
     ],
     "consumer.tools.suppression": [

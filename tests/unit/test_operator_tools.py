@@ -255,6 +255,17 @@ def test_a_registry_that_does_not_answer_ends_a_command_before_it_decides_anythi
     assert capsys.readouterr().err == "ordermail dlq: the schema registry does not answer; nothing done\n"
 
 
+def test_a_dead_letter_read_while_the_registry_is_away_is_not_taken_for_undecodable() -> None:
+    from schemas import SchemaRegistryUnavailable
+
+    class Away(Codec):
+        def decode(self, data: bytes, reader: Any) -> dict[str, Any]:
+            raise SchemaRegistryUnavailable("unknown_schema", "registry id 9: ConnectError")
+
+    with pytest.raises(SchemaRegistryUnavailable):
+        DeadLetter.from_message(_Message(b"\x00\x00\x00\x00\x09\x02", topic_="orders.dlq"), Away())  # type: ignore[arg-type]
+
+
 def test_every_printed_line_has_its_terminal_controls_escaped(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
