@@ -383,10 +383,8 @@ class Service:
     def _take_over(self, now: float) -> None:
         try:
             ready, anchors = self._handover.prepare(self._consumer, now)
-        except (
-            KafkaException,
-            SchemaRegistryUnavailable,
-        ) as exc:  # nothing consumed yet from those partitions: try again soon
+        # Nothing consumed yet from those partitions: tried again soon.
+        except (KafkaException, SchemaRegistryUnavailable) as exc:
             name = error_name(exc) if isinstance(exc, KafkaException) else "schema registry unavailable"
             log.warning("taking over partitions failed: %s", name)
             self._next_takeover = now + 1.0

@@ -312,10 +312,10 @@ def _outcomes_since(reader: Reader, selected: list[DeadLetter]) -> dict[int, int
 
 
 def _check_retention(reader: Reader, selected: list[DeadLetter]) -> None:
-    """Refuses when retention already deleted outcomes or input records of the time the checks
-    read from: an event sent (or redriven) since its dead letter would then look due, and its
-    customer would get a second e-mail. Dead letters are kept longer than outcomes (30 days
-    against 7, as shipped)."""
+    """Refuses when retention already deleted outcomes or input records written since the oldest
+    selected dead letter, in those dead letters' partitions: an event sent (or redriven) since its
+    dead letter would then look due, and its customer would get a second e-mail. Dead letters
+    are kept longer than outcomes (30 days against 7, as shipped)."""
     settings = reader.settings
     if not selected:
         return
